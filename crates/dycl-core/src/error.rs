@@ -1,0 +1,22 @@
+//! One error type for the whole core. Every variant names the offending
+//! argument so the Python layer can turn it into a precise `ValueError`.
+
+use thiserror::Error;
+
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum DyclError {
+    /// An argument has the wrong shape, range or content.
+    #[error("{arg}: {msg}")]
+    InvalidArgument { arg: &'static str, msg: String },
+    /// The requested work would need more memory than is sensible to allocate.
+    #[error("{0}")]
+    OutOfMemory(String),
+}
+
+impl DyclError {
+    pub fn invalid(arg: &'static str, msg: impl Into<String>) -> Self {
+        DyclError::InvalidArgument { arg, msg: msg.into() }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, DyclError>;

@@ -1,0 +1,16 @@
+//! `dycl-core`: the evaluation core of DyCL, distance-aware cross-view
+//! geo-localization.
+//!
+//! Pure Rust (ndarray + rayon); the Python bindings live in `dycl-python` and
+//! only convert arrays and call into this crate. Definitions follow
+//! `DESIGN.md` §3–§5:
+//!
+//! * [`geo`] — WGS84 geodesic distances and relevance levels between buildings;
+//! * [`metrics`] — H-AP, ASI, NDCG and per-scale mAP / Recall@K;
+//!
+//! All heavy loops are parallel over queries with rayon.
+
+pub mod error;
+pub mod geo;
+
+pub use error::{DyclError, Result};

@@ -1,0 +1,24 @@
+"""DyCL: distance-aware cross-view geo-localization.
+
+Submodules:
+
+* :mod:`dycl.geo` — geodesic distances and relevance levels between buildings;
+* :mod:`dycl.metrics` — H-AP, ASI, NDCG, per-scale mAP / Recall@K (Rust core);
+* :mod:`dycl.rerank` — k-reciprocal re-ranking and MSRerank (Rust core);
+* :mod:`dycl.reference` — slow, readable NumPy versions of the metrics and the
+  re-ranking, the definitions the fast paths are tested against;
+* :mod:`dycl.data`, :mod:`dycl.models`, :mod:`dycl.losses` — the PyTorch side;
+* :mod:`dycl.train`, :mod:`dycl.evaluate`, :mod:`dycl.cli` — engines and commands.
+
+Torch is imported lazily by the submodules that need it, so ``import dycl``
+and the evaluation core stay light.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("dycl")
+except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["__version__"]

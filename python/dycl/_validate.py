@@ -1,0 +1,99 @@
+"""Input checks shared by the wrappers around the Rust core.
+
+The wrappers are the only place that converts arrays: other widths of
+integers and floats are converted, not rejected; everything that cannot be
+converted meaningfully raises a ``ValueError`` naming the argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def _as_array(name: str, value: object) -> np.ndarray:
+    try:
+        return np.asarray(value)
+    except Exception as exc:  # ragged lists and the like
+        raise ValueError(f"{name}: cannot be read as an array ({exc})") from None
+
+
+def float_matrix(
+    name: str, value: object, dtype: type = np.float64, shape: tuple[int | None, int | None] | None = None
+) -> np.ndarray:
+    """A C-contiguous 2-D float array of ``dtype`` with finite values."""
+    arr = _as_array(name, value)
+    if arr.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D array, got {arr.ndim}-D with shape {arr.shape}")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+            or arr.dtype == np.bool_):
+        raise ValueError(f"{name}: expected a numeric array, got dtype {arr.dtype}")
+    if shape is not None:
+        for axis, want in enumerate(shape):
+            if want is not None and arr.shape[axis] != want:
+                raise ValueError(f"{name}: expected shape {_fmt_shape(shape)}, got {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if not np.isfinite(arr).all():
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise ValueError(f"{name}: contains NaN or inf (first at index {tuple(int(i) for i in bad)})")
+    return arr
+
+
+def id_vector(name: str, value: object, upper: int, length: int | None = None) -> np.ndarray:
+    """A C-contiguous int64 vector with values in ``[0, upper)``."""
+    arr = _as_array(name, value)
+    if arr.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D array, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)
+        else:
+            raise ValueError(f"{name}: expected integer ids, got dtype {arr.dtype}")
+    if length is not None and arr.shape[0] != length:
+        raise ValueError(f"{name}: expected {length} ids, got {arr.shape[0]}")
+    arr = np.ascontiguousarray(arr, dtype=np.int64)
+    if arr.size:
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi >= upper:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{name}: id {bad} is outside the level matrix (valid ids are 0..{upper - 1})")
+    return arr
+
+
+def level_matrix(name: str, value: object) -> np.ndarray:
+    """A square, C-contiguous uint8 matrix of non-negative integer levels."""
+    arr = _as_array(name, value)
+    if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
+        raise ValueError(f"{name}: expected a square (B, B) matrix, got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name}: is empty")
+    if not np.issubdtype(arr.dtype, np.integer):
+        if arr.dtype == np.bool_:
+            arr = arr.astype(np.uint8)
+        elif np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            pass
+        else:
+            raise ValueError(f"{name}: expected integer levels, got dtype {arr.dtype} with non-integer values")
+    if arr.min() < 0 or arr.max() > 255:
+        raise ValueError(f"{name}: levels must lie in [0, 255], got [{arr.min()}, {arr.max()}]")
+    return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def positive_ints(name: str, value: Sequence[int] | int, minimum: int = 1) -> tuple[int, ...]:
+    """A tuple of integers, each at least ``minimum``."""
+    values = (value,) if isinstance(value, (int, np.integer)) else tuple(value)
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise ValueError(f"{name}: expected integers, got {v!r}")
+        if v < minimum:
+            raise ValueError(f"{name}: values must be >= {minimum}, got {v}")
+        out.append(int(v))
+    if not out:
+        raise ValueError(f"{name}: must not be empty")
+    return tuple(out)
+
+
+def _fmt_shape(shape: tuple[int | None, ...]) -> str:
+    return "(" + ", ".join("n" if s is None else str(s) for s in shape) + ")"
