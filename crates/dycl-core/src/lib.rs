@@ -5,11 +5,13 @@
 //! only convert arrays and call into this crate. Definitions follow
 //! `DESIGN.md` §3–§5:
 //!
+//! * [`distance`] — cosine distances between embeddings (blocked parallel GEMM);
 //! * [`geo`] — WGS84 geodesic distances and relevance levels between buildings;
 //! * [`metrics`] — H-AP, ASI, NDCG and per-scale mAP / Recall@K;
 //!
 //! All heavy loops are parallel over queries with rayon.
 
+pub mod distance;
 pub mod error;
 pub mod geo;
 
