@@ -1,0 +1,146 @@
+"""The siamese embedding network (DESIGN §6).
+
+One network, shared by both views: backbone → global pooling → LayerNorm
+without affine → Linear(feature_dim → embedding_dim) → L2 normalisation.
+State-dict keys: ``backbone.*`` and ``fc.weight``/``fc.bias`` only (pooling and
+the LayerNorm have no parameters), exactly as in the authors' release.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbones import BACKBONES, backbone_spec, build_backbone, is_full_model_state, read_backbone_weights
+from .checkpoint import load_checkpoint
+
+VIT_POOLINGS = ("cls", "mean")
+
+
+class EmbeddingNet(nn.Module):
+    """Backbone + head producing unit-norm embeddings.
+
+    ``forward(x)`` embeds one batch; ``forward(x, y)`` embeds the two views of a
+    batch of pairs with one backbone pass when their shapes agree (one call,
+    so it goes through DDP's forward hooks) and returns ``(emb_x, emb_y)``.
+    Embeddings are float32 (float64 for a float64 model), also under autocast.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        backbone_name: str,
+        feature_dim: int,
+        embedding_dim: int = 512,
+        vit_pooling: str = "cls",
+    ) -> None:
+        super().__init__()
+        spec = backbone_spec(backbone_name)
+        if vit_pooling not in VIT_POOLINGS:
+            raise ValueError(f"vit_pooling: expected one of {VIT_POOLINGS}, got {vit_pooling!r}")
+        self.backbone_name = backbone_name
+        self.family = spec.family
+        self.feature_dim = int(feature_dim)
+        self.embedding_dim = int(embedding_dim)
+        self.vit_pooling = vit_pooling
+        self.backbone = backbone
+        self.pooling = nn.AdaptiveAvgPool2d(1) if self.family == "resnet" else nn.Identity()
+        self.standardize = nn.LayerNorm(self.feature_dim, elementwise_affine=False)
+        self.fc = nn.Linear(self.feature_dim, self.embedding_dim)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Arguments that rebuild this architecture with :func:`build_model` (weights aside)."""
+        return {"backbone": self.backbone_name, "embedding_dim": self.embedding_dim,
+                "vit_pooling": self.vit_pooling}
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled, standardised backbone features, shape (B, feature_dim)."""
+        if self.family == "resnet":
+            pooled = torch.flatten(self.pooling(self.backbone(x)), 1)
+        else:
+            tokens = self.backbone.forward_features(x)  # (B, prefix + patches, D), after the final norm
+            if self.vit_pooling == "cls":
+                pooled = tokens[:, 0]
+            else:
+                pooled = tokens[:, self.backbone.num_prefix_tokens:].mean(dim=1)
+        return self.standardize(pooled)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"images: expected a (B, 3, H, W) tensor, got shape {tuple(x.shape)}")
+        out = self.fc(self.features(x))
+        # Normalise in at least float32: bf16/fp16 norms are too coarse for cosine losses.
+        out = out.to(torch.promote_types(out.dtype, torch.float32))
+        return F.normalize(out, p=2, dim=-1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        if y is None:
+            return self.embed(x)
+        if x.shape[1:] == y.shape[1:] and x.dtype == y.dtype:
+            both = self.embed(torch.cat([x, y], dim=0))
+            return both[: x.shape[0]], both[x.shape[0]:]
+        return self.embed(x), self.embed(y)
+
+
+def build_model(
+    backbone: str = "resnet50",
+    embedding_dim: int = 512,
+    pretrained: bool = True,
+    weights: str | os.PathLike | None = None,
+    vit_pooling: str = "cls",
+    trusted: bool = False,
+) -> EmbeddingNet:
+    """Build the embedding network.
+
+    Args:
+        backbone: one of :data:`dycl.models.BACKBONES` (``resnet50`` default,
+            ``resnet18``, ``resnet34``, ``vit_small_patch14_dinov2``,
+            ``vit_base_patch14_dinov2``).
+        embedding_dim: output dimension (512 in the paper).
+        pretrained: download/reuse the default pretrained backbone weights
+            (ImageNet for ResNets, DINOv2 for ViTs); ignored when ``weights`` is given.
+        weights: a local file. Backbone-only weights (torchvision/timm layout)
+            initialise the backbone and leave the head random; a full-model
+            checkpoint (``backbone.*`` + ``fc.*``: our ``last.pt``, the authors'
+            ``net_state``) is loaded strictly into the whole network.
+        vit_pooling: ``"cls"`` (class token) or ``"mean"`` (mean patch token), ViTs only.
+        trusted: allow weights files that pickle arbitrary objects (see
+            :func:`dycl.models.read_state_dict`).
+
+    Raises:
+        ValueError: unknown backbone, bad ``embedding_dim``, unreadable or
+            mismatching weights file.
+        PretrainedWeightsUnavailable: ``pretrained=True`` and the download failed.
+    """
+    spec = backbone_spec(backbone)
+    if isinstance(embedding_dim, bool) or not isinstance(embedding_dim, int) or embedding_dim < 1:
+        raise ValueError(f"embedding_dim: expected a positive integer, got {embedding_dim!r}")
+    full_state = None
+    backbone_state = None
+    if weights is not None:
+        state = read_backbone_weights(weights, trusted=trusted)
+        if is_full_model_state(state):
+            full_state = state
+        else:
+            backbone_state = state
+    net = build_backbone(
+        backbone,
+        pretrained=pretrained and weights is None,
+        weights_state=backbone_state,
+        weights_path=weights,
+    )
+    model = EmbeddingNet(net, backbone, spec.feature_dim, embedding_dim, vit_pooling=vit_pooling)
+    if full_state is not None:
+        try:
+            load_checkpoint(model, full_state, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"weights: {weights}: {exc}") from exc
+    return model
+
+
+__all__ = ["BACKBONES", "EmbeddingNet", "build_model", "VIT_POOLINGS"]
