@@ -160,7 +160,7 @@ def all_gather_with_grad(tensor: torch.Tensor, equal_sizes: bool = False) -> tor
         # Deprecated in favour of a private functional-collectives API; still the public autograd path.
         warnings.filterwarnings("ignore", message=r".*all_gather is deprecated.*", category=FutureWarning)
         parts = dist_fn.all_gather(padded)
-    return torch.cat([part[:size] for part, size in zip(parts, sizes)], dim=0)
+    return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)], dim=0)
 
 
 @torch.no_grad()
@@ -172,7 +172,7 @@ def all_gather_no_grad(tensor: torch.Tensor, equal_sizes: bool = False) -> torch
     padded = _pad_rows(tensor.contiguous(), max(sizes))
     parts = [torch.empty_like(padded) for _ in sizes]
     dist.all_gather(parts, padded)
-    return torch.cat([part[:size] for part, size in zip(parts, sizes)], dim=0)
+    return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)], dim=0)
 
 
 __all__ = [

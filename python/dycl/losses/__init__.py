@@ -24,7 +24,15 @@ optimiser: :func:`make_proxy_optimizer` (Adam, lr 10, cosine decay to 0.1).
 
 from .base import PairLoss, batch_levels
 from .cluster import PROXY_OPTIMIZER, ClusterLoss, make_proxy_optimizer
-from .combined import ALIASES, LOSSES, PAPER_LOSS, CombinedLoss, build_loss, canonical_loss_name, parse_loss_spec
+from .combined import (
+    ALIASES,
+    LOSSES,
+    PAPER_LOSS,
+    CombinedLoss,
+    build_loss,
+    canonical_loss_name,
+    parse_loss_spec,
+)
 from .contrastive import ContrastiveLoss
 from .dycl import PAPER_MARGINS, DyCLLoss, default_margins
 from .happier import HAPPIERLoss, smooth_step

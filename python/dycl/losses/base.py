@@ -92,7 +92,9 @@ class PairLoss(nn.Module):
             if emb.shape[0] == 0:
                 raise ValueError(f"{name}: {arg} is empty")
         if emb_a.shape[1] != emb_b.shape[1]:
-            raise ValueError(f"{name}: emb_a and emb_b have different widths ({emb_a.shape[1]} vs {emb_b.shape[1]})")
+            raise ValueError(
+                f"{name}: emb_a and emb_b have different widths ({emb_a.shape[1]} vs {emb_b.shape[1]})"
+            )
         n, m = emb_a.shape[0], emb_b.shape[0]
         if self.needs_levels:
             if levels is None:

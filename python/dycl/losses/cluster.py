@@ -35,7 +35,7 @@ def make_proxy_optimizer(
     lr_min: float = PROXY_OPTIMIZER["lr_min"],
     weight_decay: float = PROXY_OPTIMIZER["weight_decay"],
 ) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.CosineAnnealingLR]:
-    """Adam over the proxies and a cosine schedule from ``lr`` to ``lr_min`` over ``total_steps`` scheduler steps."""
+    """Adam over the proxies; cosine schedule from ``lr`` to ``lr_min`` over ``total_steps`` steps."""
     params = list(params)
     if not params:
         raise ValueError("params: no proxy parameters (the loss has no proxy-based term)")
@@ -50,7 +50,8 @@ def check_building_labels(name: str, labels: torch.Tensor, num_buildings: int) -
     lo, hi = (int(v) for v in torch.aminmax(labels.long()))
     if lo < 0 or hi >= num_buildings:
         raise ValueError(
-            f"{name}: building labels must lie in [0, {num_buildings - 1}] (num_buildings = {num_buildings}), "
+            f"{name}: building labels must lie in [0, {num_buildings - 1}] "
+            f"(num_buildings = {num_buildings}), "
             f"got [{lo}, {hi}]"
         )
 
@@ -94,7 +95,8 @@ class ClusterLoss(PairLoss):
         return [self.pml.W]
 
     def extra_repr(self) -> str:
-        return f"num_buildings={self.num_buildings}, embedding_dim={self.embedding_dim}, temperature={self.temperature}"
+        return (f"num_buildings={self.num_buildings}, embedding_dim={self.embedding_dim}, "
+                f"temperature={self.temperature}")
 
     def compute(self, emb_a, emb_b, levels=None, labels_a=None, labels_b=None) -> torch.Tensor:
         if emb_a.shape[1] != self.embedding_dim:

@@ -34,14 +34,18 @@ class _Context:
 
 def _needs(ctx: _Context, name: str) -> tuple[int, int]:
     if ctx.num_buildings is None or ctx.embedding_dim is None:
-        raise ValueError(f"loss: {name!r} learns building proxies; build_loss needs num_buildings and embedding_dim")
+        raise ValueError(
+            f"loss: {name!r} learns building proxies; build_loss needs num_buildings and embedding_dim"
+        )
     return ctx.num_buildings, ctx.embedding_dim
 
 
 def _make_dycl(ctx: _Context, **kw: Any) -> PairLoss:
     kw.setdefault("margins", default_margins(ctx.levels))
     if len(kw["margins"]) != ctx.levels:
-        raise ValueError(f"margins: need one margin per positive level (L = {ctx.levels}), got {len(kw['margins'])}")
+        raise ValueError(
+            f"margins: need one margin per positive level (L = {ctx.levels}), got {len(kw['margins'])}"
+        )
     return DyCLLoss(**kw)
 
 
@@ -110,9 +114,14 @@ def parse_loss_spec(spec: str) -> list[tuple[str, float]]:
             try:
                 weight = float(weight_text)
             except ValueError:
-                raise ValueError(f"loss: weight of {name.strip()!r} is not a number: {weight_text.strip()!r}") from None
+                raise ValueError(
+                    f"loss: weight of {name.strip()!r} is not a number: {weight_text.strip()!r}"
+                ) from None
             if not math.isfinite(weight) or weight <= 0:
-                raise ValueError(f"loss: weight of {name.strip()!r} must be a positive finite number, got {weight_text.strip()}")
+                raise ValueError(
+                    f"loss: weight of {name.strip()!r} must be a positive finite number, "
+                    f"got {weight_text.strip()}"
+                )
         if any(key == existing for existing, _ in terms):
             raise ValueError(f"loss: {key!r} appears more than once in {spec!r}")
         terms.append((key, weight))
@@ -189,7 +198,8 @@ def build_loss(
         levels: ``L``, the number of positive levels (3 for thresholds (200, 500)).
             DyCL gets one margin per level (paper's margins for L = 3, see
             :func:`~dycl.losses.dycl.default_margins` otherwise); Σ-Triplet one scale per level.
-        options: per-loss constructor keywords, e.g. ``{"dycl": {"scale": 16}, "infonce": {"temperature": 0.1}}``.
+        options: per-loss constructor keywords,
+            e.g. ``{"dycl": {"scale": 16}, "infonce": {"temperature": 0.1}}``.
 
     Raises:
         ValueError: unknown name, bad weight, duplicate term, missing sizes, bad options.

@@ -1,4 +1,4 @@
-"""Contrastive (pair) loss across views (Table II baseline), via pytorch-metric-learning's ``ContrastiveLoss``.
+"""Contrastive (pair) loss across views (Table II baseline), via pml's ``ContrastiveLoss``.
 
 Direction a→b: positive pairs (same building) ``relu(d − pos_margin)``,
 negative pairs ``relu(neg_margin − d)``, Euclidean distances of L2-normalised

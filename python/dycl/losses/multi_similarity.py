@@ -1,4 +1,4 @@
-"""Multi-Similarity loss across views (Table II baseline), via pytorch-metric-learning's ``MultiSimilarityLoss``.
+"""Multi-Similarity loss across views (Table II baseline), via pml's ``MultiSimilarityLoss``.
 
 Direction a→b, per anchor i (cosine similarities ``s``, positives = same building)::
 
@@ -15,7 +15,10 @@ from .base import PMLCrossViewLoss
 
 
 class MultiSimilarityLoss(PMLCrossViewLoss):
-    """Cross-view Multi-Similarity loss. Args: ``alpha`` (2), ``beta`` (50), ``base`` (0.5) — the MS paper's values."""
+    """Cross-view Multi-Similarity loss.
+
+    Args: ``alpha`` (2), ``beta`` (50), ``base`` (0.5) — the MS paper's values.
+    """
 
     def __init__(self, alpha: float = 2.0, beta: float = 50.0, base: float = 0.5, symmetric: bool = True):
         super().__init__(symmetric=symmetric)

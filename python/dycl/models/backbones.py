@@ -59,7 +59,8 @@ def backbone_spec(name: str) -> BackboneSpec:
     try:
         return BACKBONES[name]
     except KeyError:
-        raise ValueError(f"backbone: unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}") from None
+        known = ", ".join(BACKBONES)
+        raise ValueError(f"backbone: unknown backbone {name!r}; choose one of {known}") from None
 
 
 def _unavailable(what: str, exc: BaseException) -> PretrainedWeightsUnavailable:

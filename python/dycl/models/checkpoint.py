@@ -46,12 +46,15 @@ class CheckpointLoadReport:
         for title, keys in (("missing", self.missing), ("unexpected", self.unexpected),
                             ("shape mismatch", self.mismatched)):
             if keys:
-                shown = ", ".join(keys[:limit]) + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+                more = f", ... ({len(keys) - limit} more)" if len(keys) > limit else ""
+                shown = ", ".join(keys[:limit]) + more
                 parts.append(f"{len(keys)} {title}: {shown}")
         return "; ".join(parts) if parts else f"all {self.loaded} tensors loaded"
 
 
-def read_state_dict(path: str | os.PathLike, trusted: bool = False, name: str = "weights") -> dict[str, torch.Tensor]:
+def read_state_dict(
+    path: str | os.PathLike, trusted: bool = False, name: str = "weights"
+) -> dict[str, torch.Tensor]:
     """Read a weights file and return its (unwrapped, prefix-stripped) state dict.
 
     ``name`` is the argument name used in error messages. Raises ``ValueError``
@@ -130,7 +133,8 @@ def load_checkpoint(
     nothing is changed; with ``strict=False`` the matching tensors are loaded
     and the returned report lists the rest. ``model`` may be wrapped in DDP.
     """
-    target = model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
+    wrapped = isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel))
+    target = model.module if wrapped else model
     state = (read_state_dict(source, trusted=trusted, name="checkpoint")
              if isinstance(source, (str, os.PathLike)) else unwrap_state_dict(source, name="checkpoint"))
     own = target.state_dict()
