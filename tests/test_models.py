@@ -186,6 +186,7 @@ def test_freeze_batchnorm_survives_train_and_keeps_statistics():
     bn_weights = [bn.weight.detach().clone() for bn in bns]
     conv_before = model.backbone[0].weight.detach().clone()
     model.train()  # what every epoch starts with
+    assert model.training and all(not bn.training for bn in bns)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
     emb_a, emb_b = model(images(2, seed=6), images(2, seed=7))
     loss = -(emb_a * emb_b).sum()

@@ -9,7 +9,10 @@ the shared calling convention and owns the proxies.
 The proxies train on their own optimiser (DESIGN §6: Adam, lr 10, cosine decay
 to 0.1): build it with :func:`make_proxy_optimizer` from
 :meth:`ClusterLoss.proxy_parameters` (or ``CombinedLoss.proxy_parameters()``),
-and keep these parameters out of the network's optimiser.
+and keep these parameters out of the network's optimiser. Move the loss to the
+training device (``loss.to(device)``) *before* building that optimiser:
+pytorch-metric-learning moves the proxies to the embeddings' device on the
+fly, which would leave an optimiser built earlier holding stale tensors.
 """
 
 from __future__ import annotations

@@ -46,6 +46,13 @@ def freeze_batchnorm(model: nn.Module) -> int:
     return count
 
 
+def keep_frozen_in_eval(model: nn.Module) -> None:
+    """Put the layers frozen by :func:`freeze_batchnorm` back in eval mode (after ``train()``)."""
+    for module in model.modules():
+        if getattr(module, _FROZEN_FLAG, False) and module.training:
+            module.train(False)
+
+
 def is_batchnorm_frozen(model: nn.Module) -> bool:
     """True when ``model`` has BatchNorm layers and all of them are frozen by :func:`freeze_batchnorm`."""
     layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]

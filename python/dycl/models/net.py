@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import BACKBONES, backbone_spec, build_backbone, is_full_model_state, read_backbone_weights
+from .batchnorm import keep_frozen_in_eval
 from .checkpoint import load_checkpoint
 
 VIT_POOLINGS = ("cls", "mean")
@@ -51,6 +52,12 @@ class EmbeddingNet(nn.Module):
         self.pooling = nn.AdaptiveAvgPool2d(1) if self.family == "resnet" else nn.Identity()
         self.standardize = nn.LayerNorm(self.feature_dim, elementwise_affine=False)
         self.fc = nn.Linear(self.feature_dim, self.embedding_dim)
+
+    def train(self, mode: bool = True) -> EmbeddingNet:
+        """Like ``nn.Module.train``; BatchNorm layers frozen by :func:`freeze_batchnorm` stay in eval mode."""
+        super().train(mode)
+        keep_frozen_in_eval(self)
+        return self
 
     @property
     def config(self) -> dict[str, Any]:
