@@ -8,11 +8,13 @@
 //! * [`distance`] — cosine distances between embeddings (blocked parallel GEMM);
 //! * [`geo`] — WGS84 geodesic distances and relevance levels between buildings;
 //! * [`metrics`] — H-AP, ASI, NDCG and per-scale mAP / Recall@K;
+//! * [`rerank`] — k-reciprocal re-ranking and MSRerank (O(N·k) memory);
 //!
 //! All heavy loops are parallel over queries with rayon.
 
 pub mod distance;
 pub mod error;
 pub mod geo;
+pub mod rerank;
 
 pub use error::{DyclError, Result};

@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 use dycl_core::DyclError;
 
 mod geo;
+mod rerank;
 
 /// Turn a core error into the matching Python exception.
 pub(crate) fn to_py_err(err: DyclError) -> PyErr {
@@ -24,5 +25,6 @@ pub(crate) fn to_py_err(err: DyclError) -> PyErr {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     geo::register(m)?;
+    rerank::register(m)?;
     Ok(())
 }

@@ -1,0 +1,249 @@
+//! Top-k selection and the shared neighbour lists (`initial_rank` prefixes).
+//!
+//! Ranks are by value with ties broken by index, the order of a stable
+//! argsort. Both are packed into one `u64` key so that selection is integer
+//! comparisons only.
+
+use rayon::prelude::*;
+
+use super::progress::Tracker;
+use super::source::SquaredDistances;
+
+/// `(value, index)` as a `u64` whose integer order is value order, ties by
+/// index. `-0.0` counts as `+0.0`, as in NumPy's sort.
+#[inline(always)]
+pub fn sort_key(value: f32, index: u32) -> u64 {
+    let bits = (value + 0.0).to_bits();
+    // Standard total-order trick: flip all bits of negatives, only the sign of positives.
+    let flip = (((bits as i32) >> 31) as u32) | 0x8000_0000;
+    (((bits ^ flip) as u64) << 32) | index as u64
+}
+
+/// Selects the `k` smallest entries of a row, reusing its buffer between rows.
+#[derive(Default)]
+pub struct SmallestK {
+    keys: Vec<u64>,
+}
+
+impl SmallestK {
+    /// Replace `out` by the indices of the `k` smallest `values` (all of them
+    /// if `k >= values.len()`), in ranked order, ties by index.
+    ///
+    /// Keys below the running threshold go to a buffer that is cut back to
+    /// `k` whenever it fills: one comparison per element for almost every
+    /// element, no full sort.
+    pub fn select(&mut self, values: &[f32], k: usize, out: &mut Vec<u32>) {
+        out.clear();
+        let k = k.min(values.len());
+        if k == 0 {
+            return;
+        }
+        let cap = (2 * k).max(k + 512);
+        let keys = &mut self.keys;
+        keys.clear();
+        keys.reserve(cap);
+        let mut threshold = u64::MAX;
+        for (j, &v) in values.iter().enumerate() {
+            let key = sort_key(v, j as u32);
+            if key < threshold {
+                keys.push(key);
+                if keys.len() == cap {
+                    keys.select_nth_unstable(k - 1);
+                    keys.truncate(k);
+                    threshold = keys[k - 1];
+                }
+            }
+        }
+        if keys.len() > k {
+            keys.select_nth_unstable(k - 1);
+            keys.truncate(k);
+        }
+        keys.sort_unstable();
+        out.extend(keys.iter().map(|&key| key as u32));
+    }
+}
+
+/// `values /= max` like the reference's column normalisation; an all-zero
+/// row (max 0) stays zero instead of becoming NaN.
+#[inline]
+pub fn normalise_row(values: &mut [f32], max: f32) {
+    if max > 0.0 {
+        for v in values.iter_mut() {
+            *v /= max;
+        }
+    }
+}
+
+/// The first `len` entries of every row of `initial_rank`, with their
+/// normalised distances, and each row's normalisation maximum.
+pub struct NeighbourLists {
+    /// Number of items `N`.
+    pub n: usize,
+    /// Entries per row, `min(N, max(k + 1, k2))` over the levels requested.
+    pub len: usize,
+    /// Row-major `N × len` item indices.
+    pub index: Vec<u32>,
+    /// Row-major `N × len` values of `D` at those indices.
+    pub dist: Vec<f32>,
+    /// Per row of `D`, the maximum of `A²` over its column (its divisor).
+    pub row_max: Vec<f32>,
+}
+
+impl NeighbourLists {
+    pub fn row(&self, i: usize) -> &[u32] {
+        &self.index[i * self.len..(i + 1) * self.len]
+    }
+
+    pub fn row_dist(&self, i: usize) -> &[f32] {
+        &self.dist[i * self.len..(i + 1) * self.len]
+    }
+
+    /// One blocked pass over `D`: tiles of rows are filled by the source,
+    /// normalised and reduced to their top `len`. Returns `None` if the source
+    /// produced a non-finite value.
+    pub fn build<S: SquaredDistances + ?Sized>(
+        source: &S,
+        len: usize,
+        tracker: &Tracker,
+    ) -> Option<Self> {
+        let n = source.n_items();
+        let len = len.min(n);
+        let tile = source.tile_rows();
+        let mut index = vec![0u32; n * len];
+        let mut dist = vec![0f32; n * len];
+        let mut row_max = vec![0f32; n];
+        let bad = std::sync::atomic::AtomicBool::new(false);
+        index
+            .par_chunks_mut(tile * len)
+            .zip(dist.par_chunks_mut(tile * len))
+            .zip(row_max.par_chunks_mut(tile))
+            .enumerate()
+            .for_each_init(
+                || {
+                    (
+                        vec![0f32; tile * n],
+                        SmallestK::default(),
+                        Vec::with_capacity(len),
+                    )
+                },
+                |(buf, selector, picked), (t, ((index, dist), maxes))| {
+                    if tracker.cancelled() {
+                        return;
+                    }
+                    let r0 = t * tile;
+                    let rows = maxes.len();
+                    source.fill(r0..r0 + rows, 0..n, buf);
+                    for r in 0..rows {
+                        let values = &mut buf[r * n..(r + 1) * n];
+                        let mut max = 0f32;
+                        let mut finite = true;
+                        for &v in values.iter() {
+                            finite &= v <= f32::MAX;
+                            max = max.max(v);
+                        }
+                        if !finite {
+                            bad.store(true, std::sync::atomic::Ordering::Relaxed);
+                            return;
+                        }
+                        normalise_row(values, max);
+                        maxes[r] = max;
+                        selector.select(values, len, picked);
+                        for (slot, &j) in picked.iter().enumerate() {
+                            index[r * len + slot] = j;
+                            dist[r * len + slot] = values[j as usize];
+                        }
+                    }
+                    tracker.advance(rows);
+                },
+            );
+        if bad.into_inner() {
+            return None;
+        }
+        Some(NeighbourLists {
+            n,
+            len,
+            index,
+            dist,
+            row_max,
+        })
+    }
+}
+
+/// For every item `i`, the `(j, position)` pairs such that `i` is at that
+/// position of `j`'s neighbour list: "is `i` among the first `k + 1` of `j`"
+/// becomes `position <= k`, for any `k < len`.
+pub struct InLists {
+    offsets: Vec<usize>,
+    entries: Vec<(u32, u32)>,
+}
+
+impl InLists {
+    pub fn build(lists: &NeighbourLists) -> Self {
+        let n = lists.n;
+        let mut offsets = vec![0usize; n + 1];
+        for &i in &lists.index {
+            offsets[i as usize + 1] += 1;
+        }
+        for i in 0..n {
+            offsets[i + 1] += offsets[i];
+        }
+        let mut cursor = offsets[..n].to_vec();
+        let mut entries = vec![(0u32, 0u32); lists.index.len()];
+        for j in 0..n {
+            for (pos, &i) in lists.row(j).iter().enumerate() {
+                let slot = &mut cursor[i as usize];
+                entries[*slot] = (j as u32, pos as u32);
+                *slot += 1;
+            }
+        }
+        InLists { offsets, entries }
+    }
+
+    pub fn of(&self, i: usize) -> &[(u32, u32)] {
+        &self.entries[self.offsets[i]..self.offsets[i + 1]]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference_smallest(values: &[f32], k: usize) -> Vec<u32> {
+        let mut idx: Vec<u32> = (0..values.len() as u32).collect();
+        // stable sort by value = ties by index
+        idx.sort_by(|&a, &b| values[a as usize].partial_cmp(&values[b as usize]).unwrap());
+        idx.truncate(k);
+        idx
+    }
+
+    #[test]
+    fn key_orders_like_a_stable_sort() {
+        let vals = [0.5f32, -1.0, 0.0, -0.0, 3.0, -0.0, 1e-30, -1e-30, 0.5];
+        let mut keyed: Vec<u64> = vals
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| sort_key(v, i as u32))
+            .collect();
+        keyed.sort_unstable();
+        let got: Vec<u32> = keyed.iter().map(|&k| k as u32).collect();
+        assert_eq!(got, reference_smallest(&vals, vals.len()));
+    }
+
+    #[test]
+    fn selection_matches_full_sort_with_ties() {
+        let mut sel = SmallestK::default();
+        let mut out = Vec::new();
+        // many ties and a long row to force several buffer compactions
+        let vals: Vec<f32> = (0..5000u32)
+            .map(|i| ((i * 7919) % 97) as f32 / 7.0)
+            .collect();
+        for k in [1, 2, 20, 293, 600, 4999, 5000, 6000] {
+            sel.select(&vals, k, &mut out);
+            assert_eq!(out, reference_smallest(&vals, k.min(vals.len())), "k = {k}");
+        }
+        // decreasing values: every element passes the threshold
+        let desc: Vec<f32> = (0..3000).rev().map(|i| i as f32).collect();
+        sel.select(&desc, 21, &mut out);
+        assert_eq!(out, reference_smallest(&desc, 21));
+    }
+}

@@ -1,0 +1,274 @@
+//! k-reciprocal re-ranking (Zhong et al., CVPR 2017) and MSRerank, with the
+//! exact semantics of DESIGN §5.
+//!
+//! Pipeline, shared by every entry point:
+//! 1. [`knn::NeighbourLists`]: one blocked pass over `D` (tiles of rows from a
+//!    [`source::SquaredDistances`]) keeps each row's normalisation maximum
+//!    and its first `max(k) + 1` ranks (ties by index). Computed once and
+//!    shared by all MSRerank levels.
+//! 2. Per distinct `k`: reciprocal sets from the lists and their inverse
+//!    ([`knn::InLists`]), the 2/3 expansion, sparse `V`, query expansion,
+//!    an inverted index over the columns the answer needs
+//!    ([`kreciprocal`]).
+//! 3. [`msrerank::combine_levels`]: per query row, Jaccard distances of each
+//!    level mixed with `D` and combined across levels.
+//!
+//! Nothing N×N is allocated: memory is O(N·k) plus one tile per thread, so
+//! the embedding entry points scale to galleries whose distance matrix would
+//! not fit in memory. All passes are parallel over rows with rayon.
+//!
+//! `D` is built exactly as the reference does, including for asymmetric
+//! blocks: row `i` of `D` is column `i` of `A² = [[q_q, q_g], [q_gᵀ, g_g]]²`
+//! divided by its maximum. One deliberate difference: a column whose maximum
+//! is 0 stays 0 instead of becoming NaN.
+
+pub mod knn;
+pub mod kreciprocal;
+pub mod msrerank;
+pub mod progress;
+pub mod source;
+
+use ndarray::{Array2, ArrayView2};
+
+pub use msrerank::Variant;
+pub use progress::{Progress, ProgressSink};
+pub use source::{
+    BlockDistances, DistanceBlock, DistanceBlocks, EmbeddingDistances, SquaredDistances,
+};
+
+use crate::error::{DyclError, Result};
+use knn::{InLists, NeighbourLists};
+use kreciprocal::{half_to_even, query_expansion, reciprocal_all, weights, Inverted, SparseRows};
+use msrerank::{combine_levels, Level};
+
+/// k-reciprocal re-ranking from the three distance blocks; `(q, g)` float32.
+pub fn k_reciprocal(
+    blocks: DistanceBlocks,
+    k1: usize,
+    k2: usize,
+    lambda: f64,
+    progress: Option<&mut dyn ProgressSink>,
+) -> Result<Array2<f32>> {
+    check_k1(k1)?;
+    let source = BlockDistances::new(blocks)?;
+    let q = source.n_query();
+    rerank(
+        &source,
+        q,
+        &[k1],
+        k2,
+        lambda,
+        Variant::Paper,
+        Progress::new(progress),
+    )
+}
+
+/// k-reciprocal re-ranking on cosine distances `1 − a·b` of L2-normalised
+/// embeddings, without materialising any N×N matrix; `(q, g)` float32.
+pub fn k_reciprocal_embeddings(
+    query: ArrayView2<f32>,
+    gallery: ArrayView2<f32>,
+    k1: usize,
+    k2: usize,
+    lambda: f64,
+    progress: Option<&mut dyn ProgressSink>,
+) -> Result<Array2<f32>> {
+    check_k1(k1)?;
+    let source = EmbeddingDistances::new(query, gallery)?;
+    rerank(
+        &source,
+        query.nrows(),
+        &[k1],
+        k2,
+        lambda,
+        Variant::Paper,
+        Progress::new(progress),
+    )
+}
+
+/// MSRerank from the three distance blocks; `(q, g)` float32.
+pub fn msrerank(
+    blocks: DistanceBlocks,
+    ks: &[usize],
+    k2: usize,
+    lambda: f64,
+    variant: Variant,
+    progress: Option<&mut dyn ProgressSink>,
+) -> Result<Array2<f32>> {
+    check_ks(ks)?;
+    let source = BlockDistances::new(blocks)?;
+    let q = source.n_query();
+    rerank(&source, q, ks, k2, lambda, variant, Progress::new(progress))
+}
+
+/// MSRerank on cosine distances of embeddings, O(N·k) memory; `(q, g)` float32.
+pub fn msrerank_embeddings(
+    query: ArrayView2<f32>,
+    gallery: ArrayView2<f32>,
+    ks: &[usize],
+    k2: usize,
+    lambda: f64,
+    variant: Variant,
+    progress: Option<&mut dyn ProgressSink>,
+) -> Result<Array2<f32>> {
+    check_ks(ks)?;
+    let source = EmbeddingDistances::new(query, gallery)?;
+    rerank(
+        &source,
+        query.nrows(),
+        ks,
+        k2,
+        lambda,
+        variant,
+        Progress::new(progress),
+    )
+}
+
+fn check_k1(k1: usize) -> Result<()> {
+    if k1 < 1 {
+        return Err(DyclError::invalid("k1", format!("must be >= 1, got {k1}")));
+    }
+    Ok(())
+}
+
+fn check_ks(ks: &[usize]) -> Result<()> {
+    if ks.is_empty() {
+        return Err(DyclError::invalid("ks", "must not be empty"));
+    }
+    if let Some(&k) = ks.iter().find(|&&k| k < 1) {
+        return Err(DyclError::invalid(
+            "ks",
+            format!("every k must be >= 1, got {k} in {ks:?}"),
+        ));
+    }
+    if ks.windows(2).any(|w| w[1] < w[0]) {
+        return Err(DyclError::invalid(
+            "ks",
+            format!("must be non-decreasing, got {ks:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Bytes of memory the system can still hand out (Linux `MemAvailable`), if known.
+pub fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Rough peak bytes of [`rerank`] beyond its inputs.
+fn estimated_bytes(n: usize, q: usize, len: usize, ks: &[usize], tile_cells: usize) -> u64 {
+    let (n, q, len) = (n as u64, q as u64, len as u64);
+    let lists = n * len * (4 + 4 + 8);
+    // V before and after query expansion plus its inverse: a few times (k + 1) entries per row.
+    let per_level: u64 = ks.iter().map(|&k| 3 * n * 6 * (k as u64 + 1) * 8).sum();
+    let output = q * (n - q) * 4;
+    let threads = rayon::current_num_threads() as u64;
+    lists + per_level + output + threads * tile_cells as u64 * 4
+}
+
+/// The shared pipeline (see the module docs).
+fn rerank<S: SquaredDistances>(
+    source: &S,
+    q: usize,
+    ks: &[usize],
+    k2: usize,
+    lambda: f64,
+    variant: Variant,
+    mut progress: Progress,
+) -> Result<Array2<f32>> {
+    let n = source.n_items();
+    if n >= u32::MAX as usize {
+        return Err(DyclError::invalid(
+            "q_g_dist",
+            format!("{n} items exceed the supported 2^32 - 1"),
+        ));
+    }
+    if k2 < 1 || k2 > n {
+        return Err(DyclError::invalid(
+            "k2",
+            format!("must be in [1, N] = [1, {n}] (N = q + g items), got {k2}"),
+        ));
+    }
+    if !lambda.is_finite() || !(0.0..=1.0).contains(&lambda) {
+        return Err(DyclError::invalid(
+            "lambda_value",
+            format!("must be in [0, 1], got {lambda}"),
+        ));
+    }
+    let k_max = *ks.iter().max().expect("ks checked non-empty");
+    let len = k_max.saturating_add(1).max(k2).min(n);
+
+    let tile_cells = source.tile_rows() * n;
+    let need = estimated_bytes(n, q, len, ks, tile_cells);
+    if let Some(avail) = available_memory() {
+        if need > avail {
+            return Err(DyclError::OutOfMemory(format!(
+                "re-ranking {q} queries against {} gallery items would need about {:.1} GB but only {:.1} GB \
+                 is available; use fewer queries per call (the output alone is q × g float32)",
+                n - q,
+                need as f64 / 1e9,
+                avail as f64 / 1e9
+            )));
+        }
+    }
+
+    let lists = progress
+        .run("neighbour lists", 0, n, |t| {
+            NeighbourLists::build(source, len, t)
+        })?
+        .ok_or_else(|| source.non_finite_error())?;
+    let inlists = InLists::build(&lists);
+
+    let answer_rows = match variant {
+        Variant::Paper => q..n,
+        Variant::Reference => 0..n,
+    };
+    let mut distinct = ks.to_vec();
+    distinct.dedup();
+    let mut per_k: Vec<(usize, SparseRows, Inverted)> = Vec::with_capacity(distinct.len());
+    for (idx, &k) in distinct.iter().enumerate() {
+        let stage = format!(
+            "k-reciprocal sets, k = {k} ({}/{})",
+            idx + 1,
+            distinct.len()
+        );
+        let steps = if k2 > 1 { 3 } else { 2 };
+        let candidates = progress.run(&stage, 0, steps * n, |t| {
+            reciprocal_all(&lists, &inlists, half_to_even(k), t)
+        })?;
+        let mut v = progress.run(&stage, n, steps * n, |t| {
+            weights(source, &lists, &inlists, &candidates, k, t)
+        })?;
+        drop(candidates);
+        if k2 > 1 {
+            v = progress.run(&stage, 2 * n, steps * n, |t| {
+                query_expansion(&v, &lists, k2, t)
+            })?;
+        }
+        let inverted = Inverted::build(&v, answer_rows.clone(), n);
+        per_k.push((k, v, inverted));
+    }
+    let levels: Vec<Level> = ks
+        .iter()
+        .map(|&k| {
+            let (_, weights, inverted) = per_k
+                .iter()
+                .find(|e| e.0 == k)
+                .expect("every k was computed");
+            Level {
+                k,
+                weights,
+                inverted,
+            }
+        })
+        .collect();
+    progress.run("re-ranking queries", 0, q, |t| {
+        combine_levels(source, &lists, q, &levels, lambda, variant, t)
+    })
+}
+
+#[cfg(test)]
+mod tests;

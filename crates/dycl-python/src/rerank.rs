@@ -1,0 +1,188 @@
+//! Bindings for `dycl_core::rerank`.
+//!
+//! Distance blocks are borrowed in place (float32 or float64, no copy); the
+//! GIL is released for the whole computation. Progress goes to an optional
+//! Python callback `progress(stage, done, total)`, called on the calling
+//! thread with the GIL re-acquired; signals (Ctrl-C) are checked at the same
+//! moments, so a long call can be interrupted. A panic in the core becomes a
+//! `RuntimeError` instead of aborting the interpreter.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use numpy::{IntoPyArray, PyArray2, PyReadonlyArray2};
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+
+use dycl_core::rerank::{self, DistanceBlock, DistanceBlocks, ProgressSink, Variant};
+use dycl_core::Result as CoreResult;
+use ndarray::Array2;
+
+use crate::to_py_err;
+
+/// A distance block as NumPy hands it over: float32 or float64.
+#[derive(FromPyObject)]
+enum DistanceArray<'py> {
+    F32(PyReadonlyArray2<'py, f32>),
+    F64(PyReadonlyArray2<'py, f64>),
+}
+
+impl DistanceArray<'_> {
+    fn block(&self) -> DistanceBlock<'_> {
+        match self {
+            DistanceArray::F32(a) => DistanceBlock::F32(a.as_array()),
+            DistanceArray::F64(a) => DistanceBlock::F64(a.as_array()),
+        }
+    }
+}
+
+/// Forwards progress to Python and keeps the first Python error (which also cancels).
+struct PythonProgress {
+    callback: Option<Py<PyAny>>,
+    error: Option<PyErr>,
+}
+
+impl ProgressSink for PythonProgress {
+    fn report(&mut self, stage: &str, done: usize, total: usize) -> bool {
+        Python::attach(|py| {
+            let outcome = py.check_signals().and_then(|()| match &self.callback {
+                Some(cb) => cb.call1(py, (stage, done, total)).map(|_| ()),
+                None => Ok(()),
+            });
+            match outcome {
+                Ok(()) => true,
+                Err(err) => {
+                    self.error = Some(err);
+                    false
+                }
+            }
+        })
+    }
+}
+
+/// Run `work` without the GIL, turning core errors, callback errors and panics into Python exceptions.
+fn run_detached<'py>(
+    py: Python<'py>,
+    progress: Option<Py<PyAny>>,
+    work: impl FnOnce(&mut PythonProgress) -> CoreResult<Array2<f32>> + Send,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    let mut sink = PythonProgress {
+        callback: progress,
+        error: None,
+    };
+    let outcome = py.detach(|| catch_unwind(AssertUnwindSafe(|| work(&mut sink))));
+    match outcome {
+        Ok(Ok(out)) => Ok(out.into_pyarray(py)),
+        Ok(Err(err)) => Err(sink.error.take().unwrap_or_else(|| to_py_err(err))),
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_string());
+            Err(PyRuntimeError::new_err(format!(
+                "internal error in dycl-core re-ranking: {msg}"
+            )))
+        }
+    }
+}
+
+fn blocks<'a>(
+    q_g: &'a DistanceArray,
+    q_q: &'a DistanceArray,
+    g_g: &'a DistanceArray,
+) -> DistanceBlocks<'a> {
+    DistanceBlocks {
+        q_g: q_g.block(),
+        q_q: q_q.block(),
+        g_g: g_g.block(),
+    }
+}
+
+/// k-reciprocal re-ranking from distance blocks; `(q, g)` float32.
+#[pyfunction]
+#[pyo3(signature = (q_g_dist, q_q_dist, g_g_dist, k1, k2, lambda_value, progress=None))]
+#[allow(clippy::too_many_arguments)]
+fn k_reciprocal<'py>(
+    py: Python<'py>,
+    q_g_dist: DistanceArray<'py>,
+    q_q_dist: DistanceArray<'py>,
+    g_g_dist: DistanceArray<'py>,
+    k1: usize,
+    k2: usize,
+    lambda_value: f64,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    let b = blocks(&q_g_dist, &q_q_dist, &g_g_dist);
+    run_detached(py, progress, |sink| {
+        rerank::k_reciprocal(b, k1, k2, lambda_value, Some(sink))
+    })
+}
+
+/// k-reciprocal re-ranking from float32 embeddings (cosine distance); `(q, g)` float32.
+#[pyfunction]
+#[pyo3(signature = (query_emb, gallery_emb, k1, k2, lambda_value, progress=None))]
+fn k_reciprocal_embeddings<'py>(
+    py: Python<'py>,
+    query_emb: PyReadonlyArray2<'py, f32>,
+    gallery_emb: PyReadonlyArray2<'py, f32>,
+    k1: usize,
+    k2: usize,
+    lambda_value: f64,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    let (q, g) = (query_emb.as_array(), gallery_emb.as_array());
+    run_detached(py, progress, |sink| {
+        rerank::k_reciprocal_embeddings(q, g, k1, k2, lambda_value, Some(sink))
+    })
+}
+
+/// MSRerank from distance blocks; `(q, g)` float32.
+#[pyfunction]
+#[pyo3(signature = (q_g_dist, q_q_dist, g_g_dist, ks, k2, lambda_value, variant, progress=None))]
+#[allow(clippy::too_many_arguments)]
+fn msrerank<'py>(
+    py: Python<'py>,
+    q_g_dist: DistanceArray<'py>,
+    q_q_dist: DistanceArray<'py>,
+    g_g_dist: DistanceArray<'py>,
+    ks: Vec<usize>,
+    k2: usize,
+    lambda_value: f64,
+    variant: &str,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    let variant: Variant = variant.parse().map_err(to_py_err)?;
+    let b = blocks(&q_g_dist, &q_q_dist, &g_g_dist);
+    run_detached(py, progress, |sink| {
+        rerank::msrerank(b, &ks, k2, lambda_value, variant, Some(sink))
+    })
+}
+
+/// MSRerank from float32 embeddings (cosine distance); `(q, g)` float32.
+#[pyfunction]
+#[pyo3(signature = (query_emb, gallery_emb, ks, k2, lambda_value, variant, progress=None))]
+#[allow(clippy::too_many_arguments)]
+fn msrerank_embeddings<'py>(
+    py: Python<'py>,
+    query_emb: PyReadonlyArray2<'py, f32>,
+    gallery_emb: PyReadonlyArray2<'py, f32>,
+    ks: Vec<usize>,
+    k2: usize,
+    lambda_value: f64,
+    variant: &str,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    let variant: Variant = variant.parse().map_err(to_py_err)?;
+    let (q, g) = (query_emb.as_array(), gallery_emb.as_array());
+    run_detached(py, progress, |sink| {
+        rerank::msrerank_embeddings(q, g, &ks, k2, lambda_value, variant, Some(sink))
+    })
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(k_reciprocal, m)?)?;
+    m.add_function(wrap_pyfunction!(k_reciprocal_embeddings, m)?)?;
+    m.add_function(wrap_pyfunction!(msrerank, m)?)?;
+    m.add_function(wrap_pyfunction!(msrerank_embeddings, m)?)?;
+    Ok(())
+}
