@@ -1,1 +1,159 @@
-"""(in progress)"""
+"""The data layer: dataset readers, the synthetic campus, torch datasets, samplers, transforms.
+
+Public API (stable; the trainer and the evaluator use exactly this)
+===================================================================
+
+Splits (NumPy only, no torch)::
+
+    from dycl.data import read_dacampus, read_manifest, Split, DatasetError
+
+    split = read_dacampus(root, "train")        # DA-Campus layout (DESIGN §7)
+    split = read_manifest("data.csv", "test")   # CSV: path, view, building, latitude, longitude, split
+
+    split.name                  # "train" / "test" (whatever split was asked for)
+    split.building_ids          # (B,) building ids, ascending: int64 class_id values for DA-Campus;
+                                #   manifests give int64 when every label is an integer, else str labels
+    split.coords                # (B, 2) float64 latitude, longitude (degrees) of each building
+    split.satellite_paths       # tuple of B absolute Paths, one satellite tile per building
+    split.drone_paths           # tuple of N absolute Paths (grouped by building, file order kept)
+    split.drone_buildings       # (N,) int64 building *index* (0..B-1) of each drone image
+    split.num_buildings, split.num_drone, split.num_pairs   # num_pairs == num_drone
+    split.levels(thresholds=(200.0, 500.0))   # (B, B) uint8 via dycl.geo.level_matrix
+    split.index_of(building_id) -> int        # building id -> building index
+    split.drone_counts() -> (B,) int64        # drone images per building
+
+Pair ``i`` of a split is (drone image ``i``, the satellite tile of building
+``drone_buildings[i]``): an epoch has ``num_pairs`` pairs. Every reader error
+is a :class:`DatasetError` (a ``ValueError``) whose message starts with
+``file:line:`` where a line is to blame.
+
+Torch datasets (``dycl.data.datasets``; importing them imports torch)::
+
+    PairDataset(split, satellite_transform=None, drone_transform=None)
+        [i] -> Pair(satellite, drone, building, coords)   # a NamedTuple; default_collate stacks it:
+                                                          # (b,3,S,S) float, (b,3,S,S) float, (b,) int64, (b,2) float64
+    ImageSet(paths, buildings, transform=None)      [i] -> (image, building)
+    satellite_set(split, transform=None) -> ImageSet    # B satellite tiles, building index = row
+    drone_set(split, transform=None) -> ImageSet        # N drone views with their building indices
+    load_image(path) -> uint8 tensor (3, H, W)          # raises CorruptImageError(path) on unreadable files
+
+Without a transform images come back as uint8 tensors (3, H, W).
+
+Transforms (torchvision.transforms.v2, ``dycl.data.transforms``)::
+
+    train_transforms(view, image_size=256, rotation="quarter")   # view: "satellite" | "drone"
+        resize (image_size, image_size) -> random horizontal flip -> (satellite only) random rotation
+        -> float32 in [0, 1] -> ImageNet normalisation.  rotation: "quarter" (k * 90 deg, lossless, the
+        default), "any" (uniform angle, corners filled with the mean colour), "none".
+    eval_transforms(image_size=256)       # resize + normalisation only
+    IMAGENET_MEAN, IMAGENET_STD
+    seed_worker(worker_id)                # DataLoader(worker_init_fn=seed_worker): seeds numpy/random
+    loader_generator(seed, epoch=0, rank=0) -> torch.Generator   # DataLoader(generator=...), one per epoch
+
+Batch samplers over pair indices (``dycl.data.samplers``; NumPy only)::
+
+    RandomPairBatchSampler(num_pairs, batch_size, seed=0, rank=0, world_size=1, drop_last=False)
+    GeoPairBatchSampler(pair_buildings, levels, batch_size, seed=0, rank=0, world_size=1,
+                        pairs_per_building=2, blocks_per_batch=2)
+    make_batch_sampler(kind, split, batch_size, seed=0, rank=0, world_size=1,
+                       thresholds=(200.0, 500.0), **options)   # kind: "random" | "geo"
+    sampler.set_epoch(epoch); len(sampler); iter(sampler) -> lists of pair indices
+    sampler.state_dict() -> dict; sampler.load_state_dict(state)     # resume at an epoch boundary
+    in_batch_positives(sampler_or_batches, pair_buildings, levels) -> dict   # mean in-batch positives per scale
+
+Use them as ``DataLoader(PairDataset(...), batch_sampler=sampler, ...)`` and
+call ``sampler.set_epoch(epoch)`` before every epoch. The batches of an epoch
+are a pure function of (seed, epoch, configuration); every rank computes the
+same global schedule and takes its own disjoint share, and all ranks get the
+same number of batches.
+
+Synthetic campus (``dycl.data.synth``)::
+
+    generate_campus(out_dir, train_buildings=120, test_buildings=60, drone_views=24,
+                    image_size=128, seed=0, workers=None, progress=True) -> Path
+    campus_layout(train_buildings, test_buildings, seed=0) -> CampusLayout  # coordinates only, no images
+
+Statistics and previews (``dycl.data.stats``)::
+
+    dataset_stats(root, thresholds=(200.0, 500.0)) -> dict      # what ``dycl-data stats`` prints
+    appearance_similarity(split, thresholds=(200.0, 500.0)) -> dict   # DESIGN §9 checks
+    contact_sheet(split, building_id, out_png) -> Path
+
+The CLI ``dycl-data synth|stats|show`` lives in :mod:`dycl.cli`.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from .splits import DatasetError, Split, check_disjoint, read_dacampus, read_manifest
+
+__all__ = [
+    "DatasetError",
+    "Split",
+    "check_disjoint",
+    "read_dacampus",
+    "read_manifest",
+    # lazily imported (torch or heavy dependencies)
+    "CorruptImageError",
+    "ImageSet",
+    "Pair",
+    "PairDataset",
+    "drone_set",
+    "load_image",
+    "satellite_set",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "eval_transforms",
+    "loader_generator",
+    "seed_worker",
+    "train_transforms",
+    "GeoPairBatchSampler",
+    "RandomPairBatchSampler",
+    "in_batch_positives",
+    "make_batch_sampler",
+    "campus_layout",
+    "generate_campus",
+    "appearance_similarity",
+    "contact_sheet",
+    "dataset_stats",
+]
+
+# name -> submodule; importing dycl.data stays light (no torch) until these are used.
+_LAZY = {
+    "CorruptImageError": "datasets",
+    "ImageSet": "datasets",
+    "Pair": "datasets",
+    "PairDataset": "datasets",
+    "drone_set": "datasets",
+    "load_image": "datasets",
+    "satellite_set": "datasets",
+    "IMAGENET_MEAN": "transforms",
+    "IMAGENET_STD": "transforms",
+    "eval_transforms": "transforms",
+    "loader_generator": "transforms",
+    "seed_worker": "transforms",
+    "train_transforms": "transforms",
+    "GeoPairBatchSampler": "samplers",
+    "RandomPairBatchSampler": "samplers",
+    "in_batch_positives": "samplers",
+    "make_batch_sampler": "samplers",
+    "campus_layout": "synth",
+    "generate_campus": "synth",
+    "appearance_similarity": "stats",
+    "contact_sheet": "stats",
+    "dataset_stats": "stats",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
