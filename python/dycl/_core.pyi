@@ -16,6 +16,26 @@ def geodesic_distances(
 ) -> npt.NDArray[np.float64]: ...
 def level_matrix(coords: npt.NDArray[np.float64], thresholds: list[float]) -> npt.NDArray[np.uint8]: ...
 
+# --- metrics (dycl.metrics); per-query dict keys: n_levels (int), h_ap, asi, ndcg (q,) float64,
+# average_precision (q, L) float64, first_relevant_rank / n_relevant (q, L) uint32 (0 = none),
+# top1 (q,) uint32, and top1_error_m (q,) float64 when coords are given
+def per_query(
+    distances: npt.NDArray[np.float64],
+    query_ids: npt.NDArray[np.int64],
+    gallery_ids: npt.NDArray[np.int64],
+    levels: npt.NDArray[np.uint8],
+    coords: npt.NDArray[np.float64] | None = None,
+) -> dict[str, int | npt.NDArray[np.generic]]: ...
+def per_query_embeddings(
+    query_emb: npt.NDArray[np.float32],
+    gallery_emb: npt.NDArray[np.float32],
+    query_ids: npt.NDArray[np.int64],
+    gallery_ids: npt.NDArray[np.int64],
+    levels: npt.NDArray[np.uint8],
+    coords: npt.NDArray[np.float64] | None = None,
+) -> dict[str, int | npt.NDArray[np.generic]]: ...
+def ranked_gallery(distances: npt.NDArray[np.float64], k: int) -> npt.NDArray[np.uint32]: ...
+
 # --- re-ranking (dycl.rerank); distance blocks are float32 or float64, read in place
 def k_reciprocal(
     q_g_dist: npt.NDArray[np.floating],

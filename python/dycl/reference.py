@@ -11,6 +11,161 @@ from __future__ import annotations
 import numpy as np
 
 # =========================================================================== metrics (DESIGN §4)
+# One query at a time; ``lv`` is the array of gallery levels in ranked order.
+
+
+def ranked_levels(distance_row: np.ndarray, gallery_levels: np.ndarray) -> np.ndarray:
+    """Levels of the gallery sorted by ascending distance, ties by gallery index."""
+    return gallery_levels[np.argsort(distance_row, kind="stable")]
+
+
+def h_ap(lv: np.ndarray, n_levels: int) -> float:
+    """Per-item H-AP: ``rel = (v / (L-1)) / n_v``; with ``L = 1`` the weight is 1 (H-AP = AP)."""
+    rel = np.zeros(len(lv))
+    for v in range(1, n_levels + 1):
+        n_v = np.count_nonzero(lv == v)
+        if n_v:
+            weight = v / (n_levels - 1) if n_levels > 1 else 1.0
+            rel[lv == v] = weight / n_v
+    if rel.sum() == 0:
+        return float("nan")
+    total = 0.0
+    for k in np.flatnonzero(rel > 0):  # k is 0-based, the rank is k + 1
+        h_rank = rel[k] + np.minimum(rel[k], rel[:k]).sum()
+        total += h_rank / (k + 1)
+    return float(total / rel.sum())
+
+
+def asi(lv: np.ndarray, n_levels: int) -> float:
+    """ASI: mean over ``k = 1..R`` of ``Σ_v min(#{rank<=k, level v}, #{ideal rank<=k, level v}) / k``."""
+    n_positive = int(np.count_nonzero(lv > 0))
+    if n_positive == 0:
+        return float("nan")
+    ideal = np.sort(lv)[::-1]
+    si = []
+    for k in range(1, n_positive + 1):
+        overlap = sum(
+            min(np.count_nonzero(lv[:k] == v), np.count_nonzero(ideal[:k] == v))
+            for v in range(1, n_levels + 1)
+        )
+        si.append(overlap / k)
+    return float(np.mean(si))
+
+
+def ndcg(lv: np.ndarray) -> float:
+    """NDCG over the whole ranking, gains ``2^level - 1``, discount ``1/log2(1+k)``."""
+    if not (lv > 0).any():
+        return float("nan")
+    discount = 1.0 / np.log2(1.0 + np.arange(1, len(lv) + 1))
+    dcg = np.sum((2.0 ** lv.astype(np.float64) - 1.0) * discount)
+    ideal = np.sum((2.0 ** np.sort(lv)[::-1].astype(np.float64) - 1.0) * discount)
+    return float(dcg / ideal)
+
+
+def average_precision(relevant: np.ndarray) -> float:
+    """Binary AP over the whole ranking; NaN without relevant items."""
+    ranks = np.flatnonzero(relevant) + 1
+    if ranks.size == 0:
+        return float("nan")
+    return float(np.mean(np.arange(1, ranks.size + 1) / ranks))
+
+
+def recall_at_k(relevant: np.ndarray, k: int) -> float:
+    """1.0 if a relevant item is in the top ``k``, NaN without relevant items."""
+    if not relevant.any():
+        return float("nan")
+    return float(relevant[:k].any())
+
+
+def metrics_per_query(
+    distances: np.ndarray,
+    query_ids: np.ndarray,
+    gallery_ids: np.ndarray,
+    levels: np.ndarray,
+    recall_at: tuple[int, ...] = (1, 5, 10),
+    coords: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Per-query values with the keys of :func:`dycl.metrics.per_query`."""
+    levels = np.asarray(levels)
+    n_levels = int(levels.max())
+    rows: dict[str, list[float]] = {}
+
+    def put(key: str, value: float) -> None:
+        rows.setdefault(key, []).append(value)
+
+    for i in range(distances.shape[0]):
+        order = np.argsort(distances[i], kind="stable")
+        lv = levels[query_ids[i], gallery_ids[order]]
+        put("H-AP", h_ap(lv, n_levels))
+        put("ASI", asi(lv, n_levels))
+        put("NDCG", ndcg(lv))
+        for s in range(n_levels):
+            relevant = lv >= n_levels - s
+            put(f"AP_{s}", average_precision(relevant))
+            for k in recall_at:
+                put(f"R@{k}_{s}", recall_at_k(relevant, k))
+            put(f"first_rank_{s}", float(np.argmax(relevant) + 1) if relevant.any() else float("nan"))
+            put(f"n_relevant_{s}", int(relevant.sum()))
+        put("top1", int(order[0]))
+        if coords is not None:
+            put("err@1_m", _top1_error(coords, int(query_ids[i]), int(gallery_ids[order[0]])))
+    return {key: np.asarray(v) for key, v in rows.items()}
+
+
+def _top1_error(coords: np.ndarray, building: int, found: int) -> float:
+    if building == found:
+        return 0.0
+    from geographiclib.geodesic import Geodesic  # dev dependency; the yardstick is GeographicLib itself
+
+    a, b = coords[building], coords[found]
+    return float(Geodesic.WGS84.Inverse(a[0], a[1], b[0], b[1])["s12"])
+
+
+def evaluate_metrics(
+    distances: np.ndarray,
+    query_ids: np.ndarray,
+    gallery_ids: np.ndarray,
+    levels: np.ndarray,
+    recall_at: tuple[int, ...] = (1, 5, 10),
+    coords: np.ndarray | None = None,
+    thresholds: tuple[float, ...] = (200.0, 500.0),
+) -> dict[str, float]:
+    """All metrics with the keys of :func:`dycl.metrics.evaluate`, query by query."""
+    v = metrics_per_query(distances, query_ids, gallery_ids, levels, recall_at, coords)
+    n_levels = int(np.asarray(levels).max())
+    n_queries = distances.shape[0]
+
+    def mean_defined(x: np.ndarray) -> float:
+        kept = [e for e in x if not np.isnan(e)]
+        return float(np.mean(kept)) if kept else float("nan")
+
+    out: dict[str, float] = {name: mean_defined(v[name]) for name in ("H-AP", "ASI", "NDCG")}
+    for s in range(n_levels):
+        out[f"mAP_{s}"] = mean_defined(v[f"AP_{s}"])
+        for k in recall_at:
+            out[f"R@{k}_{s}"] = mean_defined(v[f"R@{k}_{s}"])
+        scored = sum(1 for e in v[f"AP_{s}"] if not np.isnan(e))
+        out[f"n_queries_{s}"] = scored
+        out[f"n_left_out_{s}"] = n_queries - scored
+    out["mAP_overall"] = float(np.mean([out[f"mAP_{s}"] for s in range(n_levels)]))
+    out["R@1_overall"] = float(
+        np.mean([mean_defined(np.asarray([recall_at_k_from(f, 1) for f in v[f"first_rank_{s}"]]))
+                 for s in range(n_levels)])
+    )
+    out["n_queries"] = n_queries
+    if coords is not None:
+        err = v["err@1_m"]
+        out["err@1_mean_m"] = float(np.mean(err))
+        out["err@1_median_m"] = float(np.median(err))
+        for t in thresholds:
+            out[f"within@{t:g}m"] = float(np.mean(err <= t))
+    return out
+
+
+def recall_at_k_from(first_rank: float, k: int) -> float:
+    """Recall@k of one query from the rank of its first relevant item (NaN: none)."""
+    return float("nan") if np.isnan(first_rank) else float(first_rank <= k)
+
 
 
 # =========================================================================== re-ranking (DESIGN §5)

@@ -15,6 +15,7 @@
 pub mod distance;
 pub mod error;
 pub mod geo;
+pub mod metrics;
 pub mod rerank;
 
 pub use error::{DyclError, Result};

@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 use dycl_core::DyclError;
 
 mod geo;
+mod metrics;
 mod rerank;
 
 /// Turn a core error into the matching Python exception.
@@ -25,6 +26,7 @@ pub(crate) fn to_py_err(err: DyclError) -> PyErr {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     geo::register(m)?;
+    metrics::register(m)?;
     rerank::register(m)?;
     Ok(())
 }
