@@ -187,9 +187,11 @@ def build_campus_raster(layout: CampusLayout, campus_index: int, res: float) -> 
     for r in range(gh):
         for c in range(0, gw, 8):  # the field changes slowly: evaluate every 8th cell, hold in between
             green = fields.at(float(gx[c]), float(gy[r]))["green"]
+            district_hue = campus.local_style(float(gx[c]), float(gy[r])).lawn_hue
             for cc in range(c, min(c + 8, gw)):
                 p = patch[r, cc]
-                coarse[r, cc] = hsv(lh + 6 * green + 3 * p, ls + 0.06 * green + 0.03 * p, lv + 0.04 * green + 0.03 * p)
+                coarse[r, cc] = hsv(lh + district_hue + 10 * green + 3 * p, ls + 0.08 * green + 0.03 * p,
+                                     lv + 0.05 * green + 0.03 * p)
     base = Image.fromarray(coarse).resize((width, height), Image.BILINEAR)
     paint = _Painter(x0, y1, res, (width, height), base)
 
@@ -199,7 +201,8 @@ def build_campus_raster(layout: CampusLayout, campus_index: int, res: float) -> 
 
     def pave_at(x: float, y: float) -> tuple[int, int, int]:
         p = fields.at(x, y)["pave"]
-        return hsv(pave_h + 8 * p, pave_s + 0.05 * p, pave_v + 0.05 * p)
+        local = campus.local_style(x, y)
+        return hsv(pave_h + local.pave_hue + 12 * p, pave_s + 0.06 * p, pave_v + local.pave_value + 0.06 * p)
 
     pitch, half_road = campus.pitch, campus.road_width / 2
     # Outskirts: fields and woods around the campus (outside the blocks' extent).

@@ -8,7 +8,7 @@ origin is a real place; :func:`enu_to_latlon` turns metric offsets into WGS84
 latitude/longitude.
 
 Appearance varies smoothly in space: a few low-frequency *style fields*
-(sums of long-wavelength cosines, 1.2-2.5 km) shift roof and facade colours,
+(sums of long-wavelength cosines, 0.9-2 km) shift roof and facade colours,
 building heights, greenery and paving, on top of a per-campus base style and
 per-building jitter. Buildings 100-200 m apart therefore share context,
 buildings 200-500 m apart share less, and buildings on different campuses
@@ -73,7 +73,7 @@ FIELD_NAMES = ("roof", "facade", "height", "green", "pave", "material")
 class StyleFields:
     """Smooth random fields over the world plane, one per :data:`FIELD_NAMES` entry.
 
-    Each is a sum of cosines with random directions, wavelengths of 1.2-2.5 km
+    Each is a sum of cosines with random directions, wavelengths of 0.9-2 km
     and random phases, scaled to unit variance.
     """
 
@@ -85,7 +85,7 @@ class StyleFields:
         rng = np.random.default_rng([seed, TAG_FIELDS])
         n = len(FIELD_NAMES)
         angles = rng.uniform(0.0, 2.0 * math.pi, size=(n, components))
-        wavelengths = rng.uniform(1200.0, 2500.0, size=(n, components))
+        wavelengths = rng.uniform(900.0, 2000.0, size=(n, components))
         k = 2.0 * math.pi / wavelengths
         wavevectors = np.stack([k * np.cos(angles), k * np.sin(angles)], axis=-1)
         return cls(wavevectors, rng.uniform(0.0, 2.0 * math.pi, size=(n, components)))
@@ -222,6 +222,35 @@ class Block:
 
 
 @dataclass(frozen=True)
+class District:
+    """A neighbourhood of a campus with its own palette; styles blend smoothly between districts."""
+
+    x: float
+    y: float
+    roof_weights: tuple[float, ...]
+    facade_weights: tuple[float, ...]
+    roof_hue: float  # degrees added to roof hues
+    lawn_hue: float  # degrees added to the lawn hue
+    pave_hue: float
+    pave_value: float
+    floors: float  # factor on the campus floors
+
+
+DISTRICT_SIGMA_M = 220.0
+
+
+@dataclass(frozen=True)
+class LocalStyle:
+    roof_weights: np.ndarray
+    facade_weights: np.ndarray
+    roof_hue: float
+    lawn_hue: float
+    pave_hue: float
+    pave_value: float
+    floors: float
+
+
+@dataclass(frozen=True)
 class Campus:
     index: int
     split: str
@@ -234,7 +263,26 @@ class Campus:
     road_width: float
     style: CampusStyle
     blocks: tuple[Block, ...]
+    districts: tuple[District, ...] = ()
     buildings: tuple[int, ...] = ()  # indices into CampusLayout.buildings
+
+    def local_style(self, x: float, y: float) -> LocalStyle:
+        """District palette at a point: districts blended with Gaussian weights (sigma 220 m)."""
+        if not self.districts:
+            return LocalStyle(np.asarray(self.style.roof_weights), np.asarray(self.style.facade_weights),
+                              0.0, 0.0, 0.0, 0.0, 1.0)
+        d2 = np.array([(d.x - x) ** 2 + (d.y - y) ** 2 for d in self.districts])
+        w = np.exp(-(d2 - d2.min()) / (2 * DISTRICT_SIGMA_M**2))
+        w /= w.sum()
+
+        def mix(attr: str) -> float:
+            return float(sum(wk * getattr(d, attr) for wk, d in zip(w, self.districts)))
+
+        roof = sum(wk * np.asarray(d.roof_weights) for wk, d in zip(w, self.districts))
+        facade = sum(wk * np.asarray(d.facade_weights) for wk, d in zip(w, self.districts))
+        return LocalStyle(0.3 * np.asarray(self.style.roof_weights) + 0.7 * roof,
+                          0.3 * np.asarray(self.style.facade_weights) + 0.7 * facade,
+                          mix("roof_hue"), mix("lawn_hue"), mix("pave_hue"), mix("pave_value"), mix("floors"))
 
     def to_world(self, u: np.ndarray | float, v: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
         c, s = math.cos(self.angle), math.sin(self.angle)
@@ -395,7 +443,8 @@ def _make_building(rng: np.random.Generator, campus: Campus, lot: tuple, fields:
     lx, ly = campus.to_world(cu, cv)
     f = fields.at(float(lx), float(ly))
 
-    floors = int(np.clip(round(style.floors_mean * math.exp(0.35 * f["height"] + rng.normal(0, 0.25))), 1, 14))
+    local = campus.local_style(float(lx), float(ly))
+    floors = int(np.clip(round(style.floors_mean * local.floors * math.exp(0.35 * f["height"] + rng.normal(0, 0.25))), 1, 14))
     shape = _choose(rng, list(SHAPES), np.asarray(style.shape_weights) + 0.02)
     swap = rng.random() < 0.5
     parts = _shape_boxes(rng, shape, half_b if swap else half_a, half_a if swap else half_b, floors)
@@ -430,11 +479,11 @@ def _make_building(rng: np.random.Generator, campus: Campus, lot: tuple, fields:
         h, sat, val = GABLE_MATERIALS[name]
     else:
         bias = np.exp(0.8 * f["material"] * np.array([1.0, -1.0, 0.5, -0.5, 0.0]))
-        name = _choose(rng, list(ROOF_MATERIALS), (np.asarray(style.roof_weights) + 0.03) * bias)
+        name = _choose(rng, list(ROOF_MATERIALS), (local.roof_weights + 0.03) * bias)
         h, sat, val = ROOF_MATERIALS[name]
-    hue = (style.roof_hue if h is None else h) + 25.0 * f["roof"] + rng.normal(0, 8)
+    hue = (style.roof_hue if h is None else h) + local.roof_hue + 35.0 * f["roof"] + rng.normal(0, 8)
     roof_rgb = hsv(hue, sat * (1 + 0.2 * f["roof"]) + rng.normal(0, 0.04), val + 0.06 * f["roof"] + rng.normal(0, 0.05))
-    facade_name = _choose(rng, list(FACADES), np.asarray(style.facade_weights) + 0.03)
+    facade_name = _choose(rng, list(FACADES), local.facade_weights + 0.03)
     fh, fs, fv, window_ratio = FACADES[facade_name]
     facade_rgb = hsv(fh + 15.0 * f["facade"] + rng.normal(0, 5), fs + rng.normal(0, 0.05),
                      fv + 0.07 * f["facade"] + rng.normal(0, 0.04))
@@ -467,6 +516,27 @@ def _make_building(rng: np.random.Generator, campus: Campus, lot: tuple, fields:
     lat, lon = enu_to_latlon(np.array(bx - campus.x), np.array(by - campus.y), campus.lat, campus.lon)
     return Building(index, campus.split, campus.index, bx, by, float(lat), float(lon), tuple(boxes),
                     roof_rgb, facade_rgb, window_rgb, window_ratio, tuple(details))
+
+
+def _districts(rng: np.random.Generator, blocks: list[Block], x: float, y: float, angle: float,
+               n_buildings: int) -> tuple[District, ...]:
+    """District centres spread over the building blocks (about one per 25 buildings, >= 250 m apart)."""
+    centres = [((b.u0 + b.u1) / 2, (b.v0 + b.v1) / 2) for b in blocks if b.kind == "buildings"]
+    wanted = max(1, round(n_buildings / 25))
+    chosen: list[tuple[float, float]] = []
+    for k in rng.permutation(len(centres)):
+        u, v = centres[int(k)]
+        if all(math.hypot(u - a, v - b) >= 250.0 for a, b in chosen):
+            chosen.append((u, v))
+        if len(chosen) == wanted:
+            break
+    c, s = math.cos(angle), math.sin(angle)
+    return tuple(District(
+        x + u * c - v * s, y + u * s + v * c,
+        _weights(rng, len(ROOF_MATERIALS), 0.5), _weights(rng, len(FACADES), 0.5),
+        float(rng.uniform(-45, 45)), float(rng.uniform(-14, 14)), float(rng.uniform(-20, 20)),
+        float(rng.uniform(-0.1, 0.1)), float(np.exp(rng.normal(0, 0.3))),
+    ) for u, v in chosen)
 
 
 def _campus_sizes(n: int) -> list[int]:
@@ -503,8 +573,10 @@ def campus_layout(train_buildings: int, test_buildings: int, seed: int = 0) -> C
         lat, lon = enu_to_latlon(np.array(x), np.array(y), *ORIGIN_LATLON)
         pitch, road = float(rng.uniform(175, 200)), float(rng.uniform(10, 14))
         blocks = _plan_blocks(rng, n, pitch, road)
-        campus = Campus(index, split, x, y, float(lat), float(lon), float(rng.uniform(0, math.pi / 2)), pitch,
-                        road, _campus_style(rng), tuple(blocks))
+        angle = float(rng.uniform(0, math.pi / 2))
+        districts = _districts(rng, blocks, x, y, angle, n)
+        campus = Campus(index, split, x, y, float(lat), float(lon), angle, pitch, road, _campus_style(rng),
+                        tuple(blocks), districts)
         members = []
         for block in blocks:
             for lot in block.lots:

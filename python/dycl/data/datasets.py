@@ -1,0 +1,128 @@
+"""Torch datasets over a :class:`~dycl.data.splits.Split`: training pairs and evaluation image sets."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+from torchvision.io import ImageReadMode, decode_image
+
+from .splits import DatasetError, Split
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+class CorruptImageError(DatasetError):
+    """An image file that exists but cannot be decoded; the message starts with its path."""
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    return re.sub(r"^.*?\.(?:cpp|h):\d+,\s*", "", text)
+
+
+def load_image(path: str | os.PathLike) -> torch.Tensor:
+    """Decode an image file to a uint8 RGB tensor ``(3, H, W)``.
+
+    JPEG, PNG, WebP and GIF are decoded by torchvision; other formats fall
+    back to Pillow.
+
+    Raises:
+        DatasetError: the file does not exist.
+        CorruptImageError: the file cannot be decoded (truncated, not an image, ...).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: image file does not exist")
+    try:
+        return decode_image(str(path), mode=ImageReadMode.RGB)
+    except (RuntimeError, ValueError, OSError) as first:
+        try:  # formats torchvision does not decode (BMP, TIFF, ...)
+            with Image.open(path) as image:
+                array = np.asarray(image.convert("RGB"))
+            return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+        except (OSError, UnidentifiedImageError, ValueError) as second:
+            raise CorruptImageError(f"{path}: cannot decode image ({_reason(first)}; {_reason(second)})") from None
+
+
+class Pair(NamedTuple):
+    """One training pair; ``default_collate`` stacks a list of them field by field."""
+
+    satellite: torch.Tensor
+    drone: torch.Tensor
+    building: int  # building index (0..B-1), the row/column of split.levels()
+    coords: torch.Tensor  # (2,) float64 latitude, longitude of the building
+
+
+class PairDataset(Dataset):
+    """Training pairs of a split: item ``i`` is drone image ``i`` with its building's satellite tile.
+
+    ``len(dataset) == split.num_pairs``. Use with a batch sampler from
+    :mod:`dycl.data.samplers` (``DataLoader(dataset, batch_sampler=...)``).
+    """
+
+    def __init__(self, split: Split, satellite_transform: Transform | None = None,
+                 drone_transform: Transform | None = None):
+        if not isinstance(split, Split):
+            raise ValueError(f"split: expected a dycl.data.Split, got {type(split).__name__}")
+        self.split = split
+        self.satellite_transform = satellite_transform
+        self.drone_transform = drone_transform
+        self._coords = torch.from_numpy(np.array(split.coords, dtype=np.float64))
+
+    def __len__(self) -> int:
+        return self.split.num_pairs
+
+    def __getitem__(self, index: int) -> Pair:
+        if not 0 <= index < len(self):
+            raise IndexError(f"pair index {index} is outside 0..{len(self) - 1}")
+        building = int(self.split.drone_buildings[index])
+        satellite = load_image(self.split.satellite_paths[building])
+        drone = load_image(self.split.drone_paths[index])
+        if self.satellite_transform is not None:
+            satellite = self.satellite_transform(satellite)
+        if self.drone_transform is not None:
+            drone = self.drone_transform(drone)
+        return Pair(satellite, drone, building, self._coords[building])
+
+
+class ImageSet(Dataset):
+    """A list of images with their building indices; item ``i`` is ``(image, building)``."""
+
+    def __init__(self, paths: Sequence[str | os.PathLike], buildings: Sequence[int] | np.ndarray,
+                 transform: Transform | None = None):
+        buildings = np.asarray(buildings)
+        if buildings.ndim != 1 or len(buildings) != len(paths):
+            raise ValueError(f"buildings: expected one building index per path ({len(paths)}), "
+                             f"got shape {buildings.shape}")
+        if len(buildings) and not np.issubdtype(buildings.dtype, np.integer):
+            raise ValueError(f"buildings: expected integer building indices, got dtype {buildings.dtype}")
+        self.paths = [Path(p) for p in paths]
+        self.buildings = buildings.astype(np.int64)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = load_image(self.paths[index])
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self.buildings[index])
+
+
+def satellite_set(split: Split, transform: Transform | None = None) -> ImageSet:
+    """The split's satellite tiles; item ``b`` is building ``b``'s tile."""
+    return ImageSet(split.satellite_paths, np.arange(split.num_buildings), transform)
+
+
+def drone_set(split: Split, transform: Transform | None = None) -> ImageSet:
+    """The split's drone views with their building indices."""
+    return ImageSet(split.drone_paths, split.drone_buildings, transform)

@@ -1,0 +1,424 @@
+"""Batch samplers over training pairs: ``random`` and ``geo``, both DDP-aware.
+
+A sampler yields lists of pair indices (pair ``i`` = drone image ``i`` and its
+building's satellite tile); use it as ``DataLoader(..., batch_sampler=s)``
+and call ``s.set_epoch(epoch)`` before each epoch. The batches of an epoch are
+a pure function of (seed, epoch, configuration): every rank computes the same
+global schedule and takes its own share, so shards are disjoint, all ranks
+get the same number of batches, and a run resumed at an epoch boundary sees
+exactly the batches an uninterrupted run would.
+
+``random`` (the authors' sampling): shuffled pairs, every pair once per
+epoch. ``geo``: batches assembled from geographic neighbourhoods so that
+every anchor has in-batch positives at every scale and pure negatives (see
+:class:`GeoPairBatchSampler`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+from torch.utils.data import Sampler
+
+from ..geo import DEFAULT_THRESHOLDS
+from .splits import Split
+
+_TAG_RANDOM = 0x52414E44
+_TAG_GEO = 0x47454F
+
+
+def _int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+class _EpochBatchSampler(Sampler[list[int]]):
+    """Shared machinery: epoch handling, rank sharding, caching and state."""
+
+    kind = ""
+
+    def __init__(self, num_pairs: int, batch_size: int, seed: int, rank: int, world_size: int):
+        self.num_pairs = _int("num_pairs", num_pairs, 1)
+        self.batch_size = _int("batch_size", batch_size, 1)
+        self.seed = _int("seed", seed, 0)
+        self.world_size = _int("world_size", world_size, 1)
+        self.rank = _int("rank", rank, 0)
+        if self.rank >= self.world_size:
+            raise ValueError(f"rank: must be < world_size ({self.world_size}), got {rank}")
+        self.epoch = 0
+        self._cache: tuple[int, list[list[int]]] | None = None
+
+    # subclasses: the global schedule, a list of rank-batch groups (one list of world_size batches each)
+    def _global_batches(self, epoch: int) -> list[list[np.ndarray]]:
+        raise NotImplementedError
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose batches the next iteration yields."""
+        self.epoch = _int("epoch", epoch, 0)
+
+    def global_batches(self, epoch: int | None = None) -> list[list[np.ndarray]]:
+        """Every rank's batches of an epoch: ``[step][rank] -> pair indices``."""
+        return self._global_batches(self.epoch if epoch is None else _int("epoch", epoch, 0))
+
+    def _batches(self) -> list[list[int]]:
+        if self._cache is None or self._cache[0] != self.epoch:
+            steps = self._global_batches(self.epoch)
+            self._cache = (self.epoch, [step[self.rank].tolist() for step in steps])
+        return self._cache[1]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self._batches()
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+    def _config(self) -> dict:
+        return {"kind": self.kind, "seed": self.seed, "num_pairs": self.num_pairs, "batch_size": self.batch_size}
+
+    def state_dict(self) -> dict:
+        """Configuration and epoch; with the same dataset, :meth:`load_state_dict` restores the schedule."""
+        return {**self._config(), "epoch": self.epoch, "rank": self.rank, "world_size": self.world_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the epoch after checking that the configuration matches (rank/world size may change)."""
+        if not isinstance(state, dict):
+            raise ValueError(f"state: expected a dict from state_dict(), got {type(state).__name__}")
+        for key, value in self._config().items():
+            if state.get(key) != value:
+                raise ValueError(f"state: {key} is {state.get(key)!r} in the saved state but {value!r} here; "
+                                 "the sampler would not reproduce the saved run")
+        self.set_epoch(state.get("epoch", 0))
+
+
+class RandomPairBatchSampler(_EpochBatchSampler):
+    """Shuffled pairs (the authors' sampling): each pair once per epoch.
+
+    The epoch's permutation is cut into global batches of ``batch_size *
+    world_size`` pairs; rank ``r`` takes the ``r``-th slice of each. The last,
+    shorter global batch is dropped with ``drop_last``; otherwise it is split
+    evenly over the ranks (padded with the epoch's first pairs only if it
+    holds fewer pairs than there are ranks).
+    """
+
+    kind = "random"
+
+    def __init__(self, num_pairs: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 drop_last: bool = False):
+        super().__init__(num_pairs, batch_size, seed, rank, world_size)
+        self.drop_last = bool(drop_last)
+
+    def _config(self) -> dict:
+        return {**super()._config(), "drop_last": self.drop_last}
+
+    def _global_batches(self, epoch: int) -> list[list[np.ndarray]]:
+        perm = np.random.default_rng([self.seed, epoch, _TAG_RANDOM]).permutation(self.num_pairs)
+        step = self.batch_size * self.world_size
+        steps = []
+        for start in range(0, self.num_pairs, step):
+            chunk = perm[start:start + step]
+            if len(chunk) == step:
+                steps.append([chunk[r * self.batch_size:(r + 1) * self.batch_size] for r in range(self.world_size)])
+            elif not self.drop_last:
+                if len(chunk) < self.world_size:
+                    chunk = np.concatenate([chunk, perm[:self.world_size - len(chunk)]])
+                steps.append(list(np.array_split(chunk, self.world_size)))
+        return steps
+
+
+class GeoPairBatchSampler(_EpochBatchSampler):
+    """Batches assembled from geographic neighbourhoods.
+
+    Each batch is made of ``blocks_per_batch`` blocks. A block starts at a
+    seed building that is a pure negative (level 0) of everything already in
+    the batch, and grows around it: first, for any member that lacks an
+    in-batch building at some level ``1..L-1`` that it has in the dataset, a
+    building at that level; otherwise another building within the largest
+    threshold of the seed. Each building brings ``pairs_per_building`` of its
+    pairs (different drone views). A final repair pass makes sure that every
+    anchor has, in its batch, a building at every level ``0..L-1`` that exists
+    for it in the dataset (trading a duplicate pair of a building already in
+    the batch for the missing one), so every scale has in-batch positives
+    beyond the exact building and pure negatives exist.
+
+    Pairs are drawn without replacement: buildings with the most unused pairs
+    are preferred, so the epoch ends when every pair has been used. Only
+    where a needed building has no unused pair left, or to fill the last
+    batches, is a pair used a second time in the epoch (``repeats`` in
+    :meth:`epoch_summary`); otherwise ranks' shards are disjoint. Every batch
+    holds exactly ``batch_size`` pairs.
+
+    Args:
+        pair_buildings: ``(N,)`` building index of each pair (``split.drone_buildings``).
+        levels: ``(B, B)`` level matrix (``split.levels(thresholds)``); the diagonal is ``L``.
+        batch_size: pairs per batch and rank.
+        pairs_per_building: pairs a building brings when it joins a batch.
+        blocks_per_batch: neighbourhoods per batch.
+    """
+
+    kind = "geo"
+
+    def __init__(self, pair_buildings: Sequence[int] | np.ndarray, levels: np.ndarray, batch_size: int,
+                 seed: int = 0, rank: int = 0, world_size: int = 1, pairs_per_building: int = 2,
+                 blocks_per_batch: int = 2):
+        pair_buildings = np.asarray(pair_buildings)
+        levels = np.asarray(levels)
+        if levels.ndim != 2 or levels.shape[0] != levels.shape[1] or levels.size == 0:
+            raise ValueError(f"levels: expected a square (B, B) matrix, got shape {levels.shape}")
+        if not np.issubdtype(levels.dtype, np.integer) or levels.min() < 0:
+            raise ValueError("levels: expected non-negative integer levels")
+        if pair_buildings.ndim != 1 or pair_buildings.size == 0 or not np.issubdtype(pair_buildings.dtype, np.integer):
+            raise ValueError(f"pair_buildings: expected a non-empty 1-D integer array, got {pair_buildings.shape}")
+        if pair_buildings.min() < 0 or pair_buildings.max() >= levels.shape[0]:
+            raise ValueError(f"pair_buildings: building indices must lie in 0..{levels.shape[0] - 1}")
+        top = int(levels.max())
+        if (np.diagonal(levels) != top).any() or top < 1:
+            raise ValueError("levels: the diagonal (same building) must hold the highest level L >= 1")
+        super().__init__(len(pair_buildings), batch_size, seed, rank, world_size)
+        self.pair_buildings = pair_buildings.astype(np.int64)
+        self.levels = np.ascontiguousarray(levels, dtype=np.int64)
+        self.top = top
+        self.pairs_per_building = _int("pairs_per_building", pairs_per_building, 1)
+        self.blocks_per_batch = _int("blocks_per_batch", blocks_per_batch, 1)
+        self.num_buildings = levels.shape[0]
+        order = np.argsort(self.pair_buildings, kind="stable")
+        counts = np.bincount(self.pair_buildings, minlength=self.num_buildings)
+        self._pairs_of = np.split(order, np.cumsum(counts)[:-1])
+        self._active = counts > 0  # buildings with pairs (others cannot join a batch)
+        # has_level[b, l]: building b has some other building with pairs at level l (l < L)
+        self._has_level = np.zeros((self.num_buildings, top), dtype=bool)
+        active_levels = np.where(self._active[None, :], self.levels, top)
+        for level in range(top):
+            self._has_level[:, level] = (active_levels == level).any(axis=1)
+        self._summary: dict[int, dict] = {}
+
+    def _config(self) -> dict:
+        return {**super()._config(), "pairs_per_building": self.pairs_per_building,
+                "blocks_per_batch": self.blocks_per_batch, "num_buildings": self.num_buildings}
+
+    def epoch_summary(self, epoch: int | None = None) -> dict:
+        """``{"batches": global steps, "pairs": pair slots, "repeats": slots holding a pair used before}``."""
+        epoch = self.epoch if epoch is None else epoch
+        if epoch not in self._summary:
+            self._global_batches(epoch)
+        return dict(self._summary[epoch])
+
+    def _global_batches(self, epoch: int) -> list[list[np.ndarray]]:
+        rng = np.random.default_rng([self.seed, epoch, _TAG_GEO])
+        state = _GeoEpoch(self, rng)
+        batches = []
+        while state.remaining_total > 0 or len(batches) % self.world_size:
+            batches.append(state.build_batch())
+        self._summary[epoch] = {"batches": len(batches) // self.world_size, "pairs": len(batches) * self.batch_size,
+                                "repeats": state.repeats}
+        return [batches[i:i + self.world_size] for i in range(0, len(batches), self.world_size)]
+
+
+class _GeoEpoch:
+    """The pair pool of one epoch and the batch builder of :class:`GeoPairBatchSampler`."""
+
+    def __init__(self, sampler: GeoPairBatchSampler, rng: np.random.Generator):
+        self.s = sampler
+        self.rng = rng
+        self.unused = [list(rng.permutation(p)) for p in sampler._pairs_of]
+        self.remaining = np.array([len(u) for u in self.unused], dtype=np.int64)
+        self.remaining_total = int(self.remaining.sum())
+        self.repeats = 0
+
+    # -- pool
+    def _take(self, building: int, count: int, exclude: set[int]) -> tuple[list[int], bool]:
+        """Up to ``count`` unused pairs of ``building``; if none is left, one used pair again
+        (preferably one not in ``exclude``, the batch so far). Returns (pairs, is_repeat)."""
+        pool = self.unused[building]
+        taken = [int(pool.pop()) for _ in range(min(count, len(pool)))]
+        self.remaining[building] -= len(taken)
+        self.remaining_total -= len(taken)
+        if taken:
+            return taken, False
+        pairs = [int(p) for p in self.s._pairs_of[building] if int(p) not in exclude] or \
+            [int(p) for p in self.s._pairs_of[building]]
+        self.repeats += 1
+        return [pairs[self.rng.integers(len(pairs))]], True
+
+    def _give_back(self, building: int, pair: int, was_repeat: bool) -> None:
+        if was_repeat:
+            self.repeats -= 1
+            return
+        self.unused[building].append(pair)
+        self.remaining[building] += 1
+        self.remaining_total += 1
+
+    def _pick(self, candidates: np.ndarray) -> int:
+        """Prefer the candidate with the most unused pairs (ties at random)."""
+        rem = self.remaining[candidates]
+        best = candidates[rem == rem.max()]
+        return int(best[self.rng.integers(len(best))])
+
+    # -- batch
+    def build_batch(self) -> np.ndarray:
+        s = self.s
+        capacity = s.batch_size
+        levels = s.levels
+        n = s.num_buildings
+        rows = np.arange(n)
+        members: dict[int, list[tuple[int, bool]]] = {}  # building -> [(pair, is_repeat)]
+        cover = np.zeros((n, s.top + 1), dtype=np.int64)  # in-batch buildings at each level, per building
+        in_batch = np.zeros(n, dtype=bool)
+        size = 0
+
+        def add(building: int, count: int) -> None:
+            nonlocal size
+            taken, repeat = self._take(building, count, {p for ps in members.values() for p, _ in ps})
+            if building not in members:
+                members[building] = []
+                in_batch[building] = True
+                cover[rows, levels[:, building]] += 1
+            members[building].extend((p, repeat) for p in taken)
+            size += len(taken)
+
+        def needs(candidates: list[int], with_negatives: bool) -> tuple[int, int] | None:
+            if not candidates:
+                return None
+            idx = np.asarray(candidates)
+            first_level = 0 if with_negatives else 1
+            missing = s._has_level[idx, first_level:] & (cover[idx, first_level:s.top] == 0)
+            hit = np.flatnonzero(missing.any(axis=1))
+            if not len(hit):
+                return None
+            row = hit[0]
+            level = first_level + int(np.flatnonzero(missing[row])[-1])  # the closest missing level first
+            return int(idx[row]), level
+
+        def partner(u: int, level: int) -> int | None:
+            cand = np.flatnonzero((levels[u] == level) & s._active & ~in_batch)
+            if not len(cand):
+                return None
+            fresh = cand[self.remaining[cand] > 0]
+            return self._pick(fresh) if len(fresh) else int(cand[self.rng.integers(len(cand))])
+
+        block_cap = -(-capacity // s.blocks_per_batch)
+        for block in range(s.blocks_per_batch):
+            limit = min(capacity, (block + 1) * block_cap)
+            if size >= limit:
+                continue
+            # seed: a pure negative of everything in the batch, with the most unused pairs
+            ok = s._active & ~in_batch
+            if members:
+                ok &= cover[:, 1:].sum(axis=1) == 0
+            if not ok.any():
+                ok = s._active & ~in_batch
+            if not ok.any():
+                ok = s._active.copy()
+            fresh = np.flatnonzero(ok & (self.remaining > 0))
+            seed_b = self._pick(fresh) if len(fresh) else int(np.flatnonzero(ok)[self.rng.integers(ok.sum())])
+            add(seed_b, min(s.pairs_per_building, limit - size))
+            block_members = [seed_b]
+            while size < limit:
+                need = needs(block_members, with_negatives=False)
+                choice = partner(*need) if need else None
+                if choice is None:
+                    near = np.flatnonzero((levels[seed_b] >= 1) & s._active & ~in_batch & (self.remaining > 0))
+                    if not len(near):
+                        around = (levels[block_members] >= 1).any(axis=0)
+                        near = np.flatnonzero(around & s._active & ~in_batch & (self.remaining > 0))
+                    if not len(near):
+                        break
+                    # the candidate closest to the block (highest summed level to its members)
+                    score = levels[np.ix_(block_members, near)].sum(axis=0)
+                    choice = self._pick(near[score == score.max()])
+                add(choice, min(s.pairs_per_building, limit - size))
+                block_members.append(choice)
+        # fill up (few pairs left in the epoch): more pairs of the batch's buildings, then any building
+        while size < capacity:
+            with_unused = [b for b in members if self.remaining[b] > 0]
+            if with_unused:
+                add(max(with_unused, key=lambda b: (self.remaining[b], -b)), 1)
+                continue
+            near = np.flatnonzero(s._active & ~in_batch & (self.remaining > 0))
+            if len(near):
+                add(self._pick(near), 1)
+            else:
+                add(int(list(members)[self.rng.integers(len(members))]), 1)  # a repeat
+        # repair: every member gets a building at every level it has (including pure negatives)
+        for _ in range(4 * capacity):
+            need = needs(list(members), with_negatives=True)
+            if need is None:
+                break
+            choice = partner(*need)
+            if choice is None:
+                break
+            donors = [b for b, ps in members.items() if len(ps) > 1]
+            if not donors:
+                break
+            donor = max(donors, key=lambda b: (len(members[b]), b))
+            pair, was_repeat = members[donor].pop()
+            self._give_back(donor, pair, was_repeat)
+            size -= 1
+            add(choice, 1)
+        batch = np.array([p for ps in members.values() for p, _ in ps], dtype=np.int64)
+        return batch[self.rng.permutation(len(batch))]
+
+
+def make_batch_sampler(kind: str, split: Split, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
+                       thresholds: Sequence[float] = DEFAULT_THRESHOLDS, **options) -> _EpochBatchSampler:
+    """A batch sampler over ``split``'s pairs: ``kind`` is ``"random"`` or ``"geo"``.
+
+    ``options`` go to the sampler (``drop_last`` for random;
+    ``pairs_per_building``, ``blocks_per_batch`` for geo).
+    """
+    if kind == "random":
+        return RandomPairBatchSampler(split.num_pairs, batch_size, seed, rank, world_size, **options)
+    if kind == "geo":
+        return GeoPairBatchSampler(split.drone_buildings, split.levels(thresholds), batch_size, seed, rank,
+                                   world_size, **options)
+    raise ValueError(f"kind: expected 'random' or 'geo', got {kind!r}")
+
+
+def in_batch_positives(batches: Iterable[Sequence[int]] | _EpochBatchSampler, pair_buildings: np.ndarray,
+                       levels: np.ndarray) -> dict:
+    """What each anchor finds in its batch, averaged over the anchors of one epoch.
+
+    For anchor pair ``i`` the references are the other pairs ``j != i`` of its
+    batch (their satellite tiles), at level ``levels[b_i, b_j]``.
+
+    Returns:
+        ``{"anchors": n, "levels": L, "mean_at_level": [L+1 means, level 0..L],
+        "share_at_level": [L+1 shares of anchors with at least one],
+        "mean_positives": [L means, scale s: references at level >= L - s],
+        "mean_negatives": mean pure negatives (level 0),
+        "coverage": share of anchors having every level 0..L-1 that exists for their building}``.
+    """
+    pair_buildings = np.asarray(pair_buildings, dtype=np.int64)
+    levels = np.asarray(levels)
+    top = int(levels.max())
+    active = np.zeros(levels.shape[0], dtype=bool)
+    active[np.unique(pair_buildings)] = True
+    has_level = np.stack([((levels == lv) & active[None, :]).any(axis=1) for lv in range(top)], axis=1)
+    counts_sum = np.zeros(top + 1)
+    present_sum = np.zeros(top + 1)
+    covered = 0
+    anchors = 0
+    for batch in batches:
+        b = pair_buildings[np.asarray(batch, dtype=np.int64)]
+        if len(b) == 0:
+            continue
+        lv = levels[np.ix_(b, b)].astype(np.int64)
+        counts = np.stack([(lv == level).sum(axis=1) for level in range(top + 1)], axis=1)
+        counts[:, top] -= 1  # the anchor's own pair
+        counts_sum += counts.sum(axis=0)
+        present_sum += (counts > 0).sum(axis=0)
+        covered += int(((counts[:, :top] > 0) | ~has_level[b]).all(axis=1).sum())
+        anchors += len(b)
+    if anchors == 0:
+        raise ValueError("batches: no anchors")
+    mean_at_level = counts_sum / anchors
+    return {
+        "anchors": anchors,
+        "levels": top,
+        "mean_at_level": mean_at_level.tolist(),
+        "share_at_level": (present_sum / anchors).tolist(),
+        "mean_positives": [float(mean_at_level[top - s:].sum()) for s in range(top)],
+        "mean_negatives": float(mean_at_level[0]),
+        "coverage": covered / anchors,
+    }
