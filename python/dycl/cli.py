@@ -55,7 +55,7 @@ def _data_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="{synth,stats,show}")
 
     synth = sub.add_parser("synth", help="render a synthetic campus dataset in the DA-Campus layout")
-    synth.add_argument("out", help="output folder (new, empty, or an unfinished run with the same parameters)")
+    synth.add_argument("out", help="output folder (new, empty, or an unfinished run of the same parameters)")
     synth.add_argument("--train-buildings", type=int, default=120, help="training buildings (default 120)")
     synth.add_argument("--test-buildings", type=int, default=60, help="test buildings (default 60)")
     synth.add_argument("--drone-views", type=int, default=24, help="drone views per building (default 24)")
@@ -211,10 +211,17 @@ def _build_train_parser() -> argparse.ArgumentParser:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from .train import run_training
+    from .train import CONFIG_FIELDS, run_training
 
     options = {k: v for k, v in vars(args).items() if v is not None and k not in ("resume", "overwrite")}
-    run_training(options, resume=args.resume, overwrite=args.overwrite)
+    try:
+        run_training(options, resume=args.resume, overwrite=args.overwrite)
+    except ValueError as exc:
+        # The engine names options by their field name ("batch_size: ..."); say the flag instead.
+        name, sep, rest = str(exc).partition(":")
+        if sep and (name in CONFIG_FIELDS or name in ("resume", "overwrite")):
+            raise CLIError(f"--{name.replace('_', '-')}:{rest}") from exc
+        raise
     return 0
 
 

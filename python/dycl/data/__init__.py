@@ -30,8 +30,8 @@ is a :class:`DatasetError` (a ``ValueError``) whose message starts with
 Torch datasets (``dycl.data.datasets``; importing them imports torch)::
 
     PairDataset(split, satellite_transform=None, drone_transform=None)
-        [i] -> Pair(satellite, drone, building, coords)   # a NamedTuple; default_collate stacks it:
-                                                          # (b,3,S,S) float, (b,3,S,S) float, (b,) int64, (b,2) float64
+        [i] -> Pair(satellite, drone, building, coords)   # a NamedTuple; default_collate stacks it to
+                                    # (b,3,S,S) float32, (b,3,S,S) float32, (b,) int64, (b,2) float64
     ImageSet(paths, buildings, transform=None)      [i] -> (image, building)
     satellite_set(split, transform=None) -> ImageSet    # B satellite tiles, building index = row
     drone_set(split, transform=None) -> ImageSet        # N drone views with their building indices
@@ -59,7 +59,7 @@ Batch samplers over pair indices (``dycl.data.samplers``; NumPy only)::
                        thresholds=(200.0, 500.0), **options)   # kind: "random" | "geo"
     sampler.set_epoch(epoch); len(sampler); iter(sampler) -> lists of pair indices
     sampler.state_dict() -> dict; sampler.load_state_dict(state)     # resume at an epoch boundary
-    in_batch_positives(sampler_or_batches, pair_buildings, levels) -> dict   # mean in-batch positives per scale
+    in_batch_positives(sampler_or_batches, pair_buildings, levels) -> dict  # in-batch positives per scale
 
 Use them as ``DataLoader(PairDataset(...), batch_sampler=sampler, ...)`` and
 call ``sampler.set_epoch(epoch)`` before every epoch. The batches of an epoch

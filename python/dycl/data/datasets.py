@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -12,7 +11,6 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_image
 
 from .splits import DatasetError, Split
 
@@ -23,16 +21,8 @@ class CorruptImageError(DatasetError):
     """An image file that exists but cannot be decoded; the message starts with its path."""
 
 
-def _reason(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-    return re.sub(r"^.*?\.(?:cpp|h):\d+,\s*", "", text)
-
-
 def load_image(path: str | os.PathLike) -> torch.Tensor:
-    """Decode an image file to a uint8 RGB tensor ``(3, H, W)``.
-
-    JPEG, PNG, WebP and GIF are decoded by torchvision; other formats fall
-    back to Pillow.
+    """Decode an image file (any format Pillow reads) to a uint8 RGB tensor ``(3, H, W)``.
 
     Raises:
         DatasetError: the file does not exist.
@@ -42,14 +32,11 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
     if not path.is_file():
         raise DatasetError(f"{path}: image file does not exist")
     try:
-        return decode_image(str(path), mode=ImageReadMode.RGB)
-    except (RuntimeError, ValueError, OSError) as first:
-        try:  # formats torchvision does not decode (BMP, TIFF, ...)
-            with Image.open(path) as image:
-                array = np.asarray(image.convert("RGB"))
-            return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
-        except (OSError, UnidentifiedImageError, ValueError) as second:
-            raise CorruptImageError(f"{path}: cannot decode image ({_reason(first)}; {_reason(second)})") from None
+        with Image.open(path) as image:
+            array = np.asarray(image.convert("RGB"))  # convert() decodes fully: truncation surfaces here
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+        raise CorruptImageError(f"{path}: cannot decode image ({exc})") from None
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
 class Pair(NamedTuple):
@@ -68,8 +55,12 @@ class PairDataset(Dataset):
     :mod:`dycl.data.samplers` (``DataLoader(dataset, batch_sampler=...)``).
     """
 
-    def __init__(self, split: Split, satellite_transform: Transform | None = None,
-                 drone_transform: Transform | None = None):
+    def __init__(
+        self,
+        split: Split,
+        satellite_transform: Transform | None = None,
+        drone_transform: Transform | None = None,
+    ):
         if not isinstance(split, Split):
             raise ValueError(f"split: expected a dycl.data.Split, got {type(split).__name__}")
         self.split = split
@@ -96,12 +87,17 @@ class PairDataset(Dataset):
 class ImageSet(Dataset):
     """A list of images with their building indices; item ``i`` is ``(image, building)``."""
 
-    def __init__(self, paths: Sequence[str | os.PathLike], buildings: Sequence[int] | np.ndarray,
-                 transform: Transform | None = None):
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike],
+        buildings: Sequence[int] | np.ndarray,
+        transform: Transform | None = None,
+    ):
         buildings = np.asarray(buildings)
         if buildings.ndim != 1 or len(buildings) != len(paths):
-            raise ValueError(f"buildings: expected one building index per path ({len(paths)}), "
-                             f"got shape {buildings.shape}")
+            raise ValueError(
+                f"buildings: expected one building index per path ({len(paths)}), got shape {buildings.shape}"
+            )
         if len(buildings) and not np.issubdtype(buildings.dtype, np.integer):
             raise ValueError(f"buildings: expected integer building indices, got dtype {buildings.dtype}")
         self.paths = [Path(p) for p in paths]

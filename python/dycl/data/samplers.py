@@ -75,7 +75,12 @@ class _EpochBatchSampler(Sampler[list[int]]):
         return len(self._batches())
 
     def _config(self) -> dict:
-        return {"kind": self.kind, "seed": self.seed, "num_pairs": self.num_pairs, "batch_size": self.batch_size}
+        return {
+            "kind": self.kind,
+            "seed": self.seed,
+            "num_pairs": self.num_pairs,
+            "batch_size": self.batch_size,
+        }
 
     def state_dict(self) -> dict:
         """Configuration and epoch; with the same dataset, :meth:`load_state_dict` restores the schedule."""
@@ -87,8 +92,10 @@ class _EpochBatchSampler(Sampler[list[int]]):
             raise ValueError(f"state: expected a dict from state_dict(), got {type(state).__name__}")
         for key, value in self._config().items():
             if state.get(key) != value:
-                raise ValueError(f"state: {key} is {state.get(key)!r} in the saved state but {value!r} here; "
-                                 "the sampler would not reproduce the saved run")
+                raise ValueError(
+                    f"state: {key} is {state.get(key)!r} in the saved state but {value!r} here; "
+                    "the sampler would not reproduce the saved run"
+                )
         self.set_epoch(state.get("epoch", 0))
 
 
@@ -104,8 +111,15 @@ class RandomPairBatchSampler(_EpochBatchSampler):
 
     kind = "random"
 
-    def __init__(self, num_pairs: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 drop_last: bool = False):
+    def __init__(
+        self,
+        num_pairs: int,
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+    ):
         super().__init__(num_pairs, batch_size, seed, rank, world_size)
         self.drop_last = bool(drop_last)
 
@@ -117,12 +131,14 @@ class RandomPairBatchSampler(_EpochBatchSampler):
         step = self.batch_size * self.world_size
         steps = []
         for start in range(0, self.num_pairs, step):
-            chunk = perm[start:start + step]
+            chunk = perm[start : start + step]
             if len(chunk) == step:
-                steps.append([chunk[r * self.batch_size:(r + 1) * self.batch_size] for r in range(self.world_size)])
+                steps.append(
+                    [chunk[r * self.batch_size : (r + 1) * self.batch_size] for r in range(self.world_size)]
+                )
             elif not self.drop_last:
                 if len(chunk) < self.world_size:
-                    chunk = np.concatenate([chunk, perm[:self.world_size - len(chunk)]])
+                    chunk = np.concatenate([chunk, perm[: self.world_size - len(chunk)]])
                 steps.append(list(np.array_split(chunk, self.world_size)))
         return steps
 
@@ -138,16 +154,17 @@ class GeoPairBatchSampler(_EpochBatchSampler):
     threshold of the seed. Each building brings ``pairs_per_building`` of its
     pairs (different drone views). A final repair pass makes sure that every
     anchor has, in its batch, a building at every level ``0..L-1`` that exists
-    for it in the dataset (trading a duplicate pair of a building already in
-    the batch for the missing one), so every scale has in-batch positives
-    beyond the exact building and pure negatives exist.
+    for it in the dataset (trading a second view of a building already in the
+    batch, or a building no other member depends on, for the missing one), so
+    every scale has in-batch positives beyond the exact building and pure
+    negatives exist.
 
     Pairs are drawn without replacement: buildings with the most unused pairs
     are preferred, so the epoch ends when every pair has been used. Only
     where a needed building has no unused pair left, or to fill the last
     batches, is a pair used a second time in the epoch (``repeats`` in
     :meth:`epoch_summary`); otherwise ranks' shards are disjoint. Every batch
-    holds exactly ``batch_size`` pairs.
+    holds exactly ``batch_size`` distinct pairs (all pairs if there are fewer).
 
     Args:
         pair_buildings: ``(N,)`` building index of each pair (``split.drone_buildings``).
@@ -159,17 +176,31 @@ class GeoPairBatchSampler(_EpochBatchSampler):
 
     kind = "geo"
 
-    def __init__(self, pair_buildings: Sequence[int] | np.ndarray, levels: np.ndarray, batch_size: int,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, pairs_per_building: int = 2,
-                 blocks_per_batch: int = 2):
+    def __init__(
+        self,
+        pair_buildings: Sequence[int] | np.ndarray,
+        levels: np.ndarray,
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        pairs_per_building: int = 2,
+        blocks_per_batch: int = 2,
+    ):
         pair_buildings = np.asarray(pair_buildings)
         levels = np.asarray(levels)
         if levels.ndim != 2 or levels.shape[0] != levels.shape[1] or levels.size == 0:
             raise ValueError(f"levels: expected a square (B, B) matrix, got shape {levels.shape}")
         if not np.issubdtype(levels.dtype, np.integer) or levels.min() < 0:
             raise ValueError("levels: expected non-negative integer levels")
-        if pair_buildings.ndim != 1 or pair_buildings.size == 0 or not np.issubdtype(pair_buildings.dtype, np.integer):
-            raise ValueError(f"pair_buildings: expected a non-empty 1-D integer array, got {pair_buildings.shape}")
+        if (
+            pair_buildings.ndim != 1
+            or pair_buildings.size == 0
+            or not np.issubdtype(pair_buildings.dtype, np.integer)
+        ):
+            raise ValueError(
+                f"pair_buildings: expected a non-empty 1-D integer array, got {pair_buildings.shape}"
+            )
         if pair_buildings.min() < 0 or pair_buildings.max() >= levels.shape[0]:
             raise ValueError(f"pair_buildings: building indices must lie in 0..{levels.shape[0] - 1}")
         top = int(levels.max())
@@ -194,8 +225,12 @@ class GeoPairBatchSampler(_EpochBatchSampler):
         self._summary: dict[int, dict] = {}
 
     def _config(self) -> dict:
-        return {**super()._config(), "pairs_per_building": self.pairs_per_building,
-                "blocks_per_batch": self.blocks_per_batch, "num_buildings": self.num_buildings}
+        return {
+            **super()._config(),
+            "pairs_per_building": self.pairs_per_building,
+            "blocks_per_batch": self.blocks_per_batch,
+            "num_buildings": self.num_buildings,
+        }
 
     def epoch_summary(self, epoch: int | None = None) -> dict:
         """``{"batches": global steps, "pairs": pair slots, "repeats": slots holding a pair used before}``."""
@@ -210,9 +245,12 @@ class GeoPairBatchSampler(_EpochBatchSampler):
         batches = []
         while state.remaining_total > 0 or len(batches) % self.world_size:
             batches.append(state.build_batch())
-        self._summary[epoch] = {"batches": len(batches) // self.world_size, "pairs": len(batches) * self.batch_size,
-                                "repeats": state.repeats}
-        return [batches[i:i + self.world_size] for i in range(0, len(batches), self.world_size)]
+        self._summary[epoch] = {
+            "batches": len(batches) // self.world_size,
+            "pairs": len(batches) * self.batch_size,
+            "repeats": state.repeats,
+        }
+        return [batches[i : i + self.world_size] for i in range(0, len(batches), self.world_size)]
 
 
 class _GeoEpoch:
@@ -236,8 +274,9 @@ class _GeoEpoch:
         self.remaining_total -= len(taken)
         if taken:
             return taken, False
-        pairs = [int(p) for p in self.s._pairs_of[building] if int(p) not in exclude] or \
-            [int(p) for p in self.s._pairs_of[building]]
+        pairs = [int(p) for p in self.s._pairs_of[building] if int(p) not in exclude] or [
+            int(p) for p in self.s._pairs_of[building]
+        ]
         self.repeats += 1
         return [pairs[self.rng.integers(len(pairs))]], True
 
@@ -254,6 +293,19 @@ class _GeoEpoch:
         rem = self.remaining[candidates]
         best = candidates[rem == rem.max()]
         return int(best[self.rng.integers(len(best))])
+
+    def _spare(self, members: dict, cover: np.ndarray, exclude: int) -> int | None:
+        """A member whose removal leaves every other member's level coverage intact."""
+        ids = np.fromiter(members, dtype=np.int64)
+        top = self.s.top
+        for v in ids[self.rng.permutation(len(ids))].tolist():
+            if v == exclude:
+                continue
+            lv = self.s.levels[ids, v]
+            mask = (ids != v) & (lv < top)
+            if (cover[ids[mask], lv[mask]] >= 2).all():
+                return int(v)
+        return None
 
     # -- batch
     def build_batch(self) -> np.ndarray:
@@ -282,7 +334,7 @@ class _GeoEpoch:
                 return None
             idx = np.asarray(candidates)
             first_level = 0 if with_negatives else 1
-            missing = s._has_level[idx, first_level:] & (cover[idx, first_level:s.top] == 0)
+            missing = s._has_level[idx, first_level:] & (cover[idx, first_level : s.top] == 0)
             hit = np.flatnonzero(missing.any(axis=1))
             if not len(hit):
                 return None
@@ -318,7 +370,9 @@ class _GeoEpoch:
                 need = needs(block_members, with_negatives=False)
                 choice = partner(*need) if need else None
                 if choice is None:
-                    near = np.flatnonzero((levels[seed_b] >= 1) & s._active & ~in_batch & (self.remaining > 0))
+                    near = np.flatnonzero(
+                        (levels[seed_b] >= 1) & s._active & ~in_batch & (self.remaining > 0)
+                    )
                     if not len(near):
                         around = (levels[block_members] >= 1).any(axis=0)
                         near = np.flatnonzero(around & s._active & ~in_batch & (self.remaining > 0))
@@ -338,8 +392,16 @@ class _GeoEpoch:
             near = np.flatnonzero(s._active & ~in_batch & (self.remaining > 0))
             if len(near):
                 add(self._pick(near), 1)
+                continue
+            # nothing unused is left: repeat a pair not yet in this batch
+            partial = [b for b in members if len(members[b]) < len(s._pairs_of[b])]
+            others = np.flatnonzero(s._active & ~in_batch)
+            if partial:
+                add(partial[int(self.rng.integers(len(partial)))], 1)
+            elif len(others):
+                add(int(others[self.rng.integers(len(others))]), 1)
             else:
-                add(int(list(members)[self.rng.integers(len(members))]), 1)  # a repeat
+                break  # the dataset holds fewer pairs than a batch
         # repair: every member gets a building at every level it has (including pure negatives)
         for _ in range(4 * capacity):
             need = needs(list(members), with_negatives=True)
@@ -348,20 +410,37 @@ class _GeoEpoch:
             choice = partner(*need)
             if choice is None:
                 break
-            donors = [b for b, ps in members.items() if len(ps) > 1]
-            if not donors:
-                break
-            donor = max(donors, key=lambda b: (len(members[b]), b))
-            pair, was_repeat = members[donor].pop()
-            self._give_back(donor, pair, was_repeat)
-            size -= 1
+            if size >= capacity:
+                donors = [b for b, ps in members.items() if len(ps) > 1]
+                if donors:  # a duplicate view of a building: dropping it changes no coverage
+                    donor = max(donors, key=lambda b: (len(members[b]), b))
+                    pair, was_repeat = members[donor].pop()
+                    self._give_back(donor, pair, was_repeat)
+                    size -= 1
+                else:  # a building no other member depends on for any level
+                    spare = self._spare(members, cover, exclude=need[0])
+                    if spare is None:
+                        break
+                    for pair, was_repeat in members.pop(spare):
+                        self._give_back(spare, pair, was_repeat)
+                        size -= 1
+                    in_batch[spare] = False
+                    cover[rows, levels[:, spare]] -= 1
             add(choice, 1)
         batch = np.array([p for ps in members.values() for p, _ in ps], dtype=np.int64)
         return batch[self.rng.permutation(len(batch))]
 
 
-def make_batch_sampler(kind: str, split: Split, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
-                       thresholds: Sequence[float] = DEFAULT_THRESHOLDS, **options) -> _EpochBatchSampler:
+def make_batch_sampler(
+    kind: str,
+    split: Split,
+    batch_size: int,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    **options,
+) -> _EpochBatchSampler:
     """A batch sampler over ``split``'s pairs: ``kind`` is ``"random"`` or ``"geo"``.
 
     ``options`` go to the sampler (``drop_last`` for random;
@@ -370,13 +449,15 @@ def make_batch_sampler(kind: str, split: Split, batch_size: int, seed: int = 0, 
     if kind == "random":
         return RandomPairBatchSampler(split.num_pairs, batch_size, seed, rank, world_size, **options)
     if kind == "geo":
-        return GeoPairBatchSampler(split.drone_buildings, split.levels(thresholds), batch_size, seed, rank,
-                                   world_size, **options)
+        return GeoPairBatchSampler(
+            split.drone_buildings, split.levels(thresholds), batch_size, seed, rank, world_size, **options
+        )
     raise ValueError(f"kind: expected 'random' or 'geo', got {kind!r}")
 
 
-def in_batch_positives(batches: Iterable[Sequence[int]] | _EpochBatchSampler, pair_buildings: np.ndarray,
-                       levels: np.ndarray) -> dict:
+def in_batch_positives(
+    batches: Iterable[Sequence[int]] | _EpochBatchSampler, pair_buildings: np.ndarray, levels: np.ndarray
+) -> dict:
     """What each anchor finds in its batch, averaged over the anchors of one epoch.
 
     For anchor pair ``i`` the references are the other pairs ``j != i`` of its
@@ -418,7 +499,7 @@ def in_batch_positives(batches: Iterable[Sequence[int]] | _EpochBatchSampler, pa
         "levels": top,
         "mean_at_level": mean_at_level.tolist(),
         "share_at_level": (present_sum / anchors).tolist(),
-        "mean_positives": [float(mean_at_level[top - s:].sum()) for s in range(top)],
+        "mean_positives": [float(mean_at_level[top - s :].sum()) for s in range(top)],
         "mean_negatives": float(mean_at_level[0]),
         "coverage": covered / anchors,
     }

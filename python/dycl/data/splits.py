@@ -93,8 +93,10 @@ class Split:
         return np.bincount(self.drone_buildings, minlength=self.num_buildings).astype(np.int64)
 
     def __repr__(self) -> str:
-        return (f"Split({self.name!r}, buildings={self.num_buildings}, drone={self.num_drone}, "
-                f"source={self.source!r})")
+        return (
+            f"Split({self.name!r}, buildings={self.num_buildings}, drone={self.num_drone}, "
+            f"source={self.source!r})"
+        )
 
 
 def _id_key(value: object) -> object:
@@ -135,8 +137,10 @@ def _header_index(header: list[str], required: Sequence[str], where: str) -> dic
     names = [h.strip().lower() for h in header]
     missing = [c for c in required if c not in names]
     if missing:
-        raise DatasetError(f"{where}: missing column(s) {', '.join(missing)} "
-                           f"(header has {', '.join(names) or 'nothing'}; needs {', '.join(required)})")
+        raise DatasetError(
+            f"{where}: missing column(s) {', '.join(missing)} "
+            f"(header has {', '.join(names) or 'nothing'}; needs {', '.join(required)})"
+        )
     duplicated = sorted({c for c in required if names.count(c) > 1})
     if duplicated:
         raise DatasetError(f"{where}: column(s) {', '.join(duplicated)} appear more than once in the header")
@@ -162,8 +166,9 @@ def _read_dacampus_table(path: Path) -> list[_Row]:
                 width = len(fields)
                 continue
             if len(fields) != width:
-                raise DatasetError(f"{where}: expected {width} space-separated fields like the header, "
-                                   f"got {len(fields)}")
+                raise DatasetError(
+                    f"{where}: expected {width} space-separated fields like the header, got {len(fields)}"
+                )
             rel = fields[cols["path"]]
             if rel in seen:
                 raise DatasetError(f"{where}: duplicate row for {rel} (first on line {seen[rel]})")
@@ -173,9 +178,15 @@ def _read_dacampus_table(path: Path) -> list[_Row]:
                 int(building)
             except ValueError:
                 raise DatasetError(f"{where}: class_id {building!r} is not an integer") from None
-            rows.append(_Row(line_no, rel, building,
-                             _parse_coordinate(fields[cols["latitude"]], "latitude", where),
-                             _parse_coordinate(fields[cols["longitude"]], "longitude", where)))
+            rows.append(
+                _Row(
+                    line_no,
+                    rel,
+                    building,
+                    _parse_coordinate(fields[cols["latitude"]], "latitude", where),
+                    _parse_coordinate(fields[cols["longitude"]], "longitude", where),
+                )
+            )
     if cols is None:
         raise DatasetError(f"{path}:1: empty file (expected a header with {' '.join(DACAMPUS_COLUMNS)})")
     return rows
@@ -207,13 +218,17 @@ def _build_split(
     for row in sat_rows:
         key = _id_key(row.building)
         if key in first_sat:
-            raise DatasetError(f"{sat_file}:{row.line}: building {row.building} has a second satellite "
-                               f"image (first on line {first_sat[key].line}); one per building is expected")
+            raise DatasetError(
+                f"{sat_file}:{row.line}: building {row.building} has a second satellite "
+                f"image (first on line {first_sat[key].line}); one per building is expected"
+            )
         first_sat[key] = row
     for row in drone_rows:
         if _id_key(row.building) not in first_sat:
-            raise DatasetError(f"{drone_file}:{row.line}: building {row.building} has drone images but no "
-                               f"satellite image in {sat_file}")
+            raise DatasetError(
+                f"{drone_file}:{row.line}: building {row.building} has drone images but no "
+                f"satellite image in {sat_file}"
+            )
 
     keys = list(first_sat)
     if all(isinstance(k, int) for k in keys):
@@ -270,17 +285,14 @@ def read_dacampus(root: str | os.PathLike, split: str, check_images: bool = True
     files = {p: root / p / f"{split}.txt" for p in PLATFORMS}
     for platform, path in files.items():
         if not (root / platform).is_dir():
-            raise DatasetError(f"{root / platform}: missing folder (DA-Campus layout needs "
-                               f"{root}/satellite and {root}/drone)")
+            raise DatasetError(
+                f"{root / platform}: missing folder (DA-Campus layout needs "
+                f"{root}/satellite and {root}/drone)"
+            )
         if not path.is_file():
             raise DatasetError(f"{path}: missing file")
     sat_rows = _read_dacampus_table(files["satellite"])
     drone_rows = _read_dacampus_table(files["drone"])
-    result = _build_split(
-        split, sat_rows, drone_rows, str(files["satellite"]), str(files["drone"]),
-        lambda rel: root / "satellite" / rel, lambda rel: root / "drone" / rel, check_images,
-        source=str(root),
-    )
     other = {"train": "test", "test": "train"}.get(split)
     if other is not None and (root / "satellite" / f"{other}.txt").is_file():
         other_file = root / "satellite" / f"{other}.txt"
@@ -289,9 +301,21 @@ def read_dacampus(root: str | os.PathLike, split: str, check_images: bool = True
         shared = sorted(set(sat_lines) & set(other_lines), key=str)
         if shared:
             b = shared[0]
-            raise DatasetError(f"{files['satellite']}:{sat_lines[b]}: building {b} is also in the {other} "
-                               f"split ({other_file}:{other_lines[b]}); {len(shared)} building(s) in both")
-    return result
+            raise DatasetError(
+                f"{files['satellite']}:{sat_lines[b]}: building {b} is also in the {other} "
+                f"split ({other_file}:{other_lines[b]}); {len(shared)} building(s) in both"
+            )
+    return _build_split(
+        split,
+        sat_rows,
+        drone_rows,
+        str(files["satellite"]),
+        str(files["drone"]),
+        lambda rel: root / "satellite" / rel,
+        lambda rel: root / "drone" / rel,
+        check_images,
+        source=str(root),
+    )
 
 
 # --------------------------------------------------------------------------- manifest
@@ -332,8 +356,9 @@ def read_manifest(csv_path: str | os.PathLike, split: str, check_images: bool = 
                 width = len(row)
                 continue
             if len(row) != width:
-                raise DatasetError(f"{where}: expected {width} comma-separated fields like the header, "
-                                   f"got {len(row)}")
+                raise DatasetError(
+                    f"{where}: expected {width} comma-separated fields like the header, got {len(row)}"
+                )
             fields = [f.strip() for f in row]
             view = fields[cols["view"]].lower()
             if view not in PLATFORMS:
@@ -343,14 +368,22 @@ def read_manifest(csv_path: str | os.PathLike, split: str, check_images: bool = 
                 raise DatasetError(f"{where}: empty path, building or split")
             key = (view, rel)
             if key in seen:
-                raise DatasetError(f"{where}: duplicate row for {view} image {rel} (first on line {seen[key]})")
+                raise DatasetError(
+                    f"{where}: duplicate row for {view} image {rel} (first on line {seen[key]})"
+                )
             seen[key] = line_no
-            parsed = _Row(line_no, rel, building,
-                          _parse_coordinate(fields[cols["latitude"]], "latitude", where),
-                          _parse_coordinate(fields[cols["longitude"]], "longitude", where))
+            parsed = _Row(
+                line_no,
+                rel,
+                building,
+                _parse_coordinate(fields[cols["latitude"]], "latitude", where),
+                _parse_coordinate(fields[cols["longitude"]], "longitude", where),
+            )
             (sat_rows if view == "satellite" else drone_rows).setdefault(split_name, []).append(parsed)
         if cols is None:
-            raise DatasetError(f"{csv_path}:1: empty file (expected a header with {', '.join(MANIFEST_COLUMNS)})")
+            raise DatasetError(
+                f"{csv_path}:1: empty file (expected a header with {', '.join(MANIFEST_COLUMNS)})"
+            )
 
     # A building may belong to one split only (checked over the whole file).
     owner: dict[object, tuple[str, int]] = {}
@@ -358,8 +391,10 @@ def read_manifest(csv_path: str | os.PathLike, split: str, check_images: bool = 
         for r in rows:
             key = _id_key(r.building)
             if key in owner and owner[key][0] != split_name:
-                raise DatasetError(f"{csv_path}:{r.line}: building {r.building} is in split {split_name!r} "
-                                   f"but also in {owner[key][0]!r} (line {owner[key][1]})")
+                raise DatasetError(
+                    f"{csv_path}:{r.line}: building {r.building} is in split {split_name!r} "
+                    f"but also in {owner[key][0]!r} (line {owner[key][1]})"
+                )
             owner.setdefault(key, (split_name, r.line))
     if split not in sat_rows and split not in drone_rows:
         known = ", ".join(sorted(set(sat_rows) | set(drone_rows))) or "none"
@@ -369,15 +404,27 @@ def read_manifest(csv_path: str | os.PathLike, split: str, check_images: bool = 
         p = Path(rel)
         return p if p.is_absolute() else base / p
 
-    return _build_split(split, sat_rows.get(split, []), drone_rows.get(split, []), str(csv_path),
-                        str(csv_path), resolve, resolve, check_images, source=str(csv_path))
+    return _build_split(
+        split,
+        sat_rows.get(split, []),
+        drone_rows.get(split, []),
+        str(csv_path),
+        str(csv_path),
+        resolve,
+        resolve,
+        check_images,
+        source=str(csv_path),
+    )
 
 
 def check_disjoint(a: Split, b: Split) -> None:
     """Raise :class:`DatasetError` if two splits share a building id."""
-    shared = sorted({_id_key(v) for v in a.building_ids.tolist()}
-                    & {_id_key(v) for v in b.building_ids.tolist()}, key=str)
+    shared = sorted(
+        {_id_key(v) for v in a.building_ids.tolist()} & {_id_key(v) for v in b.building_ids.tolist()}, key=str
+    )
     if shared:
         listed = ", ".join(str(s) for s in shared[:5]) + (", ..." if len(shared) > 5 else "")
-        raise DatasetError(f"{a.source or a.name}: {len(shared)} building(s) in both the {a.name} and the "
-                           f"{b.name} split: {listed}")
+        raise DatasetError(
+            f"{a.source or a.name}: {len(shared)} building(s) in both the {a.name} and the "
+            f"{b.name} split: {listed}"
+        )

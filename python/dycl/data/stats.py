@@ -21,8 +21,12 @@ def _summary(values: np.ndarray) -> dict:
     values = np.asarray(values, dtype=np.float64)
     if values.size == 0:
         return {"mean": 0.0, "median": 0.0, "min": 0.0, "max": 0.0}
-    return {"mean": float(values.mean()), "median": float(np.median(values)), "min": float(values.min()),
-            "max": float(values.max())}
+    return {
+        "mean": float(values.mean()),
+        "median": float(np.median(values)),
+        "min": float(values.min()),
+        "max": float(values.max()),
+    }
 
 
 def split_stats(split: Split, thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> dict:
@@ -61,7 +65,10 @@ def dataset_stats(root: str | os.PathLike, thresholds: Sequence[float] = DEFAULT
     """Statistics of a dataset in the DA-Campus layout (both splits; they must not share a building)."""
     splits = {name: read_dacampus(root, name) for name in SPLITS}
     check_disjoint(splits["train"], splits["test"])
-    return {"root": str(Path(root)), "splits": {name: split_stats(s, thresholds) for name, s in splits.items()}}
+    return {
+        "root": str(Path(root)),
+        "splits": {name: split_stats(s, thresholds) for name, s in splits.items()},
+    }
 
 
 def format_stats(stats: dict) -> str:
@@ -70,19 +77,27 @@ def format_stats(stats: dict) -> str:
     lines.append(f"{'split':<6} {'buildings':>9} {'satellite':>9} {'drone':>7}  drone/building")
     for name, s in stats["splits"].items():
         d = s["drone_per_building"]
-        lines.append(f"{name:<6} {s['buildings']:>9} {s['images']['satellite']:>9} {s['images']['drone']:>7}  "
-                     f"{d['mean']:.1f} (min {d['min']:.0f}, max {d['max']:.0f})")
+        lines.append(
+            f"{name:<6} {s['buildings']:>9} {s['images']['satellite']:>9} {s['images']['drone']:>7}  "
+            f"{d['mean']:.1f} (min {d['min']:.0f}, max {d['max']:.0f})"
+        )
     for name, s in stats["splits"].items():
         t = ", ".join(f"{v:g} m" for v in s["thresholds_m"])
-        hist = ", ".join(f"{k.replace('level_', 'L')}: {v} ({100 * v / max(s['building_pairs'], 1):.1f}%)"
-                         for k, v in s["level_histogram"].items())
+        hist = ", ".join(
+            f"{k.replace('level_', 'L')}: {v} ({100 * v / max(s['building_pairs'], 1):.1f}%)"
+            for k, v in s["level_histogram"].items()
+        )
         lines.append(f"{name}: building pairs by level (thresholds {t}): {hist}")
         for key, v in s["neighbours"].items():
-            lines.append(f"{name}: other buildings {key.replace('_', ' ')}: mean {v['mean']:.1f}, "
-                         f"median {v['median']:.0f}, min {v['min']:.0f}, max {v['max']:.0f}")
+            lines.append(
+                f"{name}: other buildings {key.replace('_', ' ')}: mean {v['mean']:.1f}, "
+                f"median {v['median']:.0f}, min {v['min']:.0f}, max {v['max']:.0f}"
+            )
         ks = s["eq6_ks"]
-        lines.append(f"{name}: Eq. 6 ks (mu 0.1, min 20): Satellite->Drone {tuple(ks['satellite_to_drone'])}, "
-                     f"Drone->Satellite {tuple(ks['drone_to_satellite'])}")
+        lines.append(
+            f"{name}: Eq. 6 ks (mu 0.1, min 20): Satellite->Drone {tuple(ks['satellite_to_drone'])}, "
+            f"Drone->Satellite {tuple(ks['drone_to_satellite'])}"
+        )
     return "\n".join(lines)
 
 
@@ -102,8 +117,9 @@ def colour_histogram(path: str | os.PathLike, bins: int = 8) -> np.ndarray:
     return np.sqrt(counts / counts.sum())
 
 
-def appearance_similarity(split: Split, thresholds: Sequence[float] = DEFAULT_THRESHOLDS, bins: int = 8,
-                          drone_stride: int = 1) -> dict:
+def appearance_similarity(
+    split: Split, thresholds: Sequence[float] = DEFAULT_THRESHOLDS, bins: int = 8, drone_stride: int = 1
+) -> dict:
     """The two measurable properties of DESIGN §9 with a fixed descriptor (:func:`colour_histogram`).
 
     Returns:
@@ -122,8 +138,10 @@ def appearance_similarity(split: Split, thresholds: Sequence[float] = DEFAULT_TH
     levels = split.levels(thresholds)
     iu = np.triu_indices(split.num_buildings, k=1)
     pair_levels, pair_sim = levels[iu], sim[iu]
-    by_level = [float(pair_sim[pair_levels == lv].mean()) if (pair_levels == lv).any() else float("nan")
-                for lv in range(top)]
+    by_level = [
+        float(pair_sim[pair_levels == lv].mean()) if (pair_levels == lv).any() else float("nan")
+        for lv in range(top)
+    ]
     chosen = np.arange(0, split.num_drone, max(1, int(drone_stride)))
     result = {
         "descriptor": f"sqrt-normalised joint RGB histogram, {bins}^3 bins (Bhattacharyya coefficient)",
@@ -137,12 +155,14 @@ def appearance_similarity(split: Split, thresholds: Sequence[float] = DEFAULT_TH
         own = split.drone_buildings[chosen]
         own_sim = cross[np.arange(len(chosen)), own]
         other = (cross.sum(axis=1) - own_sim) / max(split.num_buildings - 1, 1)
-        result.update({
-            "drone_to_own_satellite": float(own_sim.mean()),
-            "drone_to_other_satellite": float(other.mean()),
-            "histogram_recall_at_1": float((cross.argmax(axis=1) == own).mean()),
-            "chance": 1.0 / split.num_buildings,
-        })
+        result.update(
+            {
+                "drone_to_own_satellite": float(own_sim.mean()),
+                "drone_to_other_satellite": float(other.mean()),
+                "histogram_recall_at_1": float((cross.argmax(axis=1) == own).mean()),
+                "chance": 1.0 / split.num_buildings,
+            }
+        )
     return result
 
 
@@ -168,8 +188,11 @@ def contact_sheet(split: Split, building_id: object, out_png: str | os.PathLike,
         sheet.paste(thumb, (2 * cell + gap + (k % cols) * cell, header + (k // cols) * cell))
     lat, lon = split.coords[index]
     ImageDraw.Draw(sheet).text(
-        (4, 4), f"building {building_id} ({split.name}), {lat:.6f}, {lon:.6f}: satellite tile | "
-        f"{len(drone)} drone views", fill=(0, 0, 0))
+        (4, 4),
+        f"building {building_id} ({split.name}), {lat:.6f}, {lon:.6f}: satellite tile | "
+        f"{len(drone)} drone views",
+        fill=(0, 0, 0),
+    )
     out = Path(out_png)
     if out.parent and not out.parent.is_dir():
         raise DatasetError(f"{out.parent}: output folder does not exist")

@@ -80,9 +80,10 @@ def train_transforms(view: str, image_size: int = 256, rotation: str = "quarter"
 def eval_transforms(image_size: int = 256) -> v2.Compose:
     """Evaluation: resize to ``image_size`` x ``image_size`` and normalise (no augmentation)."""
     size = _image_size(image_size)
-    return v2.Compose([v2.ToImage(),
-                       v2.Resize((size, size), interpolation=InterpolationMode.BILINEAR, antialias=True)]
-                      + _to_normalised())
+    return v2.Compose(
+        [v2.ToImage(), v2.Resize((size, size), interpolation=InterpolationMode.BILINEAR, antialias=True)]
+        + _to_normalised()
+    )
 
 
 def seed_worker(worker_id: int) -> None:
@@ -108,7 +109,9 @@ def loader_generator(seed: int, epoch: int = 0, rank: int = 0) -> torch.Generato
     for name, value in (("seed", seed), ("epoch", epoch), ("rank", rank)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise ValueError(f"{name}: expected a non-negative integer, got {value!r}")
-    state = np.random.SeedSequence([int(seed), int(epoch), int(rank), 0x5EED]).generate_state(1, dtype=np.uint64)
+    state = np.random.SeedSequence([int(seed), int(epoch), int(rank), 0x5EED]).generate_state(
+        1, dtype=np.uint64
+    )
     generator = torch.Generator()
     generator.manual_seed(int(state[0]) & (2**63 - 1))
     return generator

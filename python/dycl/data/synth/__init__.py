@@ -9,4 +9,11 @@
 from .generate import DEMO_DEFAULTS, generate_campus, image_paths
 from .world import CampusLayout, campus_layout, enu_to_latlon
 
-__all__ = ["DEMO_DEFAULTS", "CampusLayout", "campus_layout", "enu_to_latlon", "generate_campus", "image_paths"]
+__all__ = [
+    "DEMO_DEFAULTS",
+    "CampusLayout",
+    "campus_layout",
+    "enu_to_latlon",
+    "generate_campus",
+    "image_paths",
+]

@@ -29,7 +29,13 @@ from .world import TAG_VIEWS, Building, CampusLayout, campus_layout
 GENERATOR_VERSION = 1
 SPEC_FILE = "synth.json"
 JPEG_QUALITY = 92
-DEMO_DEFAULTS = {"train_buildings": 120, "test_buildings": 60, "drone_views": 24, "image_size": 128, "seed": 0}
+DEMO_DEFAULTS = {
+    "train_buildings": 120,
+    "test_buildings": 60,
+    "drone_views": 24,
+    "image_size": 128,
+    "seed": 0,
+}
 
 
 def _positive_int(name: str, value: object, low: int, high: int) -> int:
@@ -44,8 +50,10 @@ def image_paths(building: Building, drone_views: int) -> tuple[str, list[str]]:
     """Paths, relative to the platform folders, of a building's satellite tile and drone views."""
     cid = f"{building.class_id:04d}"
     width = max(2, len(str(drone_views - 1)))
-    return (f"{building.split}/{cid}/{cid}.jpg",
-            [f"{building.split}/{cid}/{cid}_{k:0{width}d}.jpg" for k in range(drone_views)])
+    return (
+        f"{building.split}/{cid}/{cid}.jpg",
+        [f"{building.split}/{cid}/{cid}_{k:0{width}d}.jpg" for k in range(drone_views)],
+    )
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -67,7 +75,9 @@ class _Renderer:
     def __init__(self, spec: dict, out_dir: str):
         self.spec = spec
         self.out = Path(out_dir)
-        self.layout: CampusLayout = campus_layout(spec["train_buildings"], spec["test_buildings"], spec["seed"])
+        self.layout: CampusLayout = campus_layout(
+            spec["train_buildings"], spec["test_buildings"], spec["seed"]
+        )
         self.res = raster_resolution(spec["image_size"])
         self.scenes: dict[int, CampusScene] = {}
 
@@ -95,8 +105,11 @@ class _Renderer:
         style = self.layout.campuses[building.campus].style
         rng = np.random.default_rng([self.spec["seed"], TAG_VIEWS, building.class_id])
         supersample = 2 if size <= 256 else 1
-        for params, path in zip(view_params(rng, building, views, style.sun_azimuth, style.sun_elevation),
-                                drone_paths):
+        for params, path in zip(
+            view_params(rng, building, views, style.sun_azimuth, style.sun_elevation),
+            drone_paths,
+            strict=True,
+        ):
             if not path.is_file():
                 _write_atomic(path, _jpeg(drone_view(scene, building, params, size, supersample)))
                 written += 1
@@ -123,20 +136,24 @@ def _check_out_dir(out: Path, spec: dict) -> None:
         return
     spec_path = out / SPEC_FILE
     if not spec_path.is_file():
-        raise FileExistsError(f"{out}: folder is not empty and holds no {SPEC_FILE}; choose an empty or new folder")
+        raise FileExistsError(
+            f"{out}: folder is not empty and holds no {SPEC_FILE}; choose an empty or new folder"
+        )
     try:
         existing = json.loads(spec_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"{spec_path}: unreadable ({exc})") from None
     if existing != spec:
         changed = sorted(k for k in set(spec) | set(existing) if spec.get(k) != existing.get(k))
-        raise FileExistsError(f"{out}: holds a synthetic set made with other parameters ({', '.join(changed)}); "
-                              "choose another folder")
+        raise FileExistsError(
+            f"{out}: holds a synthetic set made with other parameters ({', '.join(changed)}); "
+            "choose another folder"
+        )
 
 
 def _chunks(indices: list[int], size: int) -> Iterable[list[int]]:
     for i in range(0, len(indices), size):
-        yield indices[i:i + size]
+        yield indices[i : i + size]
 
 
 def generate_campus(
@@ -202,8 +219,9 @@ def generate_campus(
         else:
             chunk = max(1, min(4, len(order) // (workers * 4)))
             context = multiprocessing.get_context("spawn")  # no fork of a possibly multi-threaded parent
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                                     initargs=(spec, str(out))) as pool:
+            with ProcessPoolExecutor(
+                max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(spec, str(out))
+            ) as pool:
                 pending = {pool.submit(_render_in_worker, c): len(c) for c in _chunks(order, chunk)}
                 try:
                     while pending:

@@ -50,17 +50,29 @@ class CampusRaster:
     sun: np.ndarray  # unit vector towards the sun (x east, y north, z up)
 
     @classmethod
-    def create(cls, campus: int, x0: float, y1: float, res: float, levels: list[np.ndarray], ortho: np.ndarray,
-               trees: Trees, outskirts: tuple[int, int, int], sun: np.ndarray) -> CampusRaster:
+    def create(
+        cls,
+        campus: int,
+        x0: float,
+        y1: float,
+        res: float,
+        levels: list[np.ndarray],
+        ortho: np.ndarray,
+        trees: Trees,
+        outskirts: tuple[int, int, int],
+        sun: np.ndarray,
+    ) -> CampusRaster:
         sizes = [lv.shape[0] * lv.shape[1] for lv in levels]
         offsets = np.cumsum([0] + sizes)
         flat = np.empty((offsets[-1] + 1, 3), dtype=np.uint8)
         pyramid = []
-        for lv, start, stop in zip(levels, offsets[:-1], offsets[1:]):
+        for lv, start, stop in zip(levels, offsets[:-1], offsets[1:], strict=True):
             flat[start:stop] = lv.reshape(-1, 3)
             pyramid.append(flat[start:stop].reshape(lv.shape))
         flat[-1] = outskirts
-        return cls(campus, x0, y1, res, pyramid, flat, offsets[:-1].astype(np.int64), ortho, trees, outskirts, sun)
+        return cls(
+            campus, x0, y1, res, pyramid, flat, offsets[:-1].astype(np.int64), ortho, trees, outskirts, sun
+        )
 
     @property
     def ground(self) -> np.ndarray:
@@ -89,27 +101,38 @@ class _Painter:
         self.image = base
         self.draw = ImageDraw.Draw(self.image)
         self.label_scale = res / _LABEL_RES
-        label_size = (max(1, int(size[0] * self.label_scale) + 1), max(1, int(size[1] * self.label_scale) + 1))
+        label_size = (
+            max(1, int(size[0] * self.label_scale) + 1),
+            max(1, int(size[1] * self.label_scale) + 1),
+        )
         self.labels = Image.new("L", label_size, LAWN)
         self.label_draw = ImageDraw.Draw(self.labels)
 
     def _px(self, pts: np.ndarray, scale: float = 1.0) -> list[tuple[float, float]]:
         cols = (pts[:, 0] - self.x0) / self.res * scale
         rows = (self.y1 - pts[:, 1]) / self.res * scale
-        return list(zip(cols.tolist(), rows.tolist()))
+        return list(zip(cols.tolist(), rows.tolist(), strict=True))
 
-    def polygon(self, pts: np.ndarray, rgb: tuple[int, int, int] | None, label: int | None = None,
-                outline: tuple[int, int, int] | None = None) -> None:
+    def polygon(
+        self,
+        pts: np.ndarray,
+        rgb: tuple[int, int, int] | None,
+        label: int | None = None,
+        outline: tuple[int, int, int] | None = None,
+    ) -> None:
         if rgb is not None or outline is not None:
             self.draw.polygon(self._px(pts), fill=rgb, outline=outline)
         if label is not None:
             self.label_draw.polygon(self._px(pts, self.label_scale), fill=label)
 
-    def line(self, pts: np.ndarray, width_m: float, rgb: tuple[int, int, int], label: int | None = None) -> None:
+    def line(
+        self, pts: np.ndarray, width_m: float, rgb: tuple[int, int, int], label: int | None = None
+    ) -> None:
         self.draw.line(self._px(pts), fill=rgb, width=max(1, int(round(width_m / self.res))))
         if label is not None:
-            self.label_draw.line(self._px(pts, self.label_scale), fill=label,
-                                 width=max(1, int(round(width_m / _LABEL_RES))))
+            self.label_draw.line(
+                self._px(pts, self.label_scale), fill=label, width=max(1, int(round(width_m / _LABEL_RES)))
+            )
 
     def label_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         lab = np.asarray(self.labels)
@@ -190,8 +213,11 @@ def build_campus_raster(layout: CampusLayout, campus_index: int, res: float) -> 
             district_hue = campus.local_style(float(gx[c]), float(gy[r])).lawn_hue
             for cc in range(c, min(c + 8, gw)):
                 p = patch[r, cc]
-                coarse[r, cc] = hsv(lh + district_hue + 10 * green + 3 * p, ls + 0.08 * green + 0.03 * p,
-                                     lv + 0.05 * green + 0.03 * p)
+                coarse[r, cc] = hsv(
+                    lh + district_hue + 10 * green + 3 * p,
+                    ls + 0.08 * green + 0.03 * p,
+                    lv + 0.05 * green + 0.03 * p,
+                )
     base = Image.fromarray(coarse).resize((width, height), Image.BILINEAR)
     paint = _Painter(x0, y1, res, (width, height), base)
 
@@ -204,7 +230,7 @@ def build_campus_raster(layout: CampusLayout, campus_index: int, res: float) -> 
         local = campus.local_style(x, y)
         return hsv(pave_h + local.pave_hue + 12 * p, pave_s + 0.06 * p, pave_v + local.pave_value + 0.06 * p)
 
-    pitch, half_road = campus.pitch, campus.road_width / 2
+    half_road = campus.road_width / 2
     # Outskirts: fields and woods around the campus (outside the blocks' extent).
     umin = min(b.u0 for b in campus.blocks) - 40
     umax = max(b.u1 for b in campus.blocks) + 40
@@ -220,15 +246,21 @@ def build_campus_raster(layout: CampusLayout, campus_index: int, res: float) -> 
         if rng.random() < 0.35:
             woods.append((float(cu), float(cv)))
             continue
-        paint.polygon(_rect(campus, cu - hu, cv - hv, cu + hu, cv + hv),
-                      hsv(rng.uniform(40, 100), rng.uniform(0.25, 0.5), rng.uniform(0.35, 0.6)))
+        paint.polygon(
+            _rect(campus, cu - hu, cv - hv, cu + hu, cv + hv),
+            hsv(rng.uniform(40, 100), rng.uniform(0.25, 0.5), rng.uniform(0.35, 0.6)),
+        )
 
     # Streets: a strip of road around every block (neighbours share theirs), a few leading out of town.
     road_w = campus.road_width
     for block in campus.blocks:
         u0, v0, u1, v1 = block.u0, block.v0, block.u1, block.v1
-        for strip in ((u0 - road_w, v0 - road_w, u1 + road_w, v0), (u0 - road_w, v1, u1 + road_w, v1 + road_w),
-                      (u0 - road_w, v0, u0, v1), (u1, v0, u1 + road_w, v1)):
+        for strip in (
+            (u0 - road_w, v0 - road_w, u1 + road_w, v0),
+            (u0 - road_w, v1, u1 + road_w, v1 + road_w),
+            (u0 - road_w, v0, u0, v1),
+            (u1, v0, u1 + road_w, v1),
+        ):
             paint.polygon(_rect(campus, *strip), road, ROAD)
     far = 3000.0
     for _ in range(int(rng.integers(2, 5))):
@@ -239,14 +271,22 @@ def build_campus_raster(layout: CampusLayout, campus_index: int, res: float) -> 
             line = np.full(2, block.u0 - half_road), np.array([-far, far])
         paint.line(_uv_poly(campus, *line), road_w, road, ROAD)
     for block in campus.blocks:  # dashed centre lines
-        for (ua, va), (ub, vb) in (((block.u0 - half_road, block.v0 - half_road), (block.u1 + half_road,
-                                    block.v0 - half_road)), ((block.u0 - half_road, block.v0 - half_road),
-                                   (block.u0 - half_road, block.v1 + half_road))):
+        for (ua, va), (ub, vb) in (
+            ((block.u0 - half_road, block.v0 - half_road), (block.u1 + half_road, block.v0 - half_road)),
+            ((block.u0 - half_road, block.v0 - half_road), (block.u0 - half_road, block.v1 + half_road)),
+        ):
             n = int(math.hypot(ub - ua, vb - va) // 9)
             for k in range(n):
                 t0, t1 = k / n, (k + 0.4) / n
-                paint.line(_uv_poly(campus, np.array([ua + (ub - ua) * t0, ua + (ub - ua) * t1]),
-                                    np.array([va + (vb - va) * t0, va + (vb - va) * t1])), 0.3, marking)
+                paint.line(
+                    _uv_poly(
+                        campus,
+                        np.array([ua + (ub - ua) * t0, ua + (ub - ua) * t1]),
+                        np.array([va + (vb - va) * t0, va + (vb - va) * t1]),
+                    ),
+                    0.3,
+                    marking,
+                )
 
     buildings = {b.index: b for b in layout.buildings if b.campus == campus_index}
     by_lot: dict[tuple[float, float], Building] = {}
@@ -259,7 +299,9 @@ def build_campus_raster(layout: CampusLayout, campus_index: int, res: float) -> 
 
     def add_trees(us: np.ndarray, vs: np.ndarray, scale: float = 1.0) -> None:
         x, y = campus.to_world(us, vs)
-        tree_spots.extend((float(a), float(b), scale) for a, b in zip(np.atleast_1d(x), np.atleast_1d(y)))
+        tree_spots.extend(
+            (float(a), float(b), scale) for a, b in zip(np.atleast_1d(x), np.atleast_1d(y), strict=True)
+        )
 
     def parking(u0: float, v0: float, u1: float, v1: float) -> None:
         paint.polygon(_rect(campus, u0, v0, u1, v1), road, PARKING)
@@ -272,8 +314,11 @@ def build_campus_raster(layout: CampusLayout, campus_index: int, res: float) -> 
                     seg = np.array([s, s]), np.array([r, r + 5.0])
                     paint.line(_uv_poly(campus, *(seg if along_u else seg[::-1])), 0.15, marking)
                     if rng.random() < 0.65:
-                        colour = hsv(rng.uniform(0, 360), rng.uniform(0, 0.7) * (rng.random() < 0.4),
-                                     rng.choice([0.15, 0.5, 0.75, 0.9]))
+                        colour = hsv(
+                            rng.uniform(0, 360),
+                            rng.uniform(0, 0.7) * (rng.random() < 0.4),
+                            rng.choice([0.15, 0.5, 0.75, 0.9]),
+                        )
                         cu, cv = (s + 1.3, r + 2.5) if along_u else (r + 2.5, s + 1.3)
                         hu, hv = (0.9, 2.2) if along_u else (2.2, 0.9)
                         paint.polygon(_rect(campus, cu - hu, cv - hv, cu + hu, cv + hv), colour)
@@ -297,14 +342,20 @@ def build_campus_raster(layout: CampusLayout, campus_index: int, res: float) -> 
             add_trees(np.full(m, u1 - 6.0), t)
         if block.kind == "park":
             if rng.random() < 0.7:
-                for (ua, va, ub, vb) in ((u0, v0, u1, v1), (u0, v1, u1, v0)):
+                for ua, va, ub, vb in ((u0, v0, u1, v1), (u0, v1, u1, v0)):
                     paint.line(_uv_poly(campus, np.array([ua, ub]), np.array([va, vb])), 4.0, pave, PAVED)
             if rng.random() < 0.5:
                 ring = _blob(campus, rng, cu, cv, (u1 - u0) * 0.33, (v1 - v0) * 0.33)
                 paint.line(np.concatenate([ring, ring[:1]]), 3.0, pave, PAVED)
             if rng.random() < 0.4:
-                pond = _blob(campus, rng, cu + rng.uniform(-20, 20), cv + rng.uniform(-20, 20),
-                             rng.uniform(15, 35), rng.uniform(12, 30))
+                pond = _blob(
+                    campus,
+                    rng,
+                    cu + rng.uniform(-20, 20),
+                    cv + rng.uniform(-20, 20),
+                    rng.uniform(15, 35),
+                    rng.uniform(12, 30),
+                )
                 paint.polygon(pond, hsv(195, 0.45, 0.42), WATER)
             for _ in range(int(rng.integers(3, 8) * style.tree_density)):
                 ccu, ccv = rng.uniform(u0 + 10, u1 - 10), rng.uniform(v0 + 10, v1 - 10)
@@ -315,14 +366,22 @@ def build_campus_raster(layout: CampusLayout, campus_index: int, res: float) -> 
         elif block.kind == "sports":
             length, width_ = (u1 - u0) * 0.42, (v1 - v0) * 0.30
             t = np.linspace(-math.pi / 2, math.pi / 2, 16)
-            us = np.concatenate([length - width_ + width_ * np.cos(t), -(length - width_) - width_ * np.cos(t)])
+            us = np.concatenate(
+                [length - width_ + width_ * np.cos(t), -(length - width_) - width_ * np.cos(t)]
+            )
             vs = np.concatenate([width_ * np.sin(t), -width_ * np.sin(t)])
             paint.polygon(_uv_poly(campus, cu + us, cv + vs), hsv(10, 0.55, 0.55), SPORTS)
             paint.polygon(_uv_poly(campus, cu + us * 0.82, cv + vs * 0.75), hsv(105, 0.55, 0.50), SPORTS)
-            paint.line(_uv_poly(campus, np.array([cu, cu]), cv + np.array([-0.7, 0.7]) * width_), 0.4,
-                       (235, 235, 235))
-            paint.polygon(_rect(campus, cu - length * 0.6, cv - width_ * 0.7, cu + length * 0.6, cv + width_ * 0.7),
-                          None, outline=(235, 235, 235))
+            paint.line(
+                _uv_poly(campus, np.array([cu, cu]), cv + np.array([-0.7, 0.7]) * width_),
+                0.4,
+                (235, 235, 235),
+            )
+            paint.polygon(
+                _rect(campus, cu - length * 0.6, cv - width_ * 0.7, cu + length * 0.6, cv + width_ * 0.7),
+                None,
+                outline=(235, 235, 235),
+            )
         elif block.kind == "water":
             lake = _blob(campus, rng, cu, cv, (u1 - u0) * 0.4, (v1 - v0) * 0.37)
             paint.polygon(lake, hsv(200, 0.5, 0.30), WATER)
@@ -340,11 +399,17 @@ def build_campus_raster(layout: CampusLayout, campus_index: int, res: float) -> 
                     k = int(rng.integers(2, 10) * style.tree_density)
                     add_trees(rng.uniform(a0 + 6, a1 - 6, k), rng.uniform(b0 + 6, b1 - 6, k))
                 else:
-                    building = min(by_lot.items(), key=lambda kv: (kv[0][0] - lc_u) ** 2 + (kv[0][1] - lc_v) ** 2)[1]
+                    building = min(
+                        by_lot.items(), key=lambda kv: (kv[0][0] - lc_u) ** 2 + (kv[0][1] - lc_v) ** 2
+                    )[1]
                     # footpath to the nearest block edge, a paved apron, a few trees
                     bu, bv = lc_u, lc_v
-                    edges = [(abs(bu - u0), (u0, bv)), (abs(bu - u1), (u1, bv)), (abs(bv - v0), (bu, v0)),
-                             (abs(bv - v1), (bu, v1))]
+                    edges = [
+                        (abs(bu - u0), (u0, bv)),
+                        (abs(bu - u1), (u1, bv)),
+                        (abs(bv - v0), (bu, v0)),
+                        (abs(bv - v1), (bu, v1)),
+                    ]
                     end = min(edges)[1]
                     path = _uv_poly(campus, np.array([bu, end[0]]), np.array([bv, end[1]]))
                     paint.line(path, 3.0, pave, PAVED)
@@ -371,16 +436,28 @@ def build_campus_raster(layout: CampusLayout, campus_index: int, res: float) -> 
     n = len(spots)
     th, ts, tv = style.tree_hsv
     radius = rng.uniform(2.2, 4.8, n) * spots[:, 2] if n else np.zeros(0)
-    tree_rgb = np.array([hsv(th + 10 * fields.at(x, y)["green"] + rng.normal(0, 6), ts + rng.normal(0, 0.06),
-                             tv + rng.normal(0, 0.04)) for x, y in spots[:, :2]], dtype=np.uint8).reshape(n, 3)
-    trees = Trees(spots[:, 0].copy(), spots[:, 1].copy(), radius, radius * rng.uniform(1.6, 2.6, n) + 2.0, tree_rgb)
+    tree_rgb = np.array(
+        [
+            hsv(
+                th + 10 * fields.at(x, y)["green"] + rng.normal(0, 6),
+                ts + rng.normal(0, 0.06),
+                tv + rng.normal(0, 0.04),
+            )
+            for x, y in spots[:, :2]
+        ],
+        dtype=np.uint8,
+    ).reshape(n, 3)
+    trees = Trees(
+        spots[:, 0].copy(), spots[:, 1].copy(), radius, radius * rng.uniform(1.6, 2.6, n) + 2.0, tree_rgb
+    )
 
     ground_rgb = np.asarray(paint.image, dtype=np.uint8).copy()
     # Texture: fine grain and low-frequency dirt, the same on every surface (in int16 to save memory).
     tile = rng.normal(0.0, 1.0, size=(256, 256)).astype(np.float32)
     grain = np.tile((tile * 5.0).astype(np.int16), (height // 256 + 1, width // 256 + 1))[:height, :width]
-    dirt_small = Image.fromarray((rng.normal(128, 18, size=(height // 32 + 2, width // 32 + 2))).clip(0, 255)
-                                 .astype(np.uint8)).resize((width, height), Image.BILINEAR)
+    dirt_small = Image.fromarray(
+        (rng.normal(128, 18, size=(height // 32 + 2, width // 32 + 2))).clip(0, 255).astype(np.uint8)
+    ).resize((width, height), Image.BILINEAR)
     dirt = (np.asarray(dirt_small, dtype=np.int16) - 128) // 6
     ground16 = ground_rgb.astype(np.int16)
     ground16 += (grain + dirt)[..., None]
@@ -394,7 +471,10 @@ def build_campus_raster(layout: CampusLayout, campus_index: int, res: float) -> 
             sdraw.polygon(paint._px(box_shadow(box, sun)), fill=255)
     horizontal = -sun[:2] / sun[2]
     for i in range(n):
-        cx, cy = trees.x[i] + horizontal[0] * trees.height[i] * 0.7, trees.y[i] + horizontal[1] * trees.height[i] * 0.7
+        cx, cy = (
+            trees.x[i] + horizontal[0] * trees.height[i] * 0.7,
+            trees.y[i] + horizontal[1] * trees.height[i] * 0.7,
+        )
         r = trees.radius[i] / res
         pc, pr = (cx - x0) / res, (y1 - cy) / res
         sdraw.ellipse((pc - r, pr - r * 0.9, pc + r, pr + r * 0.9), fill=200)
@@ -402,7 +482,7 @@ def build_campus_raster(layout: CampusLayout, campus_index: int, res: float) -> 
     shade = np.asarray(shadow, dtype=np.int32)
     tint = np.array([0.50, 0.52, 0.62])
     for ch in range(3):
-        factor = (256 - ((256 - int(tint[ch] * 256)) * shade) // 255)
+        factor = 256 - ((256 - int(tint[ch] * 256)) * shade) // 255
         ground16[..., ch] = (ground16[..., ch].astype(np.int32) * factor // 256).astype(np.int16)
     ground = np.clip(ground16, 0, 255).astype(np.uint8)
 
@@ -422,15 +502,21 @@ def build_campus_raster(layout: CampusLayout, campus_index: int, res: float) -> 
         draw_roofs_ortho(odraw, paint._px, b, sun, res)
     ortho = np.asarray(ortho_img, dtype=np.uint8)
     grain3 = (tile * 3.0).astype(np.int16)
-    ortho = np.clip(ortho.astype(np.int16) + np.tile(grain3, (height // 256 + 1, width // 256 + 1))[
-        :height, :width, None], 0, 255).astype(np.uint8)
+    ortho = np.clip(
+        ortho.astype(np.int16)
+        + np.tile(grain3, (height // 256 + 1, width // 256 + 1))[:height, :width, None],
+        0,
+        255,
+    ).astype(np.uint8)
 
     levels = [ground]
     while min(levels[-1].shape[:2]) > 64 and len(levels) < 6:
         prev = levels[-1]
         h2, w2 = prev.shape[0] // 2 * 2, prev.shape[1] // 2 * 2
         p = prev[:h2, :w2].astype(np.uint16)
-        levels.append(((p[0::2, 0::2] + p[1::2, 0::2] + p[0::2, 1::2] + p[1::2, 1::2] + 2) // 4).astype(np.uint8))
+        levels.append(
+            ((p[0::2, 0::2] + p[1::2, 0::2] + p[0::2, 1::2] + p[1::2, 1::2] + 2) // 4).astype(np.uint8)
+        )
     outskirts = tuple(int(v) for v in np.asarray(base.resize((1, 1), Image.BOX)).reshape(3))
     return CampusRaster.create(campus_index, x0, y1, res, levels, ortho, trees, outskirts, sun)  # type: ignore[arg-type]
 
@@ -440,7 +526,9 @@ def box_apron(box: Box, margin: float) -> np.ndarray:
     return grown.corners()
 
 
-def draw_roofs_ortho(draw: ImageDraw.ImageDraw, to_px, building: Building, sun: np.ndarray, res: float) -> None:
+def draw_roofs_ortho(
+    draw: ImageDraw.ImageDraw, to_px, building: Building, sun: np.ndarray, res: float
+) -> None:
     """Roofs of one building seen from straight above (taller parts drawn last)."""
     for box in sorted(building.boxes, key=lambda b: b.top):
         corners = box.corners()
@@ -450,14 +538,21 @@ def draw_roofs_ortho(draw: ImageDraw.ImageDraw, to_px, building: Building, sun: 
             normal = np.array([-s, c])  # from the ridge towards corners 2, 3
             lit = 1.0 + 0.25 * float(np.dot(normal, sun[:2]))
             mid_a, mid_b = (corners[0] + corners[3]) / 2, (corners[1] + corners[2]) / 2
-            draw.polygon(to_px(np.array([corners[0], corners[1], mid_b, mid_a])),
-                         fill=_shift_rgb(building.roof_rgb, 2.0 - lit))
-            draw.polygon(to_px(np.array([mid_a, mid_b, corners[2], corners[3]])), fill=_shift_rgb(building.roof_rgb, lit))
+            draw.polygon(
+                to_px(np.array([corners[0], corners[1], mid_b, mid_a])),
+                fill=_shift_rgb(building.roof_rgb, 2.0 - lit),
+            )
+            draw.polygon(
+                to_px(np.array([mid_a, mid_b, corners[2], corners[3]])),
+                fill=_shift_rgb(building.roof_rgb, lit),
+            )
             draw.line(to_px(np.array([mid_a, mid_b])), fill=_shift_rgb(building.roof_rgb, 0.7), width=1)
         else:
             draw.polygon(to_px(corners), fill=building.roof_rgb, outline=_shift_rgb(building.roof_rgb, 0.8))
     horizontal = -sun[:2] / sun[2]
     for detail in building.details:
         if detail.raised > 0:
-            draw.polygon(to_px(detail.polygon + horizontal * detail.raised), fill=_shift_rgb(building.roof_rgb, 0.6))
+            draw.polygon(
+                to_px(detail.polygon + horizontal * detail.raised), fill=_shift_rgb(building.roof_rgb, 0.6)
+            )
         draw.polygon(to_px(detail.polygon), fill=detail.rgb)

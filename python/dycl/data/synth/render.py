@@ -45,8 +45,15 @@ class Camera:
         return cam[:, :2] * (self.focal / cam[:, 2:3]) + c
 
 
-def look_camera(target: np.ndarray, heading_deg: float, pitch_deg: float, distance: float, fov_deg: float,
-                roll_deg: float, size: int) -> Camera:
+def look_camera(
+    target: np.ndarray,
+    heading_deg: float,
+    pitch_deg: float,
+    distance: float,
+    fov_deg: float,
+    roll_deg: float,
+    size: int,
+) -> Camera:
     """A camera ``distance`` metres from ``target``, looking along ``heading`` (clockwise from north),
     ``pitch`` degrees below the horizon."""
     psi, phi, rho = math.radians(heading_deg), math.radians(pitch_deg), math.radians(roll_deg)
@@ -76,8 +83,9 @@ class ViewParams:
     sun_elevation: float
 
 
-def view_params(rng: np.random.Generator, building: Building, views: int, sun_azimuth: float,
-                sun_elevation: float) -> list[ViewParams]:
+def view_params(
+    rng: np.random.Generator, building: Building, views: int, sun_azimuth: float, sun_elevation: float
+) -> list[ViewParams]:
     """Camera and light of ``views`` drone views circling ``building`` at evenly spaced headings."""
     radius = max(building.radius, 12.0)
     top = building.top
@@ -92,15 +100,22 @@ def view_params(rng: np.random.Generator, building: Building, views: int, sun_az
         min_alt = top + 18.0  # stay above the roofs
         distance = max(distance, (min_alt - tz) / math.sin(math.radians(pitch)))
         jitter = rng.uniform(-0.12, 0.12, 2) * radius
-        out.append(ViewParams(
-            heading=(start + k * spacing + float(rng.uniform(-0.25, 0.25)) * spacing) % 360.0,
-            pitch=pitch, distance=distance, fov=fov, roll=float(rng.normal(0.0, 1.5)),
-            target=(building.x + float(jitter[0]), building.y + float(jitter[1]), tz),
-            gain=float(rng.uniform(0.78, 1.18)), warmth=float(rng.uniform(-0.08, 0.08)),
-            contrast=float(rng.uniform(0.85, 1.12)), haze_m=float(rng.uniform(1500.0, 5000.0)),
-            sun_azimuth=sun_azimuth + float(rng.uniform(-35.0, 35.0)),
-            sun_elevation=float(np.clip(sun_elevation + rng.uniform(-12.0, 8.0), 20.0, 75.0)),
-        ))
+        out.append(
+            ViewParams(
+                heading=(start + k * spacing + float(rng.uniform(-0.25, 0.25)) * spacing) % 360.0,
+                pitch=pitch,
+                distance=distance,
+                fov=fov,
+                roll=float(rng.normal(0.0, 1.5)),
+                target=(building.x + float(jitter[0]), building.y + float(jitter[1]), tz),
+                gain=float(rng.uniform(0.78, 1.18)),
+                warmth=float(rng.uniform(-0.08, 0.08)),
+                contrast=float(rng.uniform(0.85, 1.12)),
+                haze_m=float(rng.uniform(1500.0, 5000.0)),
+                sun_azimuth=sun_azimuth + float(rng.uniform(-35.0, 35.0)),
+                sun_elevation=float(np.clip(sun_elevation + rng.uniform(-12.0, 8.0), 20.0, 75.0)),
+            )
+        )
     return out
 
 
@@ -154,8 +169,9 @@ class _Scene:
         c = np.asarray(rgb, dtype=np.float64) * (1.0 - h) + SKY_RGB * h
         return int(min(255, c[0])), int(min(255, c[1])), int(min(255, c[2]))
 
-    def polygon(self, world: np.ndarray, rgb: tuple[int, int, int], outline: tuple[int, int, int] | None = None
-                ) -> None:
+    def polygon(
+        self, world: np.ndarray, rgb: tuple[int, int, int], outline: tuple[int, int, int] | None = None
+    ) -> None:
         cam = _clip_near(self.camera.to_camera(world))
         if len(cam) < 3:
             return
@@ -194,7 +210,9 @@ class Mesh:
 
 def building_mesh(building: Building) -> Mesh:
     verts: list[np.ndarray] = []
-    faces: list[tuple[int, int, int, np.ndarray, int, tuple[int, int, int]]] = []  # start, count, kind, normal, parent
+    faces: list[
+        tuple[int, int, int, np.ndarray, int, tuple[int, int, int]]
+    ] = []  # start, count, kind, normal, parent
     box_faces: list[np.ndarray] = []
     nv = 0
 
@@ -218,8 +236,15 @@ def building_mesh(building: Building) -> Mesh:
             normal = np.array([edge[1] / length, -edge[0] / length, 0.0])
             if box.gable and k in (1, 3):  # short ends carry the gable triangle
                 ridge_pt = (p + q) / 2
-                poly = np.array([[*p, box.base], [*q, box.base], [*q, box.height], [*ridge_pt, box.ridge],
-                                 [*p, box.height]])
+                poly = np.array(
+                    [
+                        [*p, box.base],
+                        [*q, box.base],
+                        [*q, box.height],
+                        [*ridge_pt, box.ridge],
+                        [*p, box.height],
+                    ]
+                )
             else:
                 poly = np.array([[*p, box.base], [*q, box.base], [*q, box.height], [*p, box.height]])
             walls.append((add(poly, WALL, normal, building.facade_rgb), p, q, length))
@@ -232,18 +257,43 @@ def building_mesh(building: Building) -> Mesh:
             b = q - (q - p) * (inset / length)
             for f in range(floors):
                 z0 = box.base + f * FLOOR_HEIGHT_M + (FLOOR_HEIGHT_M - band) * 0.55
-                mine.append(add(np.array([[*a, z0], [*b, z0], [*b, z0 + band], [*a, z0 + band]]), BAND,
-                                faces[wall][3], building.window_rgb, parent=wall))
+                mine.append(
+                    add(
+                        np.array([[*a, z0], [*b, z0], [*b, z0 + band], [*a, z0 + band]]),
+                        BAND,
+                        faces[wall][3],
+                        building.window_rgb,
+                        parent=wall,
+                    )
+                )
         if box.gable:
             c, s = math.cos(box.angle), math.sin(box.angle)
             axis_n = np.array([-s, c])
             mid_a, mid_b = (corners[0] + corners[3]) / 2, (corners[1] + corners[2]) / 2
             rise = (box.ridge - box.height) / max(box.half_v, 1e-6)
             for poly, n_h in (
-                (np.array([[*corners[0], box.height], [*corners[1], box.height], [*mid_b, box.ridge],
-                           [*mid_a, box.ridge]]), -axis_n),
-                (np.array([[*mid_a, box.ridge], [*mid_b, box.ridge], [*corners[2], box.height],
-                           [*corners[3], box.height]]), axis_n),
+                (
+                    np.array(
+                        [
+                            [*corners[0], box.height],
+                            [*corners[1], box.height],
+                            [*mid_b, box.ridge],
+                            [*mid_a, box.ridge],
+                        ]
+                    ),
+                    -axis_n,
+                ),
+                (
+                    np.array(
+                        [
+                            [*mid_a, box.ridge],
+                            [*mid_b, box.ridge],
+                            [*corners[2], box.height],
+                            [*corners[3], box.height],
+                        ]
+                    ),
+                    axis_n,
+                ),
             ):
                 normal = np.array([n_h[0] * rise, n_h[1] * rise, 1.0])
                 mine.append(add(poly, SLOPE, normal / np.linalg.norm(normal), building.roof_rgb))
@@ -257,12 +307,23 @@ def building_mesh(building: Building) -> Mesh:
     all_verts = np.concatenate(verts)
     start = np.array([f[0] for f in faces], dtype=np.int64)
     count = np.array([f[1] for f in faces], dtype=np.int64)
-    centre = np.array([all_verts[s:s + c].mean(axis=0) for s, c in zip(start, count)])
-    return Mesh(all_verts, start, count, np.array([f[2] for f in faces], dtype=np.int8),
-                np.array([f[3] for f in faces]), centre, np.array([f[5] for f in faces], dtype=np.float64),
-                np.array([f[4] for f in faces], dtype=np.int64), box_faces,
-                np.array([[b.base, b.cx, b.cy] for b in building.boxes]), building.top, building.radius,
-                building.x, building.y)
+    centre = np.array([all_verts[s : s + c].mean(axis=0) for s, c in zip(start, count, strict=True)])
+    return Mesh(
+        all_verts,
+        start,
+        count,
+        np.array([f[2] for f in faces], dtype=np.int8),
+        np.array([f[3] for f in faces]),
+        centre,
+        np.array([f[5] for f in faces], dtype=np.float64),
+        np.array([f[4] for f in faces], dtype=np.int64),
+        box_faces,
+        np.array([[b.base, b.cx, b.cy] for b in building.boxes]),
+        building.top,
+        building.radius,
+        building.x,
+        building.y,
+    )
 
 
 def _render_ground(camera: Camera, raster: CampusRaster, haze_m: float) -> np.ndarray:
@@ -283,8 +344,11 @@ def _render_ground(camera: Camera, raster: CampusRaster, haze_m: float) -> np.nd
     row = (np.float32(raster.y1 - camera.position[1]) - t * dy) / np.float32(raster.res)
     # Footprint of a pixel on the ground (in raster pixels): grows with distance and grazing angle.
     footprint = distance / np.float32(camera.focal * raster.res) / np.maximum(-dz / norm, np.float32(0.25))
-    level = np.clip(np.floor(np.log2(np.maximum(footprint, np.float32(1e-6))) + np.float32(0.3)), 0,
-                    len(raster.pyramid) - 1).astype(np.int8)
+    level = np.clip(
+        np.floor(np.log2(np.maximum(footprint, np.float32(1e-6))) + np.float32(0.3)),
+        0,
+        len(raster.pyramid) - 1,
+    ).astype(np.int8)
     # One gather from all pyramid levels at once (index -1 of ``flat`` is the outskirts colour).
     scale = np.exp2(-level.astype(np.float32))
     c = np.floor(col * scale).astype(np.int64)
@@ -313,18 +377,29 @@ class CampusScene:
         self.reach = np.array([m.radius + m.top for m in meshes])
         vert_offset = np.cumsum([0] + [len(m.verts) for m in meshes])
         face_offset = np.cumsum([0] + [len(m.kind) for m in meshes])
-        cat = (lambda arrays, empty: np.concatenate(arrays) if arrays else empty)
+
+        def cat(arrays: list[np.ndarray], empty: np.ndarray) -> np.ndarray:
+            return np.concatenate(arrays) if arrays else empty
+
         self.verts = cat([m.verts for m in meshes], np.zeros((0, 3)))
-        self.start = cat([m.start + vo for m, vo in zip(meshes, vert_offset)], np.zeros(0, np.int64))
+        self.start = cat(
+            [m.start + vo for m, vo in zip(meshes, vert_offset[:-1], strict=True)], np.zeros(0, np.int64)
+        )
         self.count = cat([m.count for m in meshes], np.zeros(0, np.int64))
         self.kind = cat([m.kind for m in meshes], np.zeros(0, np.int8))
         self.normal = cat([m.normal for m in meshes], np.zeros((0, 3)))
         self.centre = cat([m.centre for m in meshes], np.zeros((0, 3)))
         self.rgb = cat([m.rgb for m in meshes], np.zeros((0, 3)))
-        self.parent = cat([m.parent + fo for m, fo in zip(meshes, face_offset)], np.zeros(0, np.int64))
-        self.face_building = cat([np.full(len(m.kind), i) for i, m in enumerate(meshes)], np.zeros(0, np.int64))
+        self.parent = cat(
+            [m.parent + fo for m, fo in zip(meshes, face_offset[:-1], strict=True)], np.zeros(0, np.int64)
+        )
+        self.face_building = cat(
+            [np.full(len(m.kind), i) for i, m in enumerate(meshes)], np.zeros(0, np.int64)
+        )
         self.box_key = [m.box_key for m in meshes]
-        self.box_faces = [[(f + fo).tolist() for f in m.box_faces] for m, fo in zip(meshes, face_offset)]
+        self.box_faces = [
+            [(f + fo).tolist() for f in m.box_faces] for m, fo in zip(meshes, face_offset[:-1], strict=True)
+        ]
         self.face_offset = face_offset.tolist()
         self.vert_offset = vert_offset.tolist()
         self.start_list = self.start.tolist()
@@ -350,7 +425,9 @@ class CampusScene:
         visible &= visible[self.parent]  # a band shows only on a visible wall
         visible &= (kind != BAND) | (FLOOR_HEIGHT_M * camera.focal / np.maximum(face_distance, 1.0) >= 2.5)
         in_front = cam[:, 2] >= NEAR_M
-        front_count = np.add.reduceat(in_front.astype(np.int64), self.start) if len(self.start) else self.start
+        front_count = (
+            np.add.reduceat(in_front.astype(np.int64), self.start) if len(self.start) else self.start
+        )
         visible &= front_count > 0
 
         wall_light = 0.58 + 0.40 * np.maximum(0.0, self.normal[:, :2] @ sun_h)
@@ -366,8 +443,11 @@ class CampusScene:
         whole = front_count == self.count
 
         lim = scene.limit
-        px = np.clip(camera.project(np.where(in_front[:, None], cam, np.array([0.0, 0.0, 1.0]))), -lim,
-                     camera.size + lim)
+        px = np.clip(
+            camera.project(np.where(in_front[:, None], cam, np.array([0.0, 0.0, 1.0]))),
+            -lim,
+            camera.size + lim,
+        )
         draw = scene.draw
         starts, counts, roofs = self.start_list, self.count_list, self.roof_list
         face_offset, vert_offset = self.face_offset, self.vert_offset
@@ -375,7 +455,7 @@ class CampusScene:
         def draw_building(b: int) -> None:
             f0, f1 = face_offset[b], face_offset[b + 1]
             v0 = vert_offset[b]
-            flat = px[v0:vert_offset[b + 1]].ravel().tolist()
+            flat = px[v0 : vert_offset[b + 1]].ravel().tolist()
             colours = rgb_int[f0:f1].tolist()
             outlines = outline_int[f0:f1].tolist()
             vis = visible[f0:f1].tolist()
@@ -390,9 +470,9 @@ class CampusScene:
                     s, c = starts[f] - v0, counts[f]
                     outline = tuple(outlines[i]) if roofs[f] else None
                     if complete[i]:
-                        draw.polygon(flat[2 * s:2 * (s + c)], fill=tuple(colours[i]), outline=outline)
+                        draw.polygon(flat[2 * s : 2 * (s + c)], fill=tuple(colours[i]), outline=outline)
                     else:
-                        clipped = _clip_near(cam[v0 + s:v0 + s + c])
+                        clipped = _clip_near(cam[v0 + s : v0 + s + c])
                         if len(clipped) >= 3:
                             pts = np.clip(camera.project(clipped), -lim, camera.size + lim)
                             draw.polygon(pts.ravel().tolist(), fill=tuple(colours[i]), outline=outline)
@@ -400,13 +480,20 @@ class CampusScene:
         return draw_building
 
 
-def drone_view(scene_data: CampusScene, building: Building, params: ViewParams, size: int, supersample: int = 2,
-               max_distance: float = 900.0) -> Image.Image:
+def drone_view(
+    scene_data: CampusScene,
+    building: Building,
+    params: ViewParams,
+    size: int,
+    supersample: int = 2,
+    max_distance: float = 900.0,
+) -> Image.Image:
     """One oblique perspective view of ``building`` with its neighbours, as an RGB image of ``size``."""
     raster = scene_data.raster
     big = size * supersample
-    camera = look_camera(np.array(params.target), params.heading, params.pitch, params.distance, params.fov,
-                         params.roll, big)
+    camera = look_camera(
+        np.array(params.target), params.heading, params.pitch, params.distance, params.fov, params.roll, big
+    )
     az, el = math.radians(params.sun_azimuth), math.radians(params.sun_elevation)
     sun = np.array([math.sin(az) * math.cos(el), math.cos(az) * math.cos(el), math.sin(el)])
     image = Image.fromarray(_render_ground(camera, raster, params.haze_m))
@@ -436,8 +523,13 @@ def drone_view(scene_data: CampusScene, building: Building, params: ViewParams, 
         radius_px[visible] = camera.focal * trees.radius[visible] / tcam[visible, 2]
         px = np.zeros((len(trees), 2))
         px[visible] = camera.project(tcam[visible])
-        visible &= (radius_px > 0.6) & (px[:, 0] > -radius_px) & (px[:, 0] < big + radius_px) & \
-            (px[:, 1] > -radius_px) & (px[:, 1] < big + radius_px)
+        visible &= (
+            (radius_px > 0.6)
+            & (px[:, 0] > -radius_px)
+            & (px[:, 0] < big + radius_px)
+            & (px[:, 1] > -radius_px)
+            & (px[:, 1] < big + radius_px)
+        )
         items.extend((float(dist[i]), 1, int(i)) for i in np.flatnonzero(visible))
 
     sun_screen = camera.rotation @ sun

@@ -42,20 +42,34 @@ TAG_VIEWS = 4
 TAG_IDS = 5
 
 
-def enu_to_latlon(east: np.ndarray, north: np.ndarray, lat0: float, lon0: float) -> tuple[np.ndarray, np.ndarray]:
+def enu_to_latlon(
+    east: np.ndarray, north: np.ndarray, lat0: float, lon0: float
+) -> tuple[np.ndarray, np.ndarray]:
     """WGS84 latitude/longitude of points ``east``/``north`` metres from (lat0, lon0).
 
-    Uses the meridional and prime-vertical radii of curvature of the WGS84
-    ellipsoid at ``lat0``; within a campus (< 2 km) geodesic distances between
-    the results match the metric distances to a few millimetres.
+    The local offsets are azimuthal-equidistant coordinates around (lat0,
+    lon0), mapped with the second-order expansion of the geodesic direct
+    problem (radii of curvature M, N of the WGS84 ellipsoid at ``lat0``, the
+    convergence of meridians and the change of M with latitude). Within a
+    campus (offsets up to ~2 km) geodesic distances between the results match
+    the metric distances to about a millimetre.
     """
     phi = math.radians(lat0)
-    s2 = math.sin(phi) ** 2
-    meridional = _WGS84_A * (1.0 - _WGS84_E2) / (1.0 - _WGS84_E2 * s2) ** 1.5
-    prime_vertical = _WGS84_A / math.sqrt(1.0 - _WGS84_E2 * s2)
-    lat = lat0 + np.degrees(np.asarray(north, dtype=np.float64) / meridional)
-    lon = lon0 + np.degrees(np.asarray(east, dtype=np.float64) / (prime_vertical * math.cos(phi)))
-    return lat, lon
+    sin_phi, cos_phi = math.sin(phi), math.cos(phi)
+    w2 = 1.0 - _WGS84_E2 * sin_phi**2
+    meridional = _WGS84_A * (1.0 - _WGS84_E2) / w2**1.5
+    prime_vertical = _WGS84_A / math.sqrt(w2)
+    d_meridional = 3.0 * _WGS84_A * (1.0 - _WGS84_E2) * _WGS84_E2 * sin_phi * cos_phi / w2**2.5
+    e = np.asarray(east, dtype=np.float64)
+    n = np.asarray(north, dtype=np.float64)
+    tan_phi = sin_phi / cos_phi
+    dphi = (
+        n / meridional
+        - n * n * d_meridional / (2.0 * meridional**3)
+        - e * e * tan_phi / (2.0 * meridional * prime_vertical)
+    )
+    dlam = e / (prime_vertical * cos_phi) + e * n * tan_phi / (meridional * prime_vertical * cos_phi)
+    return lat0 + np.degrees(dphi), lon0 + np.degrees(dlam)
 
 
 def hsv(h: float, s: float, v: float) -> tuple[int, int, int]:
@@ -93,7 +107,7 @@ class StyleFields:
     def at(self, x: float, y: float) -> dict[str, float]:
         arg = self.wavevectors[..., 0] * x + self.wavevectors[..., 1] * y + self.phases
         values = np.cos(arg).sum(axis=1) * math.sqrt(2.0 / self.phases.shape[1])
-        return {name: float(np.clip(v, -2.0, 2.0)) for name, v in zip(FIELD_NAMES, values)}
+        return {name: float(np.clip(v, -2.0, 2.0)) for name, v in zip(FIELD_NAMES, values, strict=True)}
 
 
 # --------------------------------------------------------------------------- campus plan
@@ -160,8 +174,9 @@ class Box:
         """(4, 2) world x, y of the footprint corners, counter-clockwise."""
         c, s = math.cos(self.angle), math.sin(self.angle)
         local = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], dtype=np.float64) * (self.half_u, self.half_v)
-        return np.stack([self.cx + local[:, 0] * c - local[:, 1] * s,
-                         self.cy + local[:, 0] * s + local[:, 1] * c], axis=1)
+        return np.stack(
+            [self.cx + local[:, 0] * c - local[:, 1] * s, self.cy + local[:, 0] * s + local[:, 1] * c], axis=1
+        )
 
     @property
     def top(self) -> float:
@@ -269,20 +284,33 @@ class Campus:
     def local_style(self, x: float, y: float) -> LocalStyle:
         """District palette at a point: districts blended with Gaussian weights (sigma 220 m)."""
         if not self.districts:
-            return LocalStyle(np.asarray(self.style.roof_weights), np.asarray(self.style.facade_weights),
-                              0.0, 0.0, 0.0, 0.0, 1.0)
+            return LocalStyle(
+                np.asarray(self.style.roof_weights),
+                np.asarray(self.style.facade_weights),
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                1.0,
+            )
         d2 = np.array([(d.x - x) ** 2 + (d.y - y) ** 2 for d in self.districts])
         w = np.exp(-(d2 - d2.min()) / (2 * DISTRICT_SIGMA_M**2))
         w /= w.sum()
 
         def mix(attr: str) -> float:
-            return float(sum(wk * getattr(d, attr) for wk, d in zip(w, self.districts)))
+            return float(sum(wk * getattr(d, attr) for wk, d in zip(w, self.districts, strict=True)))
 
-        roof = sum(wk * np.asarray(d.roof_weights) for wk, d in zip(w, self.districts))
-        facade = sum(wk * np.asarray(d.facade_weights) for wk, d in zip(w, self.districts))
-        return LocalStyle(0.3 * np.asarray(self.style.roof_weights) + 0.7 * roof,
-                          0.3 * np.asarray(self.style.facade_weights) + 0.7 * facade,
-                          mix("roof_hue"), mix("lawn_hue"), mix("pave_hue"), mix("pave_value"), mix("floors"))
+        roof = sum(wk * np.asarray(d.roof_weights) for wk, d in zip(w, self.districts, strict=True))
+        facade = sum(wk * np.asarray(d.facade_weights) for wk, d in zip(w, self.districts, strict=True))
+        return LocalStyle(
+            0.3 * np.asarray(self.style.roof_weights) + 0.7 * roof,
+            0.3 * np.asarray(self.style.facade_weights) + 0.7 * facade,
+            mix("roof_hue"),
+            mix("lawn_hue"),
+            mix("pave_hue"),
+            mix("pave_value"),
+            mix("floors"),
+        )
 
     def to_world(self, u: np.ndarray | float, v: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
         c, s = math.cos(self.angle), math.sin(self.angle)
@@ -325,10 +353,17 @@ def _weights(rng: np.random.Generator, n: int, concentration: float = 0.7) -> tu
 def _campus_style(rng: np.random.Generator) -> CampusStyle:
     return CampusStyle(
         roof_hue=float(rng.uniform(0, 360)),
-        lawn_hsv=(float(rng.uniform(70, 115)), float(rng.uniform(0.22, 0.50)), float(rng.uniform(0.36, 0.55))),
+        lawn_hsv=(
+            float(rng.uniform(70, 115)),
+            float(rng.uniform(0.22, 0.50)),
+            float(rng.uniform(0.36, 0.55)),
+        ),
         road_value=float(rng.uniform(0.28, 0.45)),
-        pave_hsv=(float(rng.choice([25.0, 35.0, 10.0, 200.0])), float(rng.uniform(0.03, 0.30)),
-                  float(rng.uniform(0.60, 0.82))),
+        pave_hsv=(
+            float(rng.choice([25.0, 35.0, 10.0, 200.0])),
+            float(rng.uniform(0.03, 0.30)),
+            float(rng.uniform(0.60, 0.82)),
+        ),
         facade_weights=_weights(rng, len(FACADES)),
         roof_weights=_weights(rng, len(ROOF_MATERIALS)),
         shape_weights=_weights(rng, len(SHAPES), 1.5),
@@ -336,7 +371,11 @@ def _campus_style(rng: np.random.Generator) -> CampusStyle:
         gable_share=float(rng.choice([0.0, 0.15, 0.4])),
         solar_share=float(rng.uniform(0.0, 0.4)),
         tree_density=float(rng.uniform(0.6, 1.4)),
-        tree_hsv=(float(rng.uniform(75, 130)), float(rng.uniform(0.35, 0.65)), float(rng.uniform(0.28, 0.45))),
+        tree_hsv=(
+            float(rng.uniform(75, 130)),
+            float(rng.uniform(0.35, 0.65)),
+            float(rng.uniform(0.28, 0.45)),
+        ),
         sun_azimuth=float(rng.uniform(120, 240)),
         sun_elevation=float(rng.uniform(45, 65)),
     )
@@ -351,7 +390,9 @@ def _plan_blocks(rng: np.random.Generator, n_buildings: int, pitch: float, road:
 
     def score(cell: tuple[int, int]) -> float:
         theta = math.atan2(cell[1], cell[0])
-        shape = 1.0 + sum(a * math.cos((k + 2) * theta + p) for k, (a, p) in enumerate(zip(lobes, phases)))
+        shape = 1.0 + sum(
+            a * math.cos((k + 2) * theta + p) for k, (a, p) in enumerate(zip(lobes, phases, strict=True))
+        )
         return math.hypot(*cell) / shape + float(rng.uniform(0.0, 0.8))
 
     ordered = sorted(cells, key=score)
@@ -370,7 +411,8 @@ def _plan_blocks(rng: np.random.Generator, n_buildings: int, pitch: float, road:
             blocks.append(Block(kinds[int(rng.integers(len(kinds)))], u0, v0, u1, v1))
             continue
         layout = [(2, 2), (3, 2), (2, 3), (2, 1), (1, 2), (1, 1)][
-            int(rng.choice(6, p=[0.5, 0.15, 0.15, 0.08, 0.08, 0.04]))]
+            int(rng.choice(6, p=[0.5, 0.15, 0.15, 0.08, 0.08, 0.04]))
+        ]
         lots = []
         du, dv = (u1 - u0) / layout[0], (v1 - v0) / layout[1]
         for a in range(layout[0]):
@@ -389,8 +431,9 @@ def _plan_blocks(rng: np.random.Generator, n_buildings: int, pitch: float, road:
     return blocks
 
 
-def _shape_boxes(rng: np.random.Generator, shape: str, half_a: float, half_b: float,
-                 floors: int) -> list[tuple[float, float, float, float, int, int]]:
+def _shape_boxes(
+    rng: np.random.Generator, shape: str, half_a: float, half_b: float, floors: int
+) -> list[tuple[float, float, float, float, int, int]]:
     """Footprint parts (cu, cv, hu, hv, base_floors, floors) inside [-half_a, half_a] x [-half_b, half_b]."""
     u = rng.uniform
     if shape == "slab":
@@ -406,25 +449,36 @@ def _shape_boxes(rng: np.random.Generator, shape: str, half_a: float, half_b: fl
         hu, t = u(0.6, 0.95) * half_a, u(0.2, 0.3) * half_b
         hv = u(0.55, 0.9) * half_b
         wt = u(0.18, 0.28) * half_a
-        return [(0.0, -half_b * 0.9 + t, hu, t, 0, floors),
-                (-hu + wt, -half_b * 0.9 + hv, wt, hv, 0, floors),
-                (hu - wt, -half_b * 0.9 + hv, wt, hv, 0, floors)]
+        return [
+            (0.0, -half_b * 0.9 + t, hu, t, 0, floors),
+            (-hu + wt, -half_b * 0.9 + hv, wt, hv, 0, floors),
+            (hu - wt, -half_b * 0.9 + hv, wt, hv, 0, floors),
+        ]
     if shape == "courtyard":
         hu, hv = u(0.6, 0.9) * half_a, u(0.6, 0.9) * half_b
         t = u(0.22, 0.3) * min(hu, hv)
-        return [(0.0, -hv + t, hu, t, 0, floors), (0.0, hv - t, hu, t, 0, floors),
-                (-hu + t, 0.0, t, hv - 2 * t, 0, floors), (hu - t, 0.0, t, hv - 2 * t, 0, floors)]
+        return [
+            (0.0, -hv + t, hu, t, 0, floors),
+            (0.0, hv - t, hu, t, 0, floors),
+            (-hu + t, 0.0, t, hv - 2 * t, 0, floors),
+            (hu - t, 0.0, t, hv - 2 * t, 0, floors),
+        ]
     if shape == "tower":
         hu, hv = u(0.6, 0.9) * half_a, u(0.5, 0.85) * half_b
         podium = int(rng.integers(1, 4))
         tower = podium + max(4, int(floors * u(1.3, 2.2)))
-        return [(0.0, 0.0, hu, hv, 0, podium),
-                (u(-0.2, 0.2) * hu, u(-0.2, 0.2) * hv, hu * u(0.3, 0.5), hv * u(0.35, 0.6), podium, tower)]
+        return [
+            (0.0, 0.0, hu, hv, 0, podium),
+            (u(-0.2, 0.2) * hu, u(-0.2, 0.2) * hv, hu * u(0.3, 0.5), hv * u(0.35, 0.6), podium, tower),
+        ]
     if shape == "twin":
         hu, t = u(0.6, 0.95) * half_a, u(0.15, 0.25) * half_b
         off = u(0.55, 0.8) * half_b
-        return [(0.0, -off, hu, t, 0, floors), (0.0, off, hu, t, 0, floors + int(rng.integers(0, 3))),
-                (u(-0.3, 0.3) * hu, 0.0, u(0.08, 0.15) * half_a, off - t, 0, max(1, floors // 2))]
+        return [
+            (0.0, -off, hu, t, 0, floors),
+            (0.0, off, hu, t, 0, floors + int(rng.integers(0, 3))),
+            (u(-0.3, 0.3) * hu, 0.0, u(0.08, 0.15) * half_a, off - t, 0, max(1, floors // 2)),
+        ]
     raise ValueError(f"unknown shape {shape}")
 
 
@@ -433,8 +487,9 @@ def _choose(rng: np.random.Generator, names: list[str], weights: np.ndarray) -> 
     return names[int(rng.choice(len(names), p=w / w.sum()))]
 
 
-def _make_building(rng: np.random.Generator, campus: Campus, lot: tuple, fields: StyleFields,
-                   index: int) -> Building:
+def _make_building(
+    rng: np.random.Generator, campus: Campus, lot: tuple, fields: StyleFields, index: int
+) -> Building:
     style = campus.style
     _, u0, v0, u1, v1 = lot
     setback = 7.0
@@ -444,7 +499,13 @@ def _make_building(rng: np.random.Generator, campus: Campus, lot: tuple, fields:
     f = fields.at(float(lx), float(ly))
 
     local = campus.local_style(float(lx), float(ly))
-    floors = int(np.clip(round(style.floors_mean * local.floors * math.exp(0.35 * f["height"] + rng.normal(0, 0.25))), 1, 14))
+    floors = int(
+        np.clip(
+            round(style.floors_mean * local.floors * math.exp(0.35 * f["height"] + rng.normal(0, 0.25))),
+            1,
+            14,
+        )
+    )
     shape = _choose(rng, list(SHAPES), np.asarray(style.shape_weights) + 0.02)
     swap = rng.random() < 0.5
     parts = _shape_boxes(rng, shape, half_b if swap else half_a, half_a if swap else half_b, floors)
@@ -454,7 +515,11 @@ def _make_building(rng: np.random.Generator, campus: Campus, lot: tuple, fields:
         shrink = 0.8  # keep a rotated footprint inside its lot
     else:
         shrink = 1.0
-    gable = floors <= 4 and shape in ("slab", "L", "U") and rng.random() < style.gable_share * (1 + 0.5 * f["material"])
+    gable = (
+        floors <= 4
+        and shape in ("slab", "L", "U")
+        and rng.random() < style.gable_share * (1 + 0.5 * f["material"])
+    )
     c, s = math.cos(rotation), math.sin(rotation)
     boxes = []
     for pu, pv, hu, hv, base_floors, top_floors in parts:
@@ -482,11 +547,16 @@ def _make_building(rng: np.random.Generator, campus: Campus, lot: tuple, fields:
         name = _choose(rng, list(ROOF_MATERIALS), (local.roof_weights + 0.03) * bias)
         h, sat, val = ROOF_MATERIALS[name]
     hue = (style.roof_hue if h is None else h) + local.roof_hue + 35.0 * f["roof"] + rng.normal(0, 8)
-    roof_rgb = hsv(hue, sat * (1 + 0.2 * f["roof"]) + rng.normal(0, 0.04), val + 0.06 * f["roof"] + rng.normal(0, 0.05))
+    roof_rgb = hsv(
+        hue, sat * (1 + 0.2 * f["roof"]) + rng.normal(0, 0.04), val + 0.06 * f["roof"] + rng.normal(0, 0.05)
+    )
     facade_name = _choose(rng, list(FACADES), local.facade_weights + 0.03)
     fh, fs, fv, window_ratio = FACADES[facade_name]
-    facade_rgb = hsv(fh + 15.0 * f["facade"] + rng.normal(0, 5), fs + rng.normal(0, 0.05),
-                     fv + 0.07 * f["facade"] + rng.normal(0, 0.04))
+    facade_rgb = hsv(
+        fh + 15.0 * f["facade"] + rng.normal(0, 5),
+        fs + rng.normal(0, 0.05),
+        fv + 0.07 * f["facade"] + rng.normal(0, 0.04),
+    )
     window_rgb = hsv(rng.uniform(195, 225), rng.uniform(0.15, 0.4), rng.uniform(0.22, 0.42))
 
     details: list[RoofDetail] = []
@@ -497,29 +567,55 @@ def _make_building(rng: np.random.Generator, campus: Campus, lot: tuple, fields:
 
         def rect(du: float, dv: float, hu: float, hv: float, box=box, bc=bc, bs=bs) -> np.ndarray:
             loc = np.array([[-hu, -hv], [hu, -hv], [hu, hv], [-hu, hv]]) + (du, dv)
-            return np.stack([box.cx + loc[:, 0] * bc - loc[:, 1] * bs, box.cy + loc[:, 0] * bs + loc[:, 1] * bc], 1)
+            return np.stack(
+                [box.cx + loc[:, 0] * bc - loc[:, 1] * bs, box.cy + loc[:, 0] * bs + loc[:, 1] * bc], 1
+            )
 
         if rng.random() < style.solar_share:
             rows = int(rng.integers(2, 6))
             width = box.half_u * rng.uniform(0.4, 0.8)
             for r in range(rows):
                 dv = -box.half_v * 0.7 + r * (1.4 * box.half_v / max(rows - 1, 1))
-                details.append(RoofDetail(rect(rng.uniform(-0.1, 0.1) * box.half_u, dv, width, 1.0),
-                                          box.height, hsv(225, 0.45, 0.28), 0.0, box_index))
+                details.append(
+                    RoofDetail(
+                        rect(rng.uniform(-0.1, 0.1) * box.half_u, dv, width, 1.0),
+                        box.height,
+                        hsv(225, 0.45, 0.28),
+                        0.0,
+                        box_index,
+                    )
+                )
         for _ in range(int(rng.integers(0, 5))):
             hu, hv = rng.uniform(1.0, 3.0), rng.uniform(1.0, 2.5)
             du = rng.uniform(-box.half_u + hu + 1.5, box.half_u - hu - 1.5)
             dv = rng.uniform(-box.half_v + hv + 1.5, box.half_v - hv - 1.5)
-            details.append(RoofDetail(rect(du, dv, hu, hv), box.height, hsv(0, 0, rng.uniform(0.72, 0.86)), 1.5,
-                                      box_index))
+            details.append(
+                RoofDetail(
+                    rect(du, dv, hu, hv), box.height, hsv(0, 0, rng.uniform(0.72, 0.86)), 1.5, box_index
+                )
+            )
 
     lat, lon = enu_to_latlon(np.array(bx - campus.x), np.array(by - campus.y), campus.lat, campus.lon)
-    return Building(index, campus.split, campus.index, bx, by, float(lat), float(lon), tuple(boxes),
-                    roof_rgb, facade_rgb, window_rgb, window_ratio, tuple(details))
+    return Building(
+        index,
+        campus.split,
+        campus.index,
+        bx,
+        by,
+        float(lat),
+        float(lon),
+        tuple(boxes),
+        roof_rgb,
+        facade_rgb,
+        window_rgb,
+        window_ratio,
+        tuple(details),
+    )
 
 
-def _districts(rng: np.random.Generator, blocks: list[Block], x: float, y: float, angle: float,
-               n_buildings: int) -> tuple[District, ...]:
+def _districts(
+    rng: np.random.Generator, blocks: list[Block], x: float, y: float, angle: float, n_buildings: int
+) -> tuple[District, ...]:
     """District centres spread over the building blocks (about one per 25 buildings, >= 250 m apart)."""
     centres = [((b.u0 + b.u1) / 2, (b.v0 + b.v1) / 2) for b in blocks if b.kind == "buildings"]
     wanted = max(1, round(n_buildings / 25))
@@ -531,12 +627,20 @@ def _districts(rng: np.random.Generator, blocks: list[Block], x: float, y: float
         if len(chosen) == wanted:
             break
     c, s = math.cos(angle), math.sin(angle)
-    return tuple(District(
-        x + u * c - v * s, y + u * s + v * c,
-        _weights(rng, len(ROOF_MATERIALS), 0.5), _weights(rng, len(FACADES), 0.5),
-        float(rng.uniform(-45, 45)), float(rng.uniform(-14, 14)), float(rng.uniform(-20, 20)),
-        float(rng.uniform(-0.1, 0.1)), float(np.exp(rng.normal(0, 0.3))),
-    ) for u, v in chosen)
+    return tuple(
+        District(
+            x + u * c - v * s,
+            y + u * s + v * c,
+            _weights(rng, len(ROOF_MATERIALS), 0.5),
+            _weights(rng, len(FACADES), 0.5),
+            float(rng.uniform(-45, 45)),
+            float(rng.uniform(-14, 14)),
+            float(rng.uniform(-20, 20)),
+            float(rng.uniform(-0.1, 0.1)),
+            float(np.exp(rng.normal(0, 0.3))),
+        )
+        for u, v in chosen
+    )
 
 
 def _campus_sizes(n: int) -> list[int]:
@@ -560,8 +664,9 @@ def campus_layout(train_buildings: int, test_buildings: int, seed: int = 0) -> C
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
     layout = CampusLayout(seed=int(seed), fields=StyleFields.create(int(seed)))
-    plan = [("train", n) for n in _campus_sizes(int(train_buildings))] + \
-           [("test", n) for n in _campus_sizes(int(test_buildings))]
+    plan = [("train", n) for n in _campus_sizes(int(train_buildings))] + [
+        ("test", n) for n in _campus_sizes(int(test_buildings))
+    ]
     grid_rng = np.random.default_rng([seed, TAG_CAMPUS])
     order = grid_rng.permutation(len(plan))  # which grid slot each campus gets
     for index, (split, n) in enumerate(plan):
@@ -575,8 +680,20 @@ def campus_layout(train_buildings: int, test_buildings: int, seed: int = 0) -> C
         blocks = _plan_blocks(rng, n, pitch, road)
         angle = float(rng.uniform(0, math.pi / 2))
         districts = _districts(rng, blocks, x, y, angle, n)
-        campus = Campus(index, split, x, y, float(lat), float(lon), angle, pitch, road, _campus_style(rng),
-                        tuple(blocks), districts)
+        campus = Campus(
+            index,
+            split,
+            x,
+            y,
+            float(lat),
+            float(lon),
+            angle,
+            pitch,
+            road,
+            _campus_style(rng),
+            tuple(blocks),
+            districts,
+        )
         members = []
         for block in blocks:
             for lot in block.lots:
@@ -589,7 +706,7 @@ def campus_layout(train_buildings: int, test_buildings: int, seed: int = 0) -> C
         members = [b.index for b in layout.buildings if b.split == split]
         first = 1 if split == "train" else int(train_buildings) + 1
         ids = np.random.default_rng([seed, TAG_IDS, 0 if split == "train" else 1]).permutation(len(members))
-        for member, offset in zip(members, ids):
+        for member, offset in zip(members, ids, strict=True):
             layout.buildings[member] = _replace(layout.buildings[member], class_id=first + int(offset))
     return layout
 
