@@ -119,10 +119,11 @@ def test_embeddings_entry_equals_distance_entry() -> None:
 
 @pytest.mark.parametrize("variant", rerank.VARIANTS)
 @pytest.mark.parametrize("ks", [(4, 9, 20), (6, 6, 15), (12,)])
-def test_msrerank_matches_reference(variant: str, ks: tuple[int, ...]) -> None:
+@pytest.mark.parametrize("n_query", [20, 110])  # fewer queries than gallery items, and more
+def test_msrerank_matches_reference(variant: str, ks: tuple[int, ...], n_query: int) -> None:
     rng = np.random.default_rng(7)
     x = _embeddings(rng, 150, clusters=15, noise=0.5)
-    blocks = _blocks(x[:20], x[20:])
+    blocks = _blocks(x[:n_query], x[n_query:])
     got = rerank.msrerank(*blocks, ks=ks, variant=variant)
     want = reference.msrerank(*blocks, ks=ks, variant=variant)
     np.testing.assert_allclose(got, want, atol=TOL, rtol=0)

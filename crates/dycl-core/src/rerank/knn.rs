@@ -19,6 +19,18 @@ pub fn sort_key(value: f32, index: u32) -> u64 {
     (((bits ^ flip) as u64) << 32) | index as u64
 }
 
+/// The value packed into a [`sort_key`] (`-0.0` comes back as `+0.0`).
+#[inline]
+pub fn key_value(key: u64) -> f32 {
+    let ordered = (key >> 32) as u32;
+    let bits = if ordered & 0x8000_0000 != 0 {
+        ordered ^ 0x8000_0000
+    } else {
+        !ordered
+    };
+    f32::from_bits(bits)
+}
+
 /// Selects the `k` smallest entries of a row, reusing its buffer between rows.
 #[derive(Default)]
 pub struct SmallestK {
@@ -43,14 +55,20 @@ impl SmallestK {
         keys.clear();
         keys.reserve(cap);
         let mut threshold = u64::MAX;
+        // `key < threshold` implies `v <= threshold_value`: a float compare
+        // that rejects almost every element before a key is built.
+        let mut threshold_value = f32::INFINITY;
         for (j, &v) in values.iter().enumerate() {
-            let key = sort_key(v, j as u32);
-            if key < threshold {
-                keys.push(key);
-                if keys.len() == cap {
-                    keys.select_nth_unstable(k - 1);
-                    keys.truncate(k);
-                    threshold = keys[k - 1];
+            if v <= threshold_value {
+                let key = sort_key(v, j as u32);
+                if key < threshold {
+                    keys.push(key);
+                    if keys.len() == cap {
+                        keys.select_nth_unstable(k - 1);
+                        keys.truncate(k);
+                        threshold = keys[k - 1];
+                        threshold_value = key_value(threshold);
+                    }
                 }
             }
         }
@@ -61,6 +79,31 @@ impl SmallestK {
         keys.sort_unstable();
         out.extend(keys.iter().map(|&key| key as u32));
     }
+}
+
+/// Maximum of non-negative values (0 for none) and whether all are finite.
+/// Written as plain compare-selects over lanes so that it vectorises.
+#[inline]
+pub fn max_and_finite(values: &[f32]) -> (f32, bool) {
+    const LANES: usize = 16;
+    let mut max = [0f32; LANES];
+    let mut finite = [true; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for l in 0..LANES {
+            let v = chunk[l];
+            finite[l] &= v <= f32::MAX;
+            max[l] = if v > max[l] { v } else { max[l] };
+        }
+    }
+    let mut m = 0f32;
+    let mut ok = finite.iter().all(|&f| f);
+    for &v in tail.iter().chain(max.iter()) {
+        ok &= v <= f32::MAX;
+        m = if v > m { v } else { m };
+    }
+    (m, ok)
 }
 
 /// `values /= max` like the reference's column normalisation; an all-zero
@@ -135,12 +178,7 @@ impl NeighbourLists {
                     source.fill(r0..r0 + rows, 0..n, buf);
                     for r in 0..rows {
                         let values = &mut buf[r * n..(r + 1) * n];
-                        let mut max = 0f32;
-                        let mut finite = true;
-                        for &v in values.iter() {
-                            finite &= v <= f32::MAX;
-                            max = max.max(v);
-                        }
+                        let (max, finite) = max_and_finite(values);
                         if !finite {
                             bad.store(true, std::sync::atomic::Ordering::Relaxed);
                             return;
@@ -230,6 +268,25 @@ mod tests {
     }
 
     #[test]
+    fn key_value_round_trips() {
+        for v in [
+            0.0f32,
+            -0.0,
+            1.5,
+            -2.25,
+            f32::MAX,
+            -f32::MAX,
+            1e-40,
+            -1e-40,
+            f32::INFINITY,
+        ] {
+            let back = key_value(sort_key(v, 7));
+            assert_eq!(back, v);
+            assert_eq!(back.to_bits(), (v + 0.0).to_bits());
+        }
+    }
+
+    #[test]
     fn selection_matches_full_sort_with_ties() {
         let mut sel = SmallestK::default();
         let mut out = Vec::new();
@@ -245,5 +302,14 @@ mod tests {
         let desc: Vec<f32> = (0..3000).rev().map(|i| i as f32).collect();
         sel.select(&desc, 21, &mut out);
         assert_eq!(out, reference_smallest(&desc, 21));
+        // negative values and signed zeros (Jaccard mixes can dip below 0 by rounding)
+        let signed: Vec<f32> = (0..2000)
+            .map(|i| ((i * 37) % 101) as f32 - 50.0)
+            .chain([-0.0, 0.0, -0.0])
+            .collect();
+        for k in [1, 5, 100, 1500] {
+            sel.select(&signed, k, &mut out);
+            assert_eq!(out, reference_smallest(&signed, k), "k = {k}");
+        }
     }
 }

@@ -39,7 +39,7 @@ pub use source::{
 use crate::error::{DyclError, Result};
 use knn::{InLists, NeighbourLists};
 use kreciprocal::{half_to_even, query_expansion, reciprocal_all, weights, Inverted, SparseRows};
-use msrerank::{combine_levels, Level};
+use msrerank::{combine_levels, first_columns, Level};
 
 /// k-reciprocal re-ranking from the three distance blocks; `(q, g)` float32.
 pub fn k_reciprocal(
@@ -222,13 +222,10 @@ fn rerank<S: SquaredDistances>(
         .ok_or_else(|| source.non_finite_error())?;
     let inlists = InLists::build(&lists);
 
-    let answer_rows = match variant {
-        Variant::Paper => q..n,
-        Variant::Reference => 0..n,
-    };
+    let first_cols = first_columns(variant, ks.len(), q);
     let mut distinct = ks.to_vec();
     distinct.dedup();
-    let mut per_k: Vec<(usize, SparseRows, Inverted)> = Vec::with_capacity(distinct.len());
+    let mut per_k: Vec<(usize, SparseRows)> = Vec::with_capacity(distinct.len());
     for (idx, &k) in distinct.iter().enumerate() {
         let stage = format!(
             "k-reciprocal sets, k = {k} ({}/{})",
@@ -248,21 +245,38 @@ fn rerank<S: SquaredDistances>(
                 query_expansion(&v, &lists, k2, t)
             })?;
         }
-        let inverted = Inverted::build(&v, answer_rows.clone(), n);
-        per_k.push((k, v, inverted));
+        per_k.push((k, v));
+    }
+    let weights_of = |k: usize| {
+        &per_k
+            .iter()
+            .find(|e| e.0 == k)
+            .expect("every k was computed")
+            .1
+    };
+    // One inverted index per distinct (k, first column).
+    let mut inverted: Vec<(usize, usize, Inverted)> = Vec::new();
+    for (&k, &first_col) in ks.iter().zip(&first_cols) {
+        if !inverted.iter().any(|e| e.0 == k && e.1 == first_col) {
+            inverted.push((
+                k,
+                first_col,
+                Inverted::build(weights_of(k), first_col..n, n),
+            ));
+        }
     }
     let levels: Vec<Level> = ks
         .iter()
-        .map(|&k| {
-            let (_, weights, inverted) = per_k
+        .zip(&first_cols)
+        .map(|(&k, &first_col)| Level {
+            k,
+            weights: weights_of(k),
+            inverted: &inverted
                 .iter()
-                .find(|e| e.0 == k)
-                .expect("every k was computed");
-            Level {
-                k,
-                weights,
-                inverted,
-            }
+                .find(|e| e.0 == k && e.1 == first_col)
+                .expect("built above")
+                .2,
+            first_col,
         })
         .collect();
     progress.run("re-ranking queries", 0, q, |t| {

@@ -44,8 +44,23 @@ pub struct Level<'a> {
     pub k: usize,
     /// Rows of `V` (after query expansion); only query rows are read.
     pub weights: &'a SparseRows,
-    /// `V` inverted over the rows that are columns of the answer.
+    /// `V` inverted over rows `first_col..N`, the columns this level needs.
     pub inverted: &'a Inverted,
+    /// First joint column whose distance this level needs: `q` (gallery
+    /// only) or 0 (all N, for the reference variant's protected sets).
+    pub first_col: usize,
+}
+
+/// Joint columns each level must see: only the reference variant's levels
+/// before the last choose protected columns among all N; every other level
+/// is only read on gallery columns.
+pub fn first_columns(variant: Variant, n_levels: usize, q: usize) -> Vec<usize> {
+    (0..n_levels)
+        .map(|l| match variant {
+            Variant::Reference if l + 1 < n_levels => 0,
+            _ => q,
+        })
+        .collect()
 }
 
 struct Scratch {
@@ -61,8 +76,8 @@ struct Scratch {
 
 /// Combine the levels for every query row into the `(q, g)` answer.
 ///
-/// `Variant::Paper` needs columns `q..N` (the gallery) of the inverted
-/// indexes, `Variant::Reference` all `N` columns.
+/// `state` holds the running result over joint columns `col0..N` (`col0`
+/// the smallest `first_col`); the answer is its gallery part.
 pub fn combine_levels<S: SquaredDistances + ?Sized>(
     source: &S,
     lists: &NeighbourLists,
@@ -74,10 +89,7 @@ pub fn combine_levels<S: SquaredDistances + ?Sized>(
 ) -> Array2<f32> {
     let n = source.n_items();
     let g = n - q;
-    let col0 = match variant {
-        Variant::Paper => q,
-        Variant::Reference => 0,
-    };
+    let col0 = levels.iter().map(|l| l.first_col).min().unwrap_or(q);
     let width = n - col0;
     let tile = source.tile_rows().min(q);
     // The reference computes (1 − λ)·J + λ·D in float32 with the weights cast once.
@@ -115,48 +127,58 @@ pub fn combine_levels<S: SquaredDistances + ?Sized>(
                     // reference variant keeps one epoch per row (protected columns accumulate).
                     s.epoch += 1;
                     for (l, level) in levels.iter().enumerate() {
+                        // Positions in `state`, `dist` and `mark` of this level's columns.
+                        let lo = level.first_col - col0;
+                        let cols = width - lo;
                         jaccard_row(
                             level.weights.row(i),
                             level.inverted,
-                            &mut s.shared,
-                            &mut s.level,
+                            &mut s.shared[..cols],
+                            &mut s.level[..cols],
                         );
-                        for (d_l, &d) in s.level.iter_mut().zip(dist.iter()) {
+                        for (d_l, &d) in s.level[..cols].iter_mut().zip(&dist[lo..]) {
                             *d_l = *d_l * w_jaccard + d * w_dist;
                         }
                         let last = l + 1 == levels.len();
+                        let state = &mut s.state[lo..];
+                        let mark = &s.mark[lo..];
+                        let d_l = &s.level[..cols];
                         match variant {
                             Variant::Paper => {
-                                for c in 0..width {
-                                    if l == 0 {
-                                        s.state[c] = 0.0 + s.level[c];
-                                    } else if s.mark[c] != s.epoch {
-                                        s.state[c] += s.level[c];
+                                if l == 0 {
+                                    for (x, &d) in state.iter_mut().zip(d_l) {
+                                        *x = 0.0 + d;
+                                    }
+                                } else {
+                                    for c in 0..cols {
+                                        if mark[c] != s.epoch {
+                                            state[c] += d_l[c];
+                                        }
                                     }
                                 }
                                 if !last {
                                     s.epoch += 1;
-                                    s.selector.select(&s.state, level.k, &mut s.picked);
+                                    s.selector.select(state, level.k, &mut s.picked);
                                     for &c in &s.picked {
-                                        s.mark[c as usize] = s.epoch;
+                                        s.mark[lo + c as usize] = s.epoch;
                                     }
                                 }
                             }
                             Variant::Reference => {
                                 if l == 0 {
-                                    s.state.copy_from_slice(&s.level);
+                                    state.copy_from_slice(d_l);
                                 } else {
                                     let offset = l as f32;
-                                    for c in 0..width {
-                                        if s.mark[c] != s.epoch {
-                                            s.state[c] = s.level[c] + offset;
+                                    for c in 0..cols {
+                                        if mark[c] != s.epoch {
+                                            state[c] = d_l[c] + offset;
                                         }
                                     }
                                 }
                                 if !last {
-                                    s.selector.select(&s.state, level.k + 1, &mut s.picked);
+                                    s.selector.select(state, level.k + 1, &mut s.picked);
                                     for &c in &s.picked {
-                                        s.mark[c as usize] = s.epoch;
+                                        s.mark[lo + c as usize] = s.epoch;
                                     }
                                 }
                             }
