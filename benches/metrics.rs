@@ -10,6 +10,7 @@ use ndarray::{Array1, Array2};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use std::hint::black_box;
+use std::time::Duration;
 
 const BUILDINGS: usize = 300;
 const DRONE_PER_BUILDING: usize = 60;
@@ -58,6 +59,7 @@ fn bench_metrics(c: &mut Criterion) {
     let campus = campus();
     let mut group = c.benchmark_group("metrics_da_campus");
     group.sample_size(20);
+    group.measurement_time(Duration::from_secs(8));
     group.bench_function("sat_to_drone_300x18000", |b| {
         b.iter(|| {
             metrics::per_query(

@@ -156,9 +156,13 @@ fn checked_ids(
         .collect()
 }
 
-/// Queries per rayon task: keeps scheduling overhead small when each query
-/// is cheap (small gallery).
-const MIN_QUERIES_PER_TASK: usize = 8;
+/// Queries per rayon task: at least a few, and few enough tasks (about four
+/// per thread) that the per-task buffers, sized for the whole gallery, are
+/// allocated a handful of times per call rather than once per query.
+fn queries_per_task(n_queries: usize) -> usize {
+    let tasks = 4 * rayon::current_num_threads().max(1);
+    n_queries.div_ceil(tasks).max(8)
+}
 
 /// Metrics of every query for a `(q, g)` distance matrix (lower = closer,
 /// ties by gallery index). `query_ids[i]` / `gallery_ids[j]` index the
@@ -234,7 +238,7 @@ pub fn per_query<D: Copy + Into<f64> + Send + Sync>(
     )
         .into_par_iter()
         .enumerate()
-        .with_min_len(MIN_QUERIES_PER_TASK)
+        .with_min_len(queries_per_task(q))
         .for_each_init(
             new_scratch,
             |s, (i, (h_ap, asi, ndcg, top1, mut ap, mut first, mut n_rel))| {
@@ -348,7 +352,7 @@ pub fn ranked_gallery<D: Copy + Into<f64> + Send + Sync>(
     out.axis_iter_mut(Axis(0))
         .into_par_iter()
         .enumerate()
-        .with_min_len(MIN_QUERIES_PER_TASK)
+        .with_min_len(queries_per_task(q))
         .for_each_init(
             || (Vec::with_capacity(g), Vec::new()),
             |(keys, row_buf): &mut (Vec<u128>, Vec<f64>), (i, mut out_row)| {

@@ -266,6 +266,41 @@ mod tests {
     }
 
     #[test]
+    fn positive_ranks_match_full_sort_on_random_rows() {
+        use rand::rngs::StdRng;
+        use rand::{RngExt, SeedableRng};
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut rp = RankedPositives::new(500, 4);
+        for case in 0..200 {
+            let n = rng.random_range(1..500usize);
+            let share_pos: f64 = rng.random();
+            let d: Vec<f64> = (0..n)
+                .map(|_| match case % 4 {
+                    0 => rng.random::<f64>(),                            // spread
+                    1 => (rng.random_range(0..6i32) as f64) * 0.5 - 1.0, // heavy ties, signs
+                    2 => 0.3 + rng.random::<f64>() * 1e-12,              // narrow range
+                    _ => (rng.random::<f64>() - 0.5) * 10f64.powi(rng.random_range(-300..300)), // wide
+                })
+                .collect();
+            let levels: Vec<u8> = (0..n)
+                .map(|_| {
+                    if rng.random::<f64>() < share_pos {
+                        rng.random_range(1..5u8)
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            let ids: Vec<usize> = (0..n).collect();
+            rp.rank(&d, &ids, &levels);
+            let (ranks, lv) = full_sort_ranks(&d, &levels);
+            assert_eq!(rp.ranks(), &ranks[..], "case {case}");
+            let got_lv: Vec<u8> = rp.positives().iter().map(|&k| key_level(k)).collect();
+            assert_eq!(got_lv, lv, "case {case}");
+        }
+    }
+
+    #[test]
     fn no_positive_and_all_positive() {
         let d = [0.3, 0.1, 0.2];
         let ids = [0, 1, 2];
