@@ -61,14 +61,24 @@ def split_stats(split: Split, thresholds: Sequence[float] = DEFAULT_THRESHOLDS) 
     }
 
 
-def dataset_stats(root: str | os.PathLike, thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> dict:
-    """Statistics of a dataset in the DA-Campus layout (both splits; they must not share a building)."""
+def dataset_stats(
+    root: str | os.PathLike, thresholds: Sequence[float] = DEFAULT_THRESHOLDS, appearance: bool = False
+) -> dict:
+    """Statistics of a dataset in the DA-Campus layout (both splits; they must not share a building).
+
+    With ``appearance``, each split also gets the DESIGN §9 measurements of
+    :func:`appearance_similarity` (decodes every image: seconds per thousand).
+    """
     splits = {name: read_dacampus(root, name) for name in SPLITS}
     check_disjoint(splits["train"], splits["test"])
-    return {
+    out = {
         "root": str(Path(root)),
         "splits": {name: split_stats(s, thresholds) for name, s in splits.items()},
     }
+    if appearance:
+        for name, s in splits.items():
+            out["splits"][name]["appearance"] = appearance_similarity(s, thresholds)
+    return out
 
 
 def format_stats(stats: dict) -> str:
@@ -98,6 +108,16 @@ def format_stats(stats: dict) -> str:
             f"{name}: Eq. 6 ks (mu 0.1, min 20): Satellite->Drone {tuple(ks['satellite_to_drone'])}, "
             f"Drone->Satellite {tuple(ks['drone_to_satellite'])}"
         )
+        if "appearance" in s:
+            a = s["appearance"]
+            by_level = ", ".join(f"L{lv}: {v:.3f}" for lv, v in enumerate(a["satellite_by_level"]))
+            lines.append(f"{name}: satellite colour-histogram similarity by level: {by_level}")
+            if "drone_to_own_satellite" in a:
+                lines.append(
+                    f"{name}: drone vs own satellite tile {a['drone_to_own_satellite']:.3f} "
+                    f"(vs other tiles {a['drone_to_other_satellite']:.3f}); histogram Drone->Satellite "
+                    f"R@1 {100 * a['histogram_recall_at_1']:.1f}% (chance {100 * a['chance']:.1f}%)"
+                )
     return "\n".join(lines)
 
 

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 from .world import TAG_RASTER, Box, Building, Campus, CampusLayout, hsv
 
@@ -451,18 +451,17 @@ def build_campus_raster(layout: CampusLayout, campus_index: int, res: float) -> 
         spots[:, 0].copy(), spots[:, 1].copy(), radius, radius * rng.uniform(1.6, 2.6, n) + 2.0, tree_rgb
     )
 
-    ground_rgb = np.asarray(paint.image, dtype=np.uint8).copy()
-    # Texture: fine grain and low-frequency dirt, the same on every surface (in int16 to save memory).
-    tile = rng.normal(0.0, 1.0, size=(256, 256)).astype(np.float32)
-    grain = np.tile((tile * 5.0).astype(np.int16), (height // 256 + 1, width // 256 + 1))[:height, :width]
-    dirt_small = Image.fromarray(
-        (rng.normal(128, 18, size=(height // 32 + 2, width // 32 + 2))).clip(0, 255).astype(np.uint8)
-    ).resize((width, height), Image.BILINEAR)
-    dirt = (np.asarray(dirt_small, dtype=np.int16) - 128) // 6
-    ground16 = ground_rgb.astype(np.int16)
-    ground16 += (grain + dirt)[..., None]
+    # Texture: fine grain (a tiled noise pattern) and low-frequency dirt on every surface; PIL operations
+    # on 8-bit images keep this fast and small for rasters of tens of megapixels.
+    tile = rng.normal(0.0, 1.0, size=(256, 256))
+    grain = _tiled(Image.fromarray(np.clip(128.5 + 5.0 * tile, 0, 255).astype(np.uint8)), (width, height))
+    dirt_small = rng.normal(128.5, 3.0, size=(height // 32 + 2, width // 32 + 2)).clip(0, 255)
+    dirt_small = dirt_small.astype(np.uint8)
+    dirt = Image.fromarray(dirt_small).resize((width, height), Image.BILINEAR)
+    texture = ImageChops.add(grain, dirt, 1.0, -128)
+    ground_img = ImageChops.add(paint.image, Image.merge("RGB", (texture, texture, texture)), 1.0, -128)
 
-    # Shadows of buildings and trees, from the campus sun.
+    # Shadows of buildings and trees, from the campus sun: multiply by a bluish shade.
     sun = sun_vector(style.sun_azimuth, style.sun_elevation)
     shadow = Image.new("L", (width, height), 0)
     sdraw = ImageDraw.Draw(shadow)
@@ -471,23 +470,18 @@ def build_campus_raster(layout: CampusLayout, campus_index: int, res: float) -> 
             sdraw.polygon(paint._px(box_shadow(box, sun)), fill=255)
     horizontal = -sun[:2] / sun[2]
     for i in range(n):
-        cx, cy = (
-            trees.x[i] + horizontal[0] * trees.height[i] * 0.7,
-            trees.y[i] + horizontal[1] * trees.height[i] * 0.7,
-        )
+        cx = trees.x[i] + horizontal[0] * trees.height[i] * 0.7
+        cy = trees.y[i] + horizontal[1] * trees.height[i] * 0.7
         r = trees.radius[i] / res
         pc, pr = (cx - x0) / res, (y1 - cy) / res
         sdraw.ellipse((pc - r, pr - r * 0.9, pc + r, pr + r * 0.9), fill=200)
     shadow = shadow.filter(ImageFilter.BoxBlur(1))
-    shade = np.asarray(shadow, dtype=np.int32)
-    tint = np.array([0.50, 0.52, 0.62])
-    for ch in range(3):
-        factor = 256 - ((256 - int(tint[ch] * 256)) * shade) // 255
-        ground16[..., ch] = (ground16[..., ch].astype(np.int32) * factor // 256).astype(np.int16)
-    ground = np.clip(ground16, 0, 255).astype(np.uint8)
+    shade = [shadow.point([round(255 - v * (1.0 - t)) for v in range(256)]) for t in (0.50, 0.52, 0.62)]
+    ground_img = ImageChops.multiply(ground_img, Image.merge("RGB", shade))
+    ground = np.asarray(ground_img, dtype=np.uint8)
 
     # Orthophoto: ground + tree crowns + roofs.
-    ortho_img = Image.fromarray(ground)
+    ortho_img = ground_img.copy()
     odraw = ImageDraw.Draw(ortho_img)
     sun_dx, sun_dy = sun[0], -sun[1]  # image axes: rows grow southwards
     for i in np.argsort(trees.height, kind="stable"):
@@ -500,25 +494,25 @@ def build_campus_raster(layout: CampusLayout, campus_index: int, res: float) -> 
         odraw.ellipse((hc - hr, hrow - hr, hc + hr, hrow + hr), fill=_shift_rgb(rgb, 1.12))
     for b in sorted(buildings.values(), key=lambda b: b.index):
         draw_roofs_ortho(odraw, paint._px, b, sun, res)
-    ortho = np.asarray(ortho_img, dtype=np.uint8)
-    grain3 = (tile * 3.0).astype(np.int16)
-    ortho = np.clip(
-        ortho.astype(np.int16)
-        + np.tile(grain3, (height // 256 + 1, width // 256 + 1))[:height, :width, None],
-        0,
-        255,
-    ).astype(np.uint8)
+    fine = _tiled(Image.fromarray(np.clip(128.5 + 3.0 * tile, 0, 255).astype(np.uint8)), (width, height))
+    ortho = np.asarray(ImageChops.add(ortho_img, Image.merge("RGB", (fine, fine, fine)), 1.0, -128))
 
     levels = [ground]
-    while min(levels[-1].shape[:2]) > 64 and len(levels) < 6:
-        prev = levels[-1]
-        h2, w2 = prev.shape[0] // 2 * 2, prev.shape[1] // 2 * 2
-        p = prev[:h2, :w2].astype(np.uint16)
-        levels.append(
-            ((p[0::2, 0::2] + p[1::2, 0::2] + p[0::2, 1::2] + p[1::2, 1::2] + 2) // 4).astype(np.uint8)
-        )
+    level_img = ground_img
+    while min(level_img.size) > 64 and len(levels) < 6:
+        level_img = level_img.reduce(2)  # 2 x 2 box average
+        levels.append(np.asarray(level_img, dtype=np.uint8))
     outskirts = tuple(int(v) for v in np.asarray(base.resize((1, 1), Image.BOX)).reshape(3))
     return CampusRaster.create(campus_index, x0, y1, res, levels, ortho, trees, outskirts, sun)  # type: ignore[arg-type]
+
+
+def _tiled(tile: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """``tile`` repeated over an image of ``size``."""
+    out = Image.new(tile.mode, size)
+    for top in range(0, size[1], tile.height):
+        for left in range(0, size[0], tile.width):
+            out.paste(tile, (left, top))
+    return out
 
 
 def box_apron(box: Box, margin: float) -> np.ndarray:
