@@ -69,6 +69,8 @@ def _data_parser() -> argparse.ArgumentParser:
     stats.add_argument("--json", action="store_true", help="print JSON instead of a report")
     stats.add_argument("--thresholds", type=float, nargs="+", default=[200.0, 500.0], metavar="M",
                        help="level thresholds in metres (default 200 500)")
+    stats.add_argument("--appearance", action="store_true",
+                       help="also measure DESIGN §9 (colour-histogram similarity by level, drone vs tile)")
 
     show = sub.add_parser("show", help="contact sheet of one building: satellite tile + drone views")
     show.add_argument("root", help="dataset folder (DA-Campus layout)")
@@ -92,7 +94,7 @@ def _data_run(args: argparse.Namespace) -> int:
     if args.command == "stats":
         from .data.stats import dataset_stats, format_stats
 
-        stats = dataset_stats(args.root, args.thresholds)
+        stats = dataset_stats(args.root, args.thresholds, appearance=args.appearance)
         print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
         return 0
     from .data.stats import contact_sheet, find_building
