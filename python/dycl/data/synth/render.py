@@ -496,7 +496,14 @@ def drone_view(
     )
     az, el = math.radians(params.sun_azimuth), math.radians(params.sun_elevation)
     sun = np.array([math.sin(az) * math.cos(el), math.cos(az) * math.cos(el), math.sin(el)])
-    image = Image.fromarray(_render_ground(camera, raster, params.haze_m))
+    # The ground is mip-mapped (already filtered), so it is rendered at the output resolution and only
+    # enlarged for the polygons, which need the supersampling for smooth edges.
+    ground_camera = look_camera(
+        np.array(params.target), params.heading, params.pitch, params.distance, params.fov, params.roll, size
+    )
+    image = Image.fromarray(_render_ground(ground_camera, raster, params.haze_m))
+    if supersample > 1:
+        image = image.resize((big, big), Image.BILINEAR)
     scene = _Scene(camera, image, params.haze_m, sun)
     cam = camera.position
 
@@ -535,17 +542,27 @@ def drone_view(
     sun_screen = camera.rotation @ sun
     items.sort(key=lambda it: (-it[0], it[1], it[2]))
     draw_building = scene_data.prepare_view(scene, [(i, d) for d, k, i in items if k == 0])
-    for d, kind, index in items:
+    shade_of, light_of = {}, {}
+    tree_ids = np.array([i for _, k, i in items if k == 1], dtype=np.int64)
+    if len(tree_ids):  # crown colours (shaded body, lit top), hazed by distance, for all trees at once
+        dist = np.linalg.norm(np.column_stack([trees.x, trees.y, trees.height])[tree_ids] - cam, axis=1)
+        h = (1.0 - np.exp(-dist / params.haze_m))[:, None]
+        base = trees.rgb[tree_ids].astype(np.float64)
+        dark = np.clip(base * 0.62 * (1 - h) + SKY_RGB * h, 0, 255).astype(np.int64).tolist()
+        lit = np.clip(np.minimum(base * 1.05, 255) * (1 - h) + SKY_RGB * h, 0, 255).astype(np.int64).tolist()
+        shade_of = dict(zip(tree_ids.tolist(), map(tuple, dark), strict=True))
+        light_of = dict(zip(tree_ids.tolist(), map(tuple, lit), strict=True))
+    draw = scene.draw
+    for _, kind, index in items:
         if kind == 0:
             draw_building(index)
         else:
             r = radius_px[index]
             cx, cy = px[index]
-            rgb = trees.rgb[index].astype(np.float64)
-            scene.draw.ellipse((cx - r, cy - r * 0.95, cx + r, cy + r * 0.95), fill=scene.haze(rgb * 0.62, d))
+            draw.ellipse((cx - r, cy - r * 0.95, cx + r, cy + r * 0.95), fill=shade_of[index])
             hr = r * 0.62
             hx, hy = cx + sun_screen[0] * r * 0.3, cy + sun_screen[1] * r * 0.3 - r * 0.15
-            scene.draw.ellipse((hx - hr, hy - hr, hx + hr, hy + hr), fill=scene.haze(rgb * 1.05, d))
+            draw.ellipse((hx - hr, hy - hr, hx + hr, hy + hr), fill=light_of[index])
 
     small = image.reduce(supersample) if supersample > 1 else image
     arr = np.asarray(small, dtype=np.float32)
