@@ -7,8 +7,9 @@ Splits (NumPy only, no torch)::
 
     from dycl.data import read_dacampus, read_manifest, Split, DatasetError
 
-    split = read_dacampus(root, "train")        # DA-Campus layout (DESIGN §7)
+    split = read_dacampus(root, "train")        # DA-Campus layout (DESIGN §7); check_images=True
     split = read_manifest("data.csv", "test")   # CSV: path, view, building, latitude, longitude, split
+    check_disjoint(train_split, test_split)     # DatasetError if the splits share a building id
 
     split.name                  # "train" / "test" (whatever split was asked for)
     split.building_ids          # (B,) building ids, ascending: int64 class_id values for DA-Campus;
@@ -35,7 +36,8 @@ Torch datasets (``dycl.data.datasets``; importing them imports torch)::
     ImageSet(paths, buildings, transform=None)      [i] -> (image, building)
     satellite_set(split, transform=None) -> ImageSet    # B satellite tiles, building index = row
     drone_set(split, transform=None) -> ImageSet        # N drone views with their building indices
-    load_image(path) -> uint8 tensor (3, H, W)          # raises CorruptImageError(path) on unreadable files
+    load_image(path) -> uint8 tensor (3, H, W)          # Pillow; CorruptImageError (a DatasetError)
+                                                        # naming the path on undecodable files
 
 Without a transform images come back as uint8 tensors (3, H, W).
 
@@ -59,25 +61,36 @@ Batch samplers over pair indices (``dycl.data.samplers``; NumPy only)::
                        thresholds=(200.0, 500.0), **options)   # kind: "random" | "geo"
     sampler.set_epoch(epoch); len(sampler); iter(sampler) -> lists of pair indices
     sampler.state_dict() -> dict; sampler.load_state_dict(state)     # resume at an epoch boundary
+    sampler.global_batches(epoch) -> [step][rank] -> pair indices    # every rank's share (tests, stats)
+    geo_sampler.epoch_summary(epoch) -> {"batches", "pairs", "repeats", "unused"}
     in_batch_positives(sampler_or_batches, pair_buildings, levels) -> dict  # in-batch positives per scale
 
 Use them as ``DataLoader(PairDataset(...), batch_sampler=sampler, ...)`` and
 call ``sampler.set_epoch(epoch)`` before every epoch. The batches of an epoch
 are a pure function of (seed, epoch, configuration); every rank computes the
 same global schedule and takes its own disjoint share, and all ranks get the
-same number of batches.
+same number of batches: ``ceil(num_pairs / (batch_size * world_size))`` for
+both kinds (``floor`` for random with ``drop_last``), the same every epoch.
+``batch_size`` is per rank. ``random`` uses every pair once per epoch;
+``geo`` gives every anchor in-batch partners at every level and uses all but
+a few pairs (see ``epoch_summary``).
 
 Synthetic campus (``dycl.data.synth``)::
 
     generate_campus(out_dir, train_buildings=120, test_buildings=60, drone_views=24,
                     image_size=128, seed=0, workers=None, progress=True) -> Path
+        # writes the DA-Campus layout; byte-identical per seed; resumes an interrupted run in out_dir
+    DEMO_DEFAULTS                      # {"train_buildings": 120, "test_buildings": 60, "drone_views": 24,
+                                       #  "image_size": 128, "seed": 0}
     campus_layout(train_buildings, test_buildings, seed=0) -> CampusLayout  # coordinates only, no images
+        # .coords(split) -> (B, 2) lat/lon in class_id order
 
 Statistics and previews (``dycl.data.stats``)::
 
-    dataset_stats(root, thresholds=(200.0, 500.0)) -> dict      # what ``dycl-data stats`` prints
+    dataset_stats(root, thresholds=(200.0, 500.0), appearance=False) -> dict   # ``dycl-data stats``
+    split_stats(split, thresholds) -> dict     # counts, level histogram, neighbours per scale, Eq. 6 ks
     appearance_similarity(split, thresholds=(200.0, 500.0)) -> dict   # DESIGN §9 checks
-    contact_sheet(split, building_id, out_png) -> Path
+    contact_sheet(split, building_id, out_png) -> Path                # ``dycl-data show``
 
 The CLI ``dycl-data synth|stats|show`` lives in :mod:`dycl.cli`.
 """
