@@ -327,3 +327,23 @@ def test_manifest_errors(tmp_path):
     assert "1 image file(s) do not exist" in message and "d1.jpg" in message
 
     assert "missing file" in _error(read_manifest, tmp_path / "none.csv", "train")
+
+
+def test_split_constructor_copies_and_checks():
+    ids = np.array([3, 5])
+    coords = np.array([[40.0, -70.0], [40.001, -70.0]])
+    drone = np.array([1, 0, 1])
+    split = Split("x", ids, coords, ("a.jpg", "b.jpg"), ("d0", "d1", "d2"), drone)
+    coords[0, 0] = 0.0
+    ids[0] = 99
+    assert split.coords[0, 0] == 40.0 and split.building_ids[0] == 3  # private copies
+    with pytest.raises(ValueError):
+        split.coords[0, 0] = 1.0  # read-only
+    assert split.satellite_paths[0] == Path("a.jpg") and split.drone_counts().tolist() == [1, 2]
+    assert split.index_of(5) == 1
+    with pytest.raises(ValueError, match="one row per building"):
+        Split("x", ids, coords[:1], ("a.jpg", "b.jpg"), (), np.zeros(0, dtype=np.int64))
+    with pytest.raises(ValueError, match="outside"):
+        Split("x", ids, coords, ("a.jpg", "b.jpg"), ("d0",), np.array([2]))
+    with pytest.raises(ValueError, match="same length"):
+        Split("x", ids, coords, ("a.jpg", "b.jpg"), ("d0",), np.array([0, 1]))

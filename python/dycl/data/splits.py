@@ -53,16 +53,23 @@ class Split:
     _index: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        b = len(self.building_ids)
-        if self.coords.shape != (b, 2) or len(self.satellite_paths) != b:
+        # private read-only copies: a Split never changes under its users
+        ids = np.array(self.building_ids)
+        coords = np.array(self.coords, dtype=np.float64)
+        drone_buildings = np.array(self.drone_buildings, dtype=np.int64)
+        b = len(ids)
+        if ids.ndim != 1 or coords.shape != (b, 2) or len(self.satellite_paths) != b:
             raise ValueError("Split: building_ids, coords and satellite_paths must have one row per building")
-        if len(self.drone_paths) != len(self.drone_buildings):
+        if drone_buildings.ndim != 1 or len(self.drone_paths) != len(drone_buildings):
             raise ValueError("Split: drone_paths and drone_buildings must have the same length")
-        if len(self.drone_buildings) and (self.drone_buildings.min() < 0 or self.drone_buildings.max() >= b):
+        if len(drone_buildings) and (drone_buildings.min() < 0 or drone_buildings.max() >= b):
             raise ValueError("Split: drone_buildings holds a building index outside 0..B-1")
-        self._index.update({_id_key(v): i for i, v in enumerate(self.building_ids.tolist())})
-        for arr in (self.building_ids, self.coords, self.drone_buildings):
+        for name, arr in (("building_ids", ids), ("coords", coords), ("drone_buildings", drone_buildings)):
             arr.setflags(write=False)
+            object.__setattr__(self, name, arr)
+        object.__setattr__(self, "satellite_paths", tuple(Path(p) for p in self.satellite_paths))
+        object.__setattr__(self, "drone_paths", tuple(Path(p) for p in self.drone_paths))
+        self._index.update({_id_key(v): i for i, v in enumerate(ids.tolist())})
 
     @property
     def num_buildings(self) -> int:
