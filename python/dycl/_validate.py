@@ -46,7 +46,7 @@ def id_vector(name: str, value: object, upper: int, length: int | None = None) -
     if arr.ndim != 1:
         raise ValueError(f"{name}: expected a 1-D array, got shape {arr.shape}")
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+        if _is_integral_float(arr):
             arr = arr.astype(np.int64)
         else:
             raise ValueError(f"{name}: expected integer ids, got dtype {arr.dtype}")
@@ -71,10 +71,8 @@ def level_matrix(name: str, value: object) -> np.ndarray:
     if not np.issubdtype(arr.dtype, np.integer):
         if arr.dtype == np.bool_:
             arr = arr.astype(np.uint8)
-        elif np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
-            pass
-        else:
-            raise ValueError(f"{name}: expected integer levels, got dtype {arr.dtype} with non-integer values")
+        elif not _is_integral_float(arr):
+            raise ValueError(f"{name}: expected integer levels, got non-integer values of dtype {arr.dtype}")
     if arr.min() < 0 or arr.max() > 255:
         raise ValueError(f"{name}: levels must lie in [0, 255], got [{arr.min()}, {arr.max()}]")
     return np.ascontiguousarray(arr, dtype=np.uint8)
@@ -93,6 +91,13 @@ def positive_ints(name: str, value: Sequence[int] | int, minimum: int = 1) -> tu
     if not out:
         raise ValueError(f"{name}: must not be empty")
     return tuple(out)
+
+
+def _is_integral_float(arr: np.ndarray) -> bool:
+    """Whether a float array holds only finite whole numbers (safe to cast to integers)."""
+    if not np.issubdtype(arr.dtype, np.floating):
+        return False
+    return bool(np.isfinite(arr).all() and (arr == np.round(arr)).all())
 
 
 def _fmt_shape(shape: tuple[int | None, ...]) -> str:

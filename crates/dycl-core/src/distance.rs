@@ -34,13 +34,19 @@ pub fn validate_embeddings(arg: &'static str, emb: ArrayView2<f32>) -> Result<()
 /// everything is 0 and their cosine distance 1).
 pub fn l2_normalized(emb: ArrayView2<f32>) -> Array2<f32> {
     let mut out = emb.to_owned();
-    out.axis_iter_mut(Axis(0)).into_par_iter().for_each(|mut row| {
-        let norm = row.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>().sqrt();
-        if norm > 0.0 {
-            let inv = (1.0 / norm) as f32;
-            row.mapv_inplace(|v| v * inv);
-        }
-    });
+    out.axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .for_each(|mut row| {
+            let norm = row
+                .iter()
+                .map(|v| (*v as f64) * (*v as f64))
+                .sum::<f64>()
+                .sqrt();
+            if norm > 0.0 {
+                let inv = (1.0 / norm) as f32;
+                row.mapv_inplace(|v| v * inv);
+            }
+        });
     out
 }
 

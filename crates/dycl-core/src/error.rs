@@ -15,7 +15,10 @@ pub enum DyclError {
 
 impl DyclError {
     pub fn invalid(arg: &'static str, msg: impl Into<String>) -> Self {
-        DyclError::InvalidArgument { arg, msg: msg.into() }
+        DyclError::InvalidArgument {
+            arg,
+            msg: msg.into(),
+        }
     }
 }
 

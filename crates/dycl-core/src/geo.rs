@@ -15,19 +15,31 @@ pub fn validate_coords(arg: &'static str, coords: ArrayView2<f64>) -> Result<()>
     if coords.ncols() != 2 {
         return Err(DyclError::invalid(
             arg,
-            format!("expected shape (n, 2) of latitude, longitude; got (n, {})", coords.ncols()),
+            format!(
+                "expected shape (n, 2) of latitude, longitude; got (n, {})",
+                coords.ncols()
+            ),
         ));
     }
     for (row, ll) in coords.axis_iter(Axis(0)).enumerate() {
         let (lat, lon) = (ll[0], ll[1]);
         if !lat.is_finite() || !lon.is_finite() {
-            return Err(DyclError::invalid(arg, format!("row {row} is not finite ({lat}, {lon})")));
+            return Err(DyclError::invalid(
+                arg,
+                format!("row {row} is not finite ({lat}, {lon})"),
+            ));
         }
         if !(-90.0..=90.0).contains(&lat) {
-            return Err(DyclError::invalid(arg, format!("row {row}: latitude {lat} outside [-90, 90]")));
+            return Err(DyclError::invalid(
+                arg,
+                format!("row {row}: latitude {lat} outside [-90, 90]"),
+            ));
         }
         if !(-540.0..=540.0).contains(&lon) {
-            return Err(DyclError::invalid(arg, format!("row {row}: longitude {lon} outside [-540, 540]")));
+            return Err(DyclError::invalid(
+                arg,
+                format!("row {row}: longitude {lon} outside [-540, 540]"),
+            ));
         }
     }
     Ok(())
@@ -40,11 +52,14 @@ pub fn geodesic_distances(a: ArrayView2<f64>, b: ArrayView2<f64>) -> Result<Arra
     validate_coords("coords_b", b)?;
     let geod = Geodesic::wgs84();
     let mut out = Array2::<f64>::zeros((a.nrows(), b.nrows()));
-    out.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each(|(i, mut row)| {
-        for (j, d) in row.iter_mut().enumerate() {
-            *d = geod.inverse(a[[i, 0]], a[[i, 1]], b[[j, 0]], b[[j, 1]]);
-        }
-    });
+    out.axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(i, mut row)| {
+            for (j, d) in row.iter_mut().enumerate() {
+                *d = geod.inverse(a[[i, 0]], a[[i, 1]], b[[j, 0]], b[[j, 1]]);
+            }
+        });
     Ok(out)
 }
 
@@ -59,7 +74,14 @@ pub fn geodesic_distances_self(coords: ArrayView2<f64>) -> Result<Array2<f64>> {
         .into_par_iter()
         .map(|i| {
             ((i + 1)..n)
-                .map(|j| geod.inverse(coords[[i, 0]], coords[[i, 1]], coords[[j, 0]], coords[[j, 1]]))
+                .map(|j| {
+                    geod.inverse(
+                        coords[[i, 0]],
+                        coords[[i, 1]],
+                        coords[[j, 0]],
+                        coords[[j, 1]],
+                    )
+                })
                 .collect()
         })
         .collect();
@@ -78,11 +100,17 @@ pub fn geodesic_distances_self(coords: ArrayView2<f64>) -> Result<Array2<f64>> {
 /// and that the number of levels fits in a `u8`.
 pub fn validate_thresholds(thresholds: &[f64]) -> Result<()> {
     if thresholds.len() > 254 {
-        return Err(DyclError::invalid("thresholds", "at most 254 thresholds are supported"));
+        return Err(DyclError::invalid(
+            "thresholds",
+            "at most 254 thresholds are supported",
+        ));
     }
     for (i, t) in thresholds.iter().enumerate() {
         if !t.is_finite() || *t < 0.0 {
-            return Err(DyclError::invalid("thresholds", format!("threshold {i} ({t}) must be finite and >= 0")));
+            return Err(DyclError::invalid(
+                "thresholds",
+                format!("threshold {i} ({t}) must be finite and >= 0"),
+            ));
         }
         if i > 0 && *t <= thresholds[i - 1] {
             return Err(DyclError::invalid(
@@ -136,7 +164,11 @@ mod tests {
         let a = array![[40.6, -73.8]];
         let b = array![[51.6, -0.5]];
         let d = geodesic_distances(a.view(), b.view()).unwrap();
-        assert!((d[[0, 0]] - 5_551_759.400_319).abs() < 1e-3, "{}", d[[0, 0]]);
+        assert!(
+            (d[[0, 0]] - 5_551_759.400_319).abs() < 1e-3,
+            "{}",
+            d[[0, 0]]
+        );
     }
 
     #[test]

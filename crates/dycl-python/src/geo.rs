@@ -34,7 +34,9 @@ fn level_matrix<'py>(
     thresholds: Vec<f64>,
 ) -> PyResult<Bound<'py, PyArray2<u8>>> {
     let c = coords.as_array();
-    let out = py.detach(|| dycl_core::geo::level_matrix(c, &thresholds)).map_err(to_py_err)?;
+    let out = py
+        .detach(|| dycl_core::geo::level_matrix(c, &thresholds))
+        .map_err(to_py_err)?;
     Ok(out.into_pyarray(py))
 }
 
