@@ -148,7 +148,7 @@ def test_embeddings_file_scores_equal_metrics_evaluate(tmp_path, capsys):
     assert "mAP_3" in got and "within@600m" in got
 
 
-def test_rerank_options_score_the_reranked_distances(tmp_path):
+def test_rerank_options_score_the_reranked_distances(tmp_path, capsys):
     rng = np.random.default_rng(1)
     arrays = clustered_task(rng)
     levels = level_matrix(arrays["coords"])
@@ -165,6 +165,8 @@ def test_rerank_options_score_the_reranked_distances(tmp_path):
     got = scored("--rerank", "k-reciprocal", "--k1", "7", "--k2", "3", "--lambda", "0.2")
     expected = evaluate(k_reciprocal_embeddings(q, g, 7, 3, 0.2), qi, gi, levels, **kw)
     assert_same_metrics(got, expected)
+    before = evaluate(cosine(q, g), qi, gi, levels, **kw)
+    assert f"H-AP {100 * before['H-AP']:.2f} -> {100 * expected['H-AP']:.2f}" in capsys.readouterr().out
     assert got != scored()  # re-ranking changed something
 
     got = scored("--rerank", "msrerank", "--ks", "5,8,12", "--msrerank-variant", "reference")

@@ -1204,6 +1204,13 @@ def run_eval(
     for name, ks in evaluation.ks.items():
         settings[f"ks {name}"] = f"{','.join(map(str, ks))} ({evaluation.notes[name]})"
     print(format_tables(evaluation.results), file=out)
+    if rerank.method != "none":
+        print(f"\nRe-ranking against plain cosine distances (%, {rerank.describe()}):", file=out)
+        for name, after in evaluation.results.items():
+            before = evaluation.baseline[name]
+            changes = [f"{key} {_pct(before.get(key))} -> {_pct(after.get(key))}"
+                       for key in ("H-AP", "mAP_overall", "R@1_overall")]
+            print(f"  {name}: {', '.join(changes)}", file=out)
     if paths is not None:
         write_results(paths["json"], evaluation.results, settings)
         print(f"\nwrote {paths['json']}, {paths['md'].name}, {paths['csv'].name}", file=out)
