@@ -413,3 +413,25 @@ def test_load_embeddings_of_a_folder_and_csv_of_nan(tmp_path):
     assert list(tasks) == ["drone->satellite"] and tasks["drone->satellite"].n_levels == 3
     text = format_csv({"t": {"H-AP": float("nan"), "mAP_0": 0.25}})
     assert text.splitlines() == ["task,H-AP,mAP_0", "t,,0.25"]
+
+
+def test_ks_auto_through_the_cli_uses_the_training_split_when_there_is_one(trained_run, campus, tmp_path,
+                                                                            capsys):
+    out = tmp_path / "with_train.json"
+    assert run_eval("--embeddings", trained_run / "embeddings", "--data-dir", campus, "--rerank", "msrerank",
+                    "--output", out, "--no-progress") == 0
+    train = read_dacampus(campus, "train")
+    ks = msrerank_ks(train.levels((100.0, 200.0)), train.drone_counts())
+    md = out.with_suffix(".md").read_text()
+    assert f"**ks satellite->drone**: {','.join(map(str, ks))} (Eq. 6 on the train split)" in md
+    # A dataset folder without a training split: Eq. 6 on the gallery, and a note saying why.
+    test_only = tmp_path / "test_only"
+    shutil.copytree(campus, test_only)
+    for view in ("satellite", "drone"):
+        (test_only / view / "train.txt").unlink()
+    capsys.readouterr()
+    out2 = tmp_path / "without_train.json"
+    assert run_eval("--embeddings", trained_run / "embeddings", "--data-dir", test_only, "--rerank",
+                    "msrerank", "--output", out2, "--no-progress") == 0
+    assert "no training split for Eq. 6" in capsys.readouterr().err
+    assert "(Eq. 6 on the gallery)" in out2.with_suffix(".md").read_text()
