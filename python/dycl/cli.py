@@ -166,6 +166,9 @@ def _build_train_parser() -> argparse.ArgumentParser:
     model.add_argument("--weights", metavar="FILE",
                        help="initial weights from a local file: backbone-only (torchvision/timm) or a full "
                             "checkpoint (a last.pt, the authors' net_state); nothing is downloaded")
+    model.add_argument("--train-batchnorm", dest="freeze_batchnorm", action="store_false", default=None,
+                       help="update BatchNorm layers during training (default: frozen, as in the paper; "
+                            "training them helps from random initialisation)")
     model.add_argument("--trust-checkpoint", action="store_true", default=None,
                        help="allow a --weights file that pickles Python objects (unpickling can run code)")
 
@@ -304,7 +307,8 @@ def _build_eval_parser() -> argparse.ArgumentParser:
                       help="images per forward pass (default: the training run's eval batch, else 128)")
     data.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                       help="auto (default): CUDA when available")
-    data.add_argument("--workers", type=int, help="DataLoader worker processes (default min(8, CPU count))")
+    data.add_argument("--workers", type=int, metavar="N",
+                      help="DataLoader worker processes (default min(8, CPU count))")
     data.add_argument("--no-amp", dest="amp", action="store_false", help="no mixed precision on CUDA")
     data.add_argument("--trust-checkpoint", action="store_true",
                       help="allow a checkpoint that pickles Python objects (unpickling can run code)")
@@ -316,9 +320,9 @@ def _build_eval_parser() -> argparse.ArgumentParser:
     rr.add_argument("--ks", type=_ks_option, default=None, metavar="auto|K0,K1,...",
                     help="MSRerank neighbourhood per scale; auto (default) = Eq. 6 from the training split "
                          "of --data-dir, else from the gallery")
-    rr.add_argument("--k1", type=int, default=20, help="k-reciprocal neighbourhood (default 20)")
-    rr.add_argument("--k2", type=int, default=6, help="query expansion size (default 6)")
-    rr.add_argument("--lambda", dest="lambda_value", type=float, default=0.3,
+    rr.add_argument("--k1", type=int, default=20, metavar="K", help="k-reciprocal neighbourhood (default 20)")
+    rr.add_argument("--k2", type=int, default=6, metavar="K", help="query expansion size (default 6)")
+    rr.add_argument("--lambda", dest="lambda_value", type=float, default=0.3, metavar="L",
                     help="weight of the original distance (default 0.3)")
 
     out = p.add_argument_group("output")
