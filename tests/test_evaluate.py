@@ -285,6 +285,8 @@ def test_checkpoint_that_does_not_fit_lists_missing_and_unexpected_keys(campus, 
     assert "junk.pth" in err
     err = one_line_error(capsys, "--checkpoint", tmp_path / "none.pth", "--data-dir", campus)
     assert "no such file" in err
+    err = one_line_error(capsys, "--checkpoint", ckpt, "--data-dir", campus, "--backbone", "resnet7")
+    assert "backbone" in err and "resnet7" in err
 
 
 @pytest.mark.parametrize("workers", [0, 1])

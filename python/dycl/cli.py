@@ -269,8 +269,7 @@ def _ks_option(text: str) -> tuple[int, ...] | None:
 
 
 def _build_eval_parser() -> argparse.ArgumentParser:
-    from .evaluate import RERANK_METHODS
-    from .models import BACKBONES
+    from .evaluate import RERANK_METHODS  # no torch import: scoring embeddings files does not need it
     from .rerank import VARIANTS
 
     p = argparse.ArgumentParser(
@@ -299,8 +298,9 @@ def _build_eval_parser() -> argparse.ArgumentParser:
     data.add_argument("--split", default="test", help="the evaluated split of --data-dir (default test)")
     data.add_argument("--thresholds", type=float, nargs="+", metavar="M",
                       help="level thresholds in metres (default: the checkpoint's, the file's, else 200 500)")
-    data.add_argument("--backbone", choices=tuple(BACKBONES),
-                      help="backbone of the checkpoint (default: our checkpoint's config, else resnet50)")
+    data.add_argument("--backbone", metavar="NAME",
+                      help="backbone of the checkpoint, as in dycl-train (default: our checkpoint's config, "
+                           "else resnet50)")
     data.add_argument("--image-size", type=int, metavar="PX",
                       help="input size (default: the checkpoint's config, else 256)")
     data.add_argument("--batch-size", type=int, metavar="IMAGES",
