@@ -1170,6 +1170,10 @@ def run_eval(
         test_split = _read_split(data_dir, split, dataset_format)
         dev = _resolve_device(device)
         model.to(dev)
+        if dev.startswith("cuda"):
+            import torch
+
+            model.to(memory_format=torch.channels_last)  # as in training; extract_embeddings feeds NHWC
         bs = int(batch_size or info.get("eval_batch_size") or 128)
         n_workers = min(8, os.cpu_count() or 1) if workers is None else int(workers)
         print(f"dycl-eval: {checkpoint} ({info['layout']}, {info['backbone']}, {info['embedding_dim']}-d, "
