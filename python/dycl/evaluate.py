@@ -37,6 +37,7 @@ import math
 import os
 import sys
 import time
+import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -810,7 +811,11 @@ def embed_split(
         sat = extract_embeddings(model, satellite_set(split, transform), desc="embedding satellite", **kwargs)
         drone = extract_embeddings(model, drone_set(split, transform), desc="embedding drone", **kwargs)
     except ValueError as exc:
-        raise ValueError(_worker_error(exc)) from None
+        message = _worker_error(exc)
+        # Drop the frames' references to the DataLoader iterator now, so that its workers are shut
+        # down at once; left to the garbage collector, the shutdown waits for timeouts (~10 s).
+        traceback.clear_frames(exc.__traceback__)
+        raise ValueError(message) from None
     return sat, drone
 
 
