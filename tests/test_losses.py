@@ -355,6 +355,48 @@ def test_dycl_rejects_bad_configuration_and_levels():
         DyCLLoss()(emb_a, emb_b[:, :-1], levels)
 
 
+def ref_dycl_single_scale_direction(margin, scale, L, tau):
+    """One direction of the DyCL term of scale ``scale`` alone, as an explicit loop."""
+    def direction(x, y, levels, _la=None, _lb=None):
+        n, m = levels.shape
+        total = x.sum() * 0
+        for i in range(n):
+            inner = x.sum() * 0
+            for j in range(m):
+                if levels[i, j] >= L - scale:
+                    for k in range(m):
+                        if levels[i, k] == 0:
+                            inner = inner + torch.exp(tau * (cos(x, y, i, k) - cos(x, y, i, j) + margin))
+            total = total + torch.log(1 + inner)
+        return total / n
+    return direction
+
+
+@pytest.mark.parametrize("scale_index", [0, 1, 2])
+def test_dycl_single_scale_term_matches_explicit_formula(scale_index):
+    # scales=(s,) keeps only the term of scale s with its margin m^s (Fig. 6 single-scale training).
+    emb_a, emb_b, levels, la, lb, _ = make_batch(n=5, m=6, L=3, seed=20 + scale_index, dtype=torch.float64)
+    margins = (0.45, 0.35, 0.25)
+    loss = DyCLLoss(margins=margins, scales=(scale_index,))
+    slow = symmetric(ref_dycl_single_scale_direction(margins[scale_index], scale_index, 3, 32.0))
+    value = assert_close_loss(lambda a, b: loss(a, b, levels), lambda a, b: slow(a, b, levels, la, lb),
+                              emb_a, emb_b, rtol=1e-9)
+    assert float(value) > 0
+    # The single-scale losses add up to the multi-scale loss.
+    parts = sum(DyCLLoss(scales=(s,))(emb_a, emb_b, levels) for s in range(3))
+    torch.testing.assert_close(parts, DyCLLoss()(emb_a, emb_b, levels), rtol=1e-12, atol=0)
+
+
+def test_dycl_scales_option_is_validated_and_reaches_build_loss():
+    for bad in ([], [3], [1, 1], 1, [True], [0.5]):
+        with pytest.raises(ValueError, match="scales"):
+            DyCLLoss(scales=bad)
+    combined = build_loss("dycl:0.2,cluster:0.1", num_buildings=4, embedding_dim=8,
+                          options={"dycl": {"scales": [2]}})
+    assert combined.losses["dycl"].scales == (2,)
+    assert DyCLLoss().scales == (0, 1, 2)
+
+
 # --------------------------------------------------------------------------- HAPPIER
 
 

@@ -34,6 +34,19 @@ def _masked_logsumexp(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor
     return torch.logsumexp(filled, dim=1), nonempty
 
 
+def _active_scales(scales: Sequence[int] | None, num_levels: int) -> tuple[int, ...]:
+    """The sorted scale indices of the summed terms; all ``0..L-1`` when ``scales`` is None."""
+    if scales is None:
+        return tuple(range(num_levels))
+    items = list(scales) if isinstance(scales, (list, tuple)) else []
+    in_range = all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < num_levels for s in items)
+    if not items or not in_range or len(set(items)) != len(items):
+        raise ValueError(
+            f"scales: expected a list of distinct scale indices in [0, {num_levels - 1}], got {scales!r}"
+        )
+    return tuple(sorted(items))
+
+
 class DyCLLoss(PairLoss):
     """Multi-margin contrastive loss over spatial scales.
 
@@ -53,11 +66,15 @@ class DyCLLoss(PairLoss):
             building) first; ``L = len(margins)``. Paper: (0.45, 0.35, 0.25).
         scale: the temperature-like factor τ (paper: 32).
         symmetric: average both directions (default, as in the paper) or use a→b only.
+        scales: the scale terms ``l`` that are summed (default ``None``: all of them, Eq. 4).
+            ``scales=(s,)`` trains at the single scale ``s`` with its margin ``m^s``
+            (the single-scale runs of the paper's Fig. 6); the other terms are left out.
     """
 
     needs_levels = True
 
-    def __init__(self, margins: Sequence[float] = PAPER_MARGINS, scale: float = 32.0, symmetric: bool = True):
+    def __init__(self, margins: Sequence[float] = PAPER_MARGINS, scale: float = 32.0, symmetric: bool = True,
+                 scales: Sequence[int] | None = None):
         super().__init__()
         try:
             margins = tuple(float(m) for m in margins)
@@ -72,6 +89,7 @@ class DyCLLoss(PairLoss):
         self.margins = margins
         self.scale = float(scale)
         self.symmetric = bool(symmetric)
+        self.scales = _active_scales(scales, len(margins))
 
     @property
     def num_levels(self) -> int:
@@ -81,7 +99,8 @@ class DyCLLoss(PairLoss):
         return self.num_levels
 
     def extra_repr(self) -> str:
-        return f"margins={self.margins}, scale={self.scale}, symmetric={self.symmetric}"
+        active = "" if self.scales == tuple(range(self.num_levels)) else f", scales={self.scales}"
+        return f"margins={self.margins}, scale={self.scale}, symmetric={self.symmetric}{active}"
 
     def per_anchor(self, sim: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
         """ℓ_i for every row of ``sim`` (anchors) against its columns, shape (n,)."""
@@ -90,7 +109,8 @@ class DyCLLoss(PairLoss):
         negatives = levels == 0
         lse_neg, has_neg = _masked_logsumexp(tau * sim, negatives)
         total = torch.zeros(sim.shape[0], dtype=sim.dtype, device=sim.device)
-        for scale_index, margin in enumerate(self.margins):
+        for scale_index in self.scales:
+            margin = self.margins[scale_index]
             positives = levels >= L - scale_index
             lse_pos, has_pos = _masked_logsumexp(-tau * sim, positives)
             term = F.softplus(lse_pos + lse_neg + tau * margin)
