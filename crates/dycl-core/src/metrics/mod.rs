@@ -17,6 +17,7 @@ mod scores;
 use geographiclib_rs::{Geodesic, InverseGeodesic};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::distance::cosine_distances;
 use crate::error::{DyclError, Result};
@@ -55,7 +56,11 @@ pub fn validate_distances<D: Copy + Into<f64> + Sync>(
     arg: &'static str,
     distances: ArrayView2<D>,
 ) -> Result<()> {
-    let (q, g) = distances.dim();
+    validate_distance_shape(arg, distances.dim())?;
+    validate_finite(arg, distances)
+}
+
+fn validate_distance_shape(arg: &'static str, (q, g): (usize, usize)) -> Result<()> {
     if q == 0 {
         return Err(DyclError::invalid(
             arg,
@@ -74,6 +79,14 @@ pub fn validate_distances<D: Copy + Into<f64> + Sync>(
             format!("gallery of {g} items is too large (max {})", u32::MAX - 1),
         ));
     }
+    Ok(())
+}
+
+/// The first non-finite entry, if any, as an error naming `arg`.
+fn validate_finite<D: Copy + Into<f64> + Sync>(
+    arg: &'static str,
+    distances: ArrayView2<D>,
+) -> Result<()> {
     let bad_row = distances
         .axis_iter(Axis(0))
         .into_par_iter()
@@ -192,7 +205,9 @@ pub fn per_query<D: Copy + Into<f64> + Send + Sync>(
         "one per column of distances",
         n_buildings,
     )?;
-    validate_distances("distances", distances)?;
+    // Finiteness is checked while ranking (one read of the matrix, not two);
+    // the error is raised below, before any result is returned.
+    validate_distance_shape("distances", distances.dim())?;
     if let Some(c) = coords {
         validate_coords("coords", c)?;
         if c.nrows() != n_buildings {
@@ -227,6 +242,7 @@ pub fn per_query<D: Copy + Into<f64> + Send + Sync>(
         row: Vec::new(),
     };
 
+    let saw_non_finite = AtomicBool::new(false);
     (
         h_ap.as_slice_mut().expect("fresh array").par_iter_mut(),
         asi.as_slice_mut().expect("fresh array").par_iter_mut(),
@@ -245,13 +261,17 @@ pub fn per_query<D: Copy + Into<f64> + Send + Sync>(
                 let level_row = levels.row(query_ids[i]);
                 let level_row = level_row.as_slice().expect("standard layout");
                 let row = distances.row(i);
-                match row.as_slice() {
+                let finite = match row.as_slice() {
                     Some(d) => s.ranked.rank(d, &gallery_ids, level_row),
                     None => {
                         s.row.clear();
                         s.row.extend(row.iter().map(|&d| d.into()));
-                        s.ranked.rank(&s.row, &gallery_ids, level_row);
+                        s.ranked.rank(&s.row, &gallery_ids, level_row)
                     }
+                };
+                if !finite {
+                    saw_non_finite.store(true, Ordering::Relaxed);
+                    return;
                 }
                 let (pos, ranks, counts) = (
                     s.ranked.positives(),
@@ -273,6 +293,9 @@ pub fn per_query<D: Copy + Into<f64> + Send + Sync>(
             },
         );
     debug_assert_eq!(ctx.n_levels(), n_levels);
+    if saw_non_finite.load(Ordering::Relaxed) {
+        validate_finite("distances", distances)?;
+    }
 
     let top1_error_m = coords.map(|c| {
         let geod = Geodesic::wgs84();
@@ -611,6 +634,22 @@ mod tests {
             None
         )
         .is_err());
+    }
+
+    #[test]
+    fn non_finite_distance_is_reported_with_its_position() {
+        let levels = lv3();
+        let mut d = Array2::<f64>::zeros((40, 3));
+        d[[27, 1]] = f64::NEG_INFINITY;
+        let q = Array1::<i64>::zeros(40);
+        let g = array![0i64, 1, 2];
+        match per_query(d.view(), q.view(), g.view(), levels.view(), None) {
+            Err(DyclError::InvalidArgument { arg, msg }) => {
+                assert_eq!(arg, "distances");
+                assert!(msg.contains("(27, 1)"), "{msg}");
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
     }
 
     #[test]

@@ -19,11 +19,9 @@
 #[inline]
 pub(crate) fn order_key(x: f64) -> u64 {
     let bits = (x + 0.0).to_bits(); // -0.0 + 0.0 == +0.0
-    if bits >> 63 == 1 {
-        !bits
-    } else {
-        bits | (1 << 63)
-    }
+                                    // negative: flip every bit; positive: flip the sign bit (branch-free)
+    let mask = (((bits as i64) >> 63) as u64) | (1 << 63);
+    bits ^ mask
 }
 
 /// Sort key of gallery item `index` (< 2^56) at `distance` with `level`.
@@ -78,22 +76,27 @@ impl RankedPositives {
     /// Rank the positives of one query. `distances[j]` is the distance to
     /// gallery item `j`, whose level is `level_row[gallery_ids[j]]`; every
     /// level must be `<= L` (the `n_levels` given to [`Self::new`]).
+    /// Returns whether every distance was finite; if not, the ranking is
+    /// meaningless and must be discarded.
     pub(crate) fn rank<D: Copy + Into<f64>>(
         &mut self,
         distances: &[D],
         gallery_ids: &[usize],
         level_row: &[u8],
-    ) {
+    ) -> bool {
         debug_assert_eq!(distances.len(), gallery_ids.len());
         debug_assert!(self.keys.len() >= distances.len());
         self.level_counts.fill(0);
         let (mut n_pos, mut n_neg) = (0usize, 0usize);
         let mut best = u128::MAX;
+        let mut finite = true;
         // Branch-free split into positives and negatives: write the key to
         // both buffers, advance only the matching one.
         for (j, (&d, &gid)) in distances.iter().zip(gallery_ids).enumerate() {
             let level = level_row[gid];
-            let key = item_key(d.into(), j, level);
+            let d: f64 = d.into();
+            finite &= d.is_finite();
+            let key = item_key(d, j, level);
             best = best.min(key);
             self.level_counts[level as usize] += 1;
             self.keys[n_pos] = key;
@@ -106,7 +109,7 @@ impl RankedPositives {
         self.n_positive = n_pos;
         self.ranks.clear();
         if n_pos == 0 {
-            return;
+            return finite;
         }
         let positives = &mut self.keys[..n_pos];
         positives.sort_unstable();
@@ -139,6 +142,7 @@ impl RankedPositives {
             negatives_before += self.gap_negatives[t];
             self.ranks.push(t as u32 + 1 + negatives_before);
         }
+        finite
     }
 
     /// Sorted positive keys (level in the low byte, see [`key_level`]).

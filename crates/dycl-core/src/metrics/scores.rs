@@ -20,6 +20,9 @@ pub(crate) struct ScoreContext {
     discount: Vec<f64>,
     /// `discount_sum[n] = Σ_{r=1..=n} discount[r]`, for the ideal DCG.
     discount_sum: Vec<f64>,
+    /// `inverse[r] = 1 / r` (index 0 unused): the per-rank divisions become
+    /// multiplications.
+    inverse: Vec<f64>,
 }
 
 impl ScoreContext {
@@ -36,7 +39,9 @@ impl ScoreContext {
         let gain = (0..=n_levels).map(|v| 2f64.powi(v as i32) - 1.0).collect();
         let mut discount = vec![0.0; gallery_len + 1];
         let mut discount_sum = vec![0.0; gallery_len + 1];
+        let mut inverse = vec![0.0; gallery_len + 1];
         for r in 1..=gallery_len {
+            inverse[r] = 1.0 / r as f64;
             discount[r] = 1.0 / ((1 + r) as f64).log2();
             discount_sum[r] = discount_sum[r - 1] + discount[r];
         }
@@ -46,6 +51,7 @@ impl ScoreContext {
             gain,
             discount,
             discount_sum,
+            inverse,
         }
     }
 
@@ -130,7 +136,7 @@ fn h_ap(
             h_rank += s.seen[u] as f64 * rel.min(s.rel[u]);
         }
         s.seen[v] += 1;
-        sum += h_rank / rank as f64;
+        sum += h_rank * ctx.inverse[rank as usize];
     }
     sum / total_rel
 }
@@ -170,7 +176,7 @@ fn asi(
         let before = s.in_ranking[w].min(s.in_ideal[w]);
         s.in_ideal[w] += 1;
         overlap = overlap + s.in_ranking[w].min(s.in_ideal[w]) - before;
-        sum += overlap as f64 / k as f64;
+        sum += overlap as f64 * ctx.inverse[k];
     }
     sum / n_pos as f64
 }
@@ -214,7 +220,7 @@ pub(crate) fn per_scale(
         // relevant at every scale s with L − s ≤ v
         for scale in (n_levels - v)..n_levels {
             s.hits[scale] += 1;
-            s.precision_sum[scale] += s.hits[scale] as f64 / rank as f64;
+            s.precision_sum[scale] += s.hits[scale] as f64 * ctx.inverse[rank as usize];
             if s.hits[scale] == 1 {
                 first_rank[scale] = rank;
             }
