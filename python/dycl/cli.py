@@ -128,6 +128,18 @@ change the experiment must then match it.
 """
 
 
+def _json_object(text: str) -> dict:
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
 def _build_train_parser() -> argparse.ArgumentParser:
     from .losses import PAPER_LOSS
 
@@ -176,6 +188,9 @@ def _build_train_parser() -> argparse.ArgumentParser:
     opt.add_argument("--loss", metavar="SPEC",
                      help=f"weighted losses, e.g. {PAPER_LOSS} (the default); names: dycl, cluster, happier, "
                           "infonce, triplet, contrastive, multisimilarity, normsoftmax, sigmatriplet")
+    opt.add_argument("--loss-options", type=_json_object, metavar="JSON",
+                     help='per-loss options as JSON, e.g. \'{"dycl": {"scales": [1]}}\' (DyCL at the middle '
+                          'scale only) or \'{"infonce": {"temperature": 0.1}}\'')
     opt.add_argument("--epochs", type=int, help="training epochs (default 20)")
     opt.add_argument("--batch-size", type=int, metavar="PAIRS",
                      help="global batch in satellite-drone pairs, over all processes (default 128)")
@@ -391,5 +406,87 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
 # (owned by the experiment suite: python/dycl/experiment.py)
 
 
+_EXPERIMENT_EPILOG = """\
+examples:
+  dycl-experiment list --suite paper-mini                    # the plan
+  dycl-experiment list --suite paper-mini --output runs/     # the plan, each run's state and the ETA
+  dycl-experiment run --suite paper-mini --output runs/      # run (or continue) everything, then report
+  dycl-experiment report --output runs/ --docs docs/         # tables + figures from what has finished
+  dycl-experiment run --suite paper-full --data-dir DA-Campus --output runs-full --device cuda
+
+run is resumable: finished runs are skipped, an interrupted training continues from
+its last epoch (dycl-train --resume), missing re-rankings are scored from the saved
+embeddings. Everything goes under --output (the synthetic campus in data/, one
+folder per run, the report in report/).
+"""
+
+
+def _build_experiment_parser() -> argparse.ArgumentParser:
+    from .experiment import SUITES
+
+    p = argparse.ArgumentParser(
+        prog="dycl-experiment",
+        description="The paper in miniature: run the comparisons of Tables II/III and Fig. 6 as a resumable "
+                    "suite of dycl-train runs, score every run with each re-ranking, and write the report.",
+        epilog=_EXPERIMENT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="{list,run,report}")
+    names = ", ".join(SUITES)
+
+    def common(cmd: argparse.ArgumentParser, output_required: bool) -> None:
+        cmd.add_argument("--suite", default="paper-mini", metavar="NAME",
+                         help=f"the experiment plan: {names} (default paper-mini)")
+        cmd.add_argument("--output", required=output_required, metavar="DIR",
+                         help="the suite folder (data, runs, report)")
+        cmd.add_argument("--data-dir", metavar="PATH",
+                         help="a dataset instead of the suite's synthetic campus (required by paper-full)")
+
+    listing = sub.add_parser("list", help="show the plan (and, with --output, each run's state and the ETA)")
+    common(listing, output_required=False)
+    run = sub.add_parser("run", help="run every unfinished run, score the re-rankings, write the report")
+    common(run, output_required=True)
+    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                     help="training device (default auto: CUDA when available)")
+    run.add_argument("--workers", type=int, metavar="N",
+                     help="DataLoader workers per run (default: the suite's setting)")
+    run.add_argument("--max-runs", type=int, metavar="N",
+                     help="train at most N runs in this call, then stop (continue with the same command)")
+    run.add_argument("--no-report", dest="report", action="store_false", help="do not regenerate the report")
+    run.add_argument("--docs", metavar="DIR",
+                     help="also update DIR/results.md (its generated block) and DIR/img/results_*.png")
+    report = sub.add_parser("report", help="regenerate the report from the finished runs under --output")
+    common(report, output_required=True)
+    report.add_argument("--docs", metavar="DIR",
+                        help="also update DIR/results.md (its generated block) and DIR/img/results_*.png")
+    return p
+
+
+def _run_experiment(args: argparse.Namespace) -> int:
+    from .experiment import format_plan, get_suite, run_suite, suite_states, write_report
+
+    suite = get_suite(args.suite)
+    if args.command == "list":
+        states = None
+        if args.output is not None:
+            states = suite_states(suite, args.output, args.data_dir)
+        print(format_plan(suite, states, output=args.output))
+        return 0
+    if args.command == "report":
+        written = write_report(suite, args.output, data_dir=args.data_dir, docs=args.docs)
+        print(f"wrote {', '.join(str(p) for p in written.values())}")
+        return 0
+    for flag, value in (("--workers", args.workers), ("--max-runs", args.max_runs)):
+        if value is not None and value < 0:
+            raise CLIError(f"{flag}: must be >= 0, got {value}")
+    states = run_suite(suite, args.output, data_dir=args.data_dir, device=args.device, workers=args.workers,
+                       max_runs=args.max_runs, report=args.report, docs=args.docs, progress=True)
+    failed = [s for s in states if s.state == "failed"]
+    if failed:
+        raise CLIError(f"{len(failed)} run(s) failed, first {failed[0].run.name}: {failed[0].message}")
+    return 0
+
+
 def experiment_main(argv: Sequence[str] | None = None) -> int:
-    raise SystemExit("dycl-experiment: not implemented yet")
+    """``dycl-experiment list|run|report`` (see ``dycl-experiment -h`` and :mod:`dycl.experiment`)."""
+    return run_cli("dycl-experiment", _build_experiment_parser, _run_experiment, argv)

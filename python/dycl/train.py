@@ -131,6 +131,7 @@ class TrainConfig:
     trust_checkpoint: bool = False
     # optimisation
     loss: str = PAPER_LOSS
+    loss_options: dict[str, dict[str, Any]] | None = None  # e.g. {"dycl": {"scales": [1]}}, see build_loss
     epochs: int = 20
     batch_size: int = 128
     lr: float = 5e-5
@@ -206,6 +207,30 @@ def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     return str(value)
 
 
+def check_loss_options(spec: str, options: Mapping[str, Any] | None, levels: int,
+                       embedding_dim: int) -> dict[str, dict[str, Any]] | None:
+    """Per-loss constructor options of ``spec`` (``build_loss(options=...)``), as plain JSON values.
+
+    Checked by building the loss once (on 2 dummy buildings), so a bad option is a
+    ``ValueError`` before anything is written. E.g. ``{"dycl": {"scales": [1]}}``
+    trains DyCL at the middle scale only (the single-scale runs of the paper's Fig. 6).
+    """
+    if options is None:
+        return None
+    if not isinstance(options, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, Mapping) for k, v in options.items()):
+        raise ValueError(f"loss_options: expected {{loss name: {{option: value}}}}, got {options!r}")
+    try:
+        plain = json.loads(json.dumps(options))  # stored in config.json and the checkpoint
+    except (TypeError, ValueError):
+        raise ValueError(f"loss_options: not JSON-compatible: {options!r}") from None
+    try:
+        build_loss(spec, num_buildings=2, embedding_dim=embedding_dim, levels=levels, options=plain)
+    except ValueError as exc:
+        raise ValueError(f"loss_options: {exc}") from None
+    return plain
+
+
 def validate_config(config: TrainConfig) -> TrainConfig:
     """Check every field and fill the derived defaults; returns a new, fully resolved config.
 
@@ -231,6 +256,7 @@ def validate_config(config: TrainConfig) -> TrainConfig:
     c.sampler = _check_choice("sampler", c.sampler, SAMPLERS)
     c.rotation = _check_choice("rotation", c.rotation, ROTATIONS)
     c.thresholds = tuple(validate_thresholds(c.thresholds))
+    c.loss_options = check_loss_options(c.loss, c.loss_options, len(c.thresholds) + 1, c.embedding_dim)
     c.seed = _check_int("seed", c.seed, 0)
     if c.max_steps_per_epoch is not None:
         c.max_steps_per_epoch = _check_int("max_steps_per_epoch", c.max_steps_per_epoch, 1)
@@ -607,7 +633,7 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         self.loss = build_loss(
             config.loss, num_buildings=train_split.num_buildings,
-            embedding_dim=config.embedding_dim, levels=self.n_levels,
+            embedding_dim=config.embedding_dim, levels=self.n_levels, options=config.loss_options,
         ).to(self.device)  # before the proxy optimiser (see dycl.losses.cluster)
         self.level_table = torch.as_tensor(train_split.levels(config.thresholds), dtype=torch.long,
                                            device=self.device)
