@@ -158,7 +158,7 @@ def _build_train_parser() -> argparse.ArgumentParser:
     data.add_argument("--demo", action="store_true", default=None,
                       help="generate the synthetic campus into $DYCL_CACHE (default ~/.cache/dycl) if needed "
                            "and train a small configuration that runs in minutes on a CPU "
-                           "(ResNet-18 from scratch, 96 px, 4 epochs; output defaults to ./dycl-demo)")
+                           "(ResNet-18 from scratch, 64 px, 2 epochs; output defaults to ./dycl-demo)")
     data.add_argument("--sampler", choices=("random", "geo"),
                       help="batch composition: random pairs, or geo (nearby buildings together) "
                            "(default random)")
@@ -179,8 +179,8 @@ def _build_train_parser() -> argparse.ArgumentParser:
                        help="initial weights from a local file: backbone-only (torchvision/timm) or a full "
                             "checkpoint (a last.pt, the authors' net_state); nothing is downloaded")
     model.add_argument("--train-batchnorm", dest="freeze_batchnorm", action="store_false", default=None,
-                       help="update BatchNorm layers during training (default: frozen, as in the paper; "
-                            "training them helps from random initialisation)")
+                       help="update BatchNorm statistics and affine parameters during training "
+                            "(default: frozen, as in the paper)")
     model.add_argument("--trust-checkpoint", action="store_true", default=None,
                        help="allow a --weights file that pickles Python objects (unpickling can run code)")
 
