@@ -32,6 +32,7 @@ from dycl.train import (
     merge_resumed_config,
     prepare_run,
     read_splits,
+    truncate_log,
     validate_config,
 )
 
@@ -173,10 +174,26 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(campus, tmp_path):
         return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s", "time")} for r in records]
 
     assert strip(read_log(whole)) == strip(read_log(split_run))
+
+    # Resuming a finished run only reprints its tables.
+    metrics_bytes = (split_run / "metrics.json").read_bytes()
+    log_bytes = (split_run / "log.jsonl").read_bytes()
+    assert run_cli("--output", split_run, "--resume", "--no-progress") == 0
+    assert (split_run / "metrics.json").read_bytes() == metrics_bytes
+    assert (split_run / "log.jsonl").read_bytes() == log_bytes
     for task in TASKS:
         with np.load(whole / "embeddings" / TASK_FILES[task]) as f, \
                 np.load(split_run / "embeddings" / TASK_FILES[task]) as g:
             np.testing.assert_array_equal(f["query"], g["query"])
+
+
+def test_truncate_log_drops_epochs_after_the_checkpoint(tmp_path):
+    log = tmp_path / "log.jsonl"
+    lines = [{"event": "epoch", "epoch": 1}, {"event": "eval", "epoch": 1}, {"event": "epoch", "epoch": 2}]
+    log.write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"event": "ep')  # cut off by a crash
+    truncate_log(log, 1)
+    assert [json.loads(line) for line in log.read_text().splitlines()] == lines[:2]
+    truncate_log(tmp_path / "missing.jsonl", 1)  # nothing to do
 
 
 def test_seeded_augmentation_depends_only_on_seed_epoch_and_index():

@@ -523,6 +523,23 @@ def _mean_h_ap(results: Mapping[str, Mapping[str, Any]]) -> float:
 # --------------------------------------------------------------------------- output folder
 
 
+def truncate_log(path: Path, epoch: int) -> None:
+    """Drop the records of epochs after ``epoch`` (logged by a run that died before checkpointing them)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut off by the crash
+        if isinstance(record, dict) and int(record.get("epoch", 0)) <= epoch:
+            kept.append(line)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def check_output(output: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to touch an existing run unless asked; read-only (nothing is created here)."""
     if resume and overwrite:
@@ -633,6 +650,7 @@ class Trainer:
         self.model.to(self.device)
         if self.on_cuda:
             self.model.to(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
         self.loss = build_loss(
             config.loss, num_buildings=train_split.num_buildings,
             embedding_dim=config.embedding_dim, levels=self.n_levels, options=config.loss_options,
@@ -897,13 +915,15 @@ class Trainer:
                     results, sat, drone = self.evaluate()
                     self._record_eval(results)
                 if main:
-                    save_checkpoint_atomic(self.output / CHECKPOINT_FILE, self.state_dict())
+                    # Log, then checkpoint: lines of an epoch whose checkpoint never landed are
+                    # dropped on resume (see truncate_log), so no epoch is logged twice.
                     self._log_epoch(stats, writer, log)
                     if results is not None:
                         self._log_eval(results, writer, log)
-                        if not final:
-                            summary = ", ".join(f"{t} H-AP {100 * results[t]['H-AP']:.2f}" for t in TASKS)
-                            print(f"dycl-train: epoch {self.epoch}: {summary}", file=sys.stderr)
+                    save_checkpoint_atomic(self.output / CHECKPOINT_FILE, self.state_dict())
+                    if results is not None and not final:
+                        summary = ", ".join(f"{t} H-AP {100 * results[t]['H-AP']:.2f}" for t in TASKS)
+                        print(f"dycl-train: epoch {self.epoch}: {summary}", file=sys.stderr)
                     if final:
                         self._write_final(results, sat, drone)
                 barrier()
@@ -931,12 +951,14 @@ class Trainer:
                   "seconds": stats.seconds, "time": time.time()}
         log.write(json.dumps(_json_safe(record)) + "\n")
         log.flush()
-        writer.add_scalar("train/loss", stats.loss, stats.epoch)
+        # Every TensorBoard scalar is indexed by the global step (so purge_step works on resume).
+        writer.add_scalar("train/loss_epoch", stats.loss, self.global_step)
+        writer.add_scalar("train/epoch", stats.epoch, self.global_step)
         for name, value in stats.terms.items():
-            writer.add_scalar(f"train/loss_{name}", value, stats.epoch)
+            writer.add_scalar(f"train/loss_{name}", value, self.global_step)
         for name, value in stats.lr.items():
-            writer.add_scalar(f"lr/{name}", value, stats.epoch)
-        writer.add_scalar("train/images_per_s", stats.images_per_s, stats.epoch)
+            writer.add_scalar(f"lr/{name}", value, self.global_step)
+        writer.add_scalar("train/images_per_s", stats.images_per_s, self.global_step)
         writer.flush()
 
     def _log_eval(self, results, writer, log) -> None:
@@ -947,7 +969,7 @@ class Trainer:
             tag = task.replace("->", "_to_")
             for key in ("H-AP", "ASI", "NDCG", "mAP_overall", "R@1_overall", "err@1_mean_m"):
                 if key in metrics and metrics[key] is not None and math.isfinite(float(metrics[key])):
-                    writer.add_scalar(f"eval_{tag}/{key}", float(metrics[key]), self.epoch)
+                    writer.add_scalar(f"eval_{tag}/{key}", float(metrics[key]), self.global_step)
         writer.flush()
 
 
@@ -1058,6 +1080,7 @@ def run_training(overrides: Mapping[str, Any], resume: bool = False, overwrite: 
                         "amp_dtype": amp_name, "steps_per_epoch": trainer.steps_per_epoch}
             write_json_atomic(output / CONFIG_FILE, resolved)
             if resume:
+                truncate_log(output / LOG_FILE, trainer.epoch)
                 print(f"dycl-train: resuming {output} after epoch {trainer.epoch} of {config.epochs}",
                       file=sys.stderr)
         barrier()
@@ -1097,6 +1120,7 @@ __all__ = [
     "random_embedding_baseline",
     "read_splits",
     "run_training",
+    "truncate_log",
     "validate_config",
 ]
 
