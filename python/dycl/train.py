@@ -37,7 +37,9 @@ the global batch, the embeddings are gathered with gradients
 (:func:`dycl.distributed.all_gather_with_grad`) so every loss sees the global
 batch, and DistributedDataParallel averages the gradients. ``--batch-size``
 is the global batch (pairs) and must divide by the number of ranks.
-Evaluation runs on rank 0 while the other ranks wait.
+Evaluation runs on rank 0 while the other ranks wait. Every rank reads the
+data and, with ``--resume``, ``last.pt``: on several nodes, keep the data and
+the output folder on a shared filesystem.
 """
 
 from __future__ import annotations
