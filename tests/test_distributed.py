@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+
 from dycl.distributed import (
     all_gather_no_grad,
     all_gather_with_grad,

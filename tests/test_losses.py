@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+
 from dycl.losses import (
     PAPER_LOSS,
     ClusterLoss,

@@ -8,6 +8,7 @@ import urllib.error
 import pytest
 import torch
 import torchvision
+
 from dycl.models import (
     BACKBONES,
     EmbeddingNet,
