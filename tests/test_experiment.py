@@ -114,7 +114,9 @@ def test_suite_resumes_skips_finished_runs_and_reports_from_results(campus, tmp_
         cells = [f"{100 * evaluated[t][m]:.1f}" for t in TASKS for m in ("H-AP", "ASI", "NDCG")]
         assert f"| {spec.config.label} | " + " | ".join(cells) + " |" in report
     assert "Partial results" not in report
-    assert (out / "report" / "img" / "results_methods.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for task in ("satellite_to_drone", "drone_to_satellite"):
+        png = out / "report" / "img" / f"results_methods_{task}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"img/{png.name}" in report
     rows = (out / "report" / "results.csv").read_text().splitlines()
     assert len(rows) > 1 and rows[0].startswith("suite,config,label,seed,reranking,task,metric,value")
 
@@ -137,7 +139,7 @@ def test_suite_resumes_skips_finished_runs_and_reports_from_results(campus, tmp_
     spliced = (docs / "results.md").read_text()
     assert spliced.startswith("# Results\n\nreading before\n\n") and spliced.rstrip().endswith("after")
     assert "\nold\n" not in spliced and "### Table II analogue" in spliced
-    assert (docs / "img" / "results_methods.png").is_file()
+    assert (docs / "img" / "results_methods_satellite_to_drone.png").is_file()
 
     # 8. The CLI: list shows each run's state, report regenerates.
     assert experiment_main(["list", "--suite", "smoke"]) == 0
@@ -173,6 +175,7 @@ def test_spread_and_sign_rules():
     assert beyond_spread(Stat((0.5,)), b) is None  # one seed: cannot tell
     assert consistent_sign([0.1, 0.2]) is True and consistent_sign([0.1, -0.2]) is False
     assert consistent_sign([0.1]) is None and consistent_sign([0.0, 0.1]) is False
+    assert consistent_sign([-1e-9, -2e-9]) is False  # float32 rounding, not a difference
     assert a.cell() == "51.0 ± 1.4" and Stat((0.5,)).cell() == "50.0" and Stat(()).cell() == "–"
 
 

@@ -703,12 +703,17 @@ def beyond_spread(a: Stat, b: Stat) -> bool | None:
     return a.lo > b.hi or a.hi < b.lo
 
 
-def consistent_sign(differences: Sequence[float]) -> bool | None:
-    """True when every paired difference is non-zero with the same sign; None with fewer than 2."""
+#: Differences of metrics (fractions) below this are ties: float32 re-ranking of the same neighbourhoods
+#: (e.g. MSRerank with ks 20,20,20 against k-reciprocal with k1 20) differs only by rounding.
+TIE = 1e-6
+
+
+def consistent_sign(differences: Sequence[float], tie: float = TIE) -> bool | None:
+    """True when every paired difference is beyond ``±tie`` with the same sign; None with fewer than 2."""
     d = [x for x in differences if math.isfinite(x)]
     if len(d) < 2:
         return None
-    return all(x > 0 for x in d) or all(x < 0 for x in d)
+    return all(x > tie for x in d) or all(x < -tie for x in d)
 
 
 @dataclass
@@ -785,8 +790,12 @@ def _yes_no(flag: bool | None) -> str:
     return "n/a" if flag is None else ("**yes**" if flag else "no")
 
 
-def _pp(value: float) -> str:
-    return "–" if not math.isfinite(value) else f"{100.0 * value:+.1f}"
+def _pp(value: float, digits: int = 1) -> str:
+    if not math.isfinite(value):
+        return "–"
+    if abs(100.0 * value) < 0.5 * 10.0 ** -digits:
+        return f"{0.0:.{digits}f}"  # no "-0.0" for a rounding-level difference
+    return f"{100.0 * value:+.{digits}f}"
 
 
 def _random_baseline(results: SuiteResults, data_dir: Path | None, seeds: int = 3
@@ -832,8 +841,10 @@ def _metric_label(metric: str) -> str:
 
 def _paired_rows(results: SuiteResults, keys: Sequence[str], a: str, b: str, metrics: Sequence[str]
                  ) -> list[list[str]]:
-    """Rows ``configuration | metric | task: mean Δ, consistent`` for re-ranking a − b on the same runs."""
+    """Rows ``configuration | metric | task: mean Δ, consistent`` for re-ranking a − b on the same runs,
+    then one row per metric over all runs (``k/n > 0``: in how many runs the difference is positive)."""
     rows = []
+    pooled: dict[tuple[str, str], list[float]] = {}
     for key in keys:
         seeds = [s for s in results.seeds_of(key, a) if (key, s, b) in results.metrics]
         if not seeds:
@@ -843,8 +854,18 @@ def _paired_rows(results: SuiteResults, keys: Sequence[str], a: str, b: str, met
             for task in TASKS:
                 diffs = [float(results.metrics[(key, s, a)][task].get(metric, float("nan")))
                          - float(results.metrics[(key, s, b)][task].get(metric, float("nan"))) for s in seeds]
-                row += [_pp(float(np.mean(diffs))), _yes_no(consistent_sign(diffs))]
+                pooled.setdefault((metric, task), []).extend(diffs)
+                row += [_pp(float(np.mean(diffs)), 2), _yes_no(consistent_sign(diffs))]
             rows.append(row)
+    for metric in metrics:
+        if not any((metric, task) in pooled for task in TASKS):
+            continue
+        row = ["*all runs*", _metric_label(metric)]
+        for task in TASKS:
+            diffs = [d for d in pooled.get((metric, task), []) if math.isfinite(d)]
+            positive = sum(1 for d in diffs if d > TIE)
+            row += [_pp(float(np.mean(diffs)), 2) if diffs else "–", f"{positive}/{len(diffs)} > 0"]
+        rows.append(row)
     return rows
 
 
@@ -913,7 +934,14 @@ def _ks_lines(results: SuiteResults) -> list[str]:
             for task, v in seen.items()]
 
 
-def report_markdown(results: SuiteResults, figures: Mapping[str, str], command: str,
+def _embed(figures: Mapping[str, Any], name: str, caption: str) -> list[str]:
+    lines: list[str] = []
+    for path in figures.get(name) or []:
+        lines += [f"![{caption}]({path})", ""]
+    return lines
+
+
+def report_markdown(results: SuiteResults, figures: Mapping[str, Any], command: str,
                     random_baseline: Mapping[str, Mapping[str, Stat]] | None) -> str:
     """The generated part of the report: status, settings, tables, comparisons, figure links."""
     suite = results.suite
@@ -958,8 +986,7 @@ def report_markdown(results: SuiteResults, figures: Mapping[str, str], command: 
             if random_baseline is not None:
                 rows.append(["*random embeddings*"] + [random_baseline[task][m].cell() for m in metric_keys])
             lines += _md_table(header, rows)
-        if "methods" in figures:
-            lines += [f"![mAP per scale of every method, no re-ranking]({figures['methods']})", ""]
+        lines += _embed(figures, "methods", "mAP per scale of every method, no re-ranking")
 
         reranks = [r for r in suite.rerankings if any(results.has(k, r) for k in methods)]
         for metric in ("mAP_overall", "H-AP", "R@1_overall"):
@@ -968,8 +995,7 @@ def report_markdown(results: SuiteResults, figures: Mapping[str, str], command: 
             rows = [[suite.config(k).label] + [results.stat(k, t, metric, r).cell() for t in TASKS
                                                for r in reranks] for k in methods]
             lines += _md_table(header, rows)
-        if "rerank" in figures:
-            lines += [f"![mAP per scale of DyCL+HAPPIER with each re-ranking]({figures['rerank']})", ""]
+        lines += _embed(figures, "rerank", "mAP per scale with each re-ranking")
 
     scale_keys = [k for k in suite.groups.get("scales", ()) if results.has(k)]
     if scale_keys:
@@ -979,8 +1005,7 @@ def report_markdown(results: SuiteResults, figures: Mapping[str, str], command: 
         rows = [[suite.config(k).label] + [results.stat(k, t, m).cell() for t in TASKS for m in metric_keys]
                 for k in scale_keys]
         lines += _md_table(header, rows)
-        if "scales" in figures:
-            lines += [f"![Single-scale vs multi-scale DyCL, mAP per scale]({figures['scales']})", ""]
+        lines += _embed(figures, "scales", "Single-scale vs multi-scale DyCL, mAP per scale")
 
     sampler_keys = [k for k in suite.groups.get("sampler", ()) if results.has(k)]
     if len(sampler_keys) > 1:
@@ -990,6 +1015,7 @@ def report_markdown(results: SuiteResults, figures: Mapping[str, str], command: 
         rows = [[suite.config(k).label] + [results.stat(k, t, m).cell() for t in TASKS for m in metric_keys]
                 for k in sampler_keys]
         lines += _md_table(header, rows)
+        lines += _embed(figures, "sampler", "DyCL with the random and the geo sampler, mAP per scale")
 
     lines += _comparisons(results, scales)
     examples = figures.get("examples") or []
@@ -1036,7 +1062,9 @@ def _comparisons(results: SuiteResults, scales: Sequence[int]) -> list[str]:
                         ("k-reciprocal", "none", "k-reciprocal − no re-ranking"),
                         ("msrerank-reference", "msrerank-paper", "MSRerank reference − paper variant")):
         if a in suite.rerankings and b in suite.rerankings:
-            prow = _paired_rows(results, methods, a, b, ["mAP_overall", "H-AP"])
+            prow = _paired_rows(results, methods, a, b, ["mAP_overall"])
+            scale_maps = [f"mAP_{s}" for s in scales]  # pooled over all runs only
+            prow += [r for r in _paired_rows(results, methods, a, b, scale_maps) if r[0] == "*all runs*"]
             if prow:
                 lines += [f"**{title}** (same runs, paired):", ""]
                 lines += _md_table(paired_header, prow)
@@ -1052,9 +1080,16 @@ def _write_figures(results: SuiteResults, img: Path, data_dir: Path | None) -> d
     figures: dict[str, Any] = {}
 
     def bars(name: str, runs: dict[str, dict], title: str) -> None:
-        if runs:
-            save_figure(scale_bars_figure(runs, metric="mAP", title=title), img / f"results_{name}.png")
-            figures[name] = f"img/results_{name}.png"
+        """One figure per task (both tasks side by side get too wide with many bars)."""
+        if not runs:
+            return
+        figures[name] = []
+        for task in TASKS:
+            per_task = {label: {task: r[task]} for label, r in runs.items() if task in r}
+            if per_task:
+                file = f"results_{name}_{TASK_FILES[task].removesuffix('.npz')}.png"
+                save_figure(scale_bars_figure(per_task, metric="mAP", title=f"{title}, {task}"), img / file)
+                figures[name].append(f"img/{file}")
 
     methods = [k for k in suite.groups.get("methods", ()) if results.has(k)]
     bars("methods", {suite.config(k).label: results.mean_results(k) for k in methods},
@@ -1226,6 +1261,7 @@ __all__ = [
     "Stat",
     "Suite",
     "SuiteResults",
+    "TIE",
     "beyond_spread",
     "collect_results",
     "config_mismatch",
