@@ -18,7 +18,6 @@ import torch
 
 from dycl.cli import eval_main, train_main
 from dycl.data import drone_set, eval_transforms, read_dacampus, satellite_set
-from dycl.data.synth import generate_campus
 from dycl.evaluate import (
     TASK_FILES,
     TASKS,
@@ -39,14 +38,6 @@ THRESHOLDS = ("--thresholds", "100", "200")
 TINY_TRAIN = ["--backbone", "resnet18", "--no-pretrained", "--image-size", "32", "--embedding-dim", "16",
               "--batch-size", "8", *THRESHOLDS, "--workers", "0", "--no-progress", "--epochs", "1",
               "--max-steps-per-epoch", "1"]
-
-
-@pytest.fixture(scope="module")
-def campus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("eval") / "campus"
-    generate_campus(root, train_buildings=8, test_buildings=6, drone_views=4, image_size=32, seed=0,
-                    workers=1, progress=False)
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from dycl.cli import experiment_main, train_main
-from dycl.data.synth import generate_campus
 from dycl.evaluate import TASKS, read_metrics
 from dycl.experiment import (
     BEGIN_MARK,
@@ -55,14 +54,6 @@ def tiny_suite(**changes) -> Suite:
     )
     settings.update(changes)
     return Suite(**settings)
-
-
-@pytest.fixture(scope="module")
-def campus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("campus") / "tiny"
-    generate_campus(root, train_buildings=8, test_buildings=6, drone_views=4, image_size=32, seed=0,
-                    workers=1, progress=False)
-    return root
 
 
 def epochs_in_log(run: Path) -> list[int]:

@@ -41,14 +41,6 @@ TINY = ["--backbone", "resnet18", "--no-pretrained", "--image-size", "32", "--em
 
 
 @pytest.fixture(scope="session")
-def campus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("campus") / "tiny"
-    generate_campus(root, train_buildings=8, test_buildings=6, drone_views=4, image_size=32, seed=0,
-                    workers=1, progress=False)
-    return root
-
-
-@pytest.fixture(scope="session")
 def other_campus(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("campus") / "other"
     generate_campus(root, train_buildings=8, test_buildings=6, drone_views=4, image_size=32, seed=1,
