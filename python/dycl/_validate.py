@@ -1,4 +1,4 @@
-"""Input checks shared by the wrappers around the Rust core.
+"""Input checks shared by the wrappers around the Rust core (and by the engines' option checks).
 
 The wrappers are the only place that converts arrays: other widths of
 integers and floats are converted, not rejected; everything that cannot be
@@ -76,6 +76,13 @@ def level_matrix(name: str, value: object) -> np.ndarray:
     if arr.min() < 0 or arr.max() > 255:
         raise ValueError(f"{name}: levels must lie in [0, 255], got [{arr.min()}, {arr.max()}]")
     return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def int_at_least(name: str, value: object, minimum: int) -> int:
+    """An integer (not a bool) of at least ``minimum``, as a Python ``int``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def positive_ints(name: str, value: Sequence[int] | int, minimum: int = 1) -> tuple[int, ...]:

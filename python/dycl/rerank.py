@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from . import _core
-from ._validate import float_matrix, level_matrix, positive_ints
+from ._validate import float_matrix, int_at_least, level_matrix, positive_ints
 
 DEFAULT_KS: tuple[int, ...] = (20, 62, 292)
 VARIANTS: tuple[str, ...] = ("paper", "reference")
@@ -62,14 +62,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def _int_at_least(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name}: expected an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name}: must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _lambda(value: object) -> float:
@@ -240,8 +232,8 @@ def k_reciprocal(
         ``(q, g)`` float32 re-ranked distances (smaller is closer).
     """
     blocks = _distance_blocks(q_g_dist, q_q_dist, g_g_dist)
-    k1 = _int_at_least("k1", k1)
-    k2 = _int_at_least("k2", k2)
+    k1 = int_at_least("k1", k1, 1)
+    k2 = int_at_least("k2", k2, 1)
     return _call_core(_core.k_reciprocal, *blocks, k1, k2, _lambda(lambda_value), progress=progress)
 
 
@@ -269,8 +261,8 @@ def k_reciprocal_embeddings(
         ``(q, g)`` float32 re-ranked distances.
     """
     query, gallery = _embeddings(query_emb, gallery_emb)
-    k1 = _int_at_least("k1", k1)
-    k2 = _int_at_least("k2", k2)
+    k1 = int_at_least("k1", k1, 1)
+    k2 = int_at_least("k2", k2, 1)
     return _call_core(
         _core.k_reciprocal_embeddings, query, gallery, k1, k2, _lambda(lambda_value), progress=progress
     )
@@ -310,7 +302,7 @@ def msrerank(
     """
     blocks = _distance_blocks(q_g_dist, q_q_dist, g_g_dist)
     ks_list = _ks(ks)
-    k2 = _int_at_least("k2", k2)
+    k2 = int_at_least("k2", k2, 1)
     return _call_core(
         _core.msrerank, *blocks, ks_list, k2, _lambda(lambda_value), _variant(variant), progress=progress
     )
@@ -334,7 +326,7 @@ def msrerank_embeddings(
     """
     query, gallery = _embeddings(query_emb, gallery_emb)
     ks_list = _ks(ks)
-    k2 = _int_at_least("k2", k2)
+    k2 = int_at_least("k2", k2, 1)
     return _call_core(
         _core.msrerank_embeddings,
         query,
@@ -398,7 +390,7 @@ def msrerank_ks(
         raise ValueError(f"mu: expected a positive number, got {mu!r}") from None
     if not math.isfinite(mu) or mu <= 0:
         raise ValueError(f"mu: must be a positive finite number, got {mu}")
-    min_k = _int_at_least("min_k", min_k)
+    min_k = int_at_least("min_k", min_k, 1)
     ks = []
     for scale in range(top):
         within = lv >= top - scale

@@ -63,6 +63,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from . import __version__
+from ._validate import int_at_least
 from .distributed import (
     DistInfo,
     all_gather_no_grad,
@@ -188,12 +189,6 @@ DEMO_TRAINING = {
 DEMO_OUTPUT = "dycl-demo"
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _check_float(name: str, value: object, positive: bool = True) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise ValueError(f"{name}: expected a number, got {value!r}")
@@ -246,11 +241,11 @@ def validate_config(config: TrainConfig) -> TrainConfig:
         raise ValueError("data_dir: no training data given (pass --data-dir DIR, or --demo)")
     if c.backbone not in BACKBONES:
         raise ValueError(f"backbone: unknown backbone {c.backbone!r}; choose one of {', '.join(BACKBONES)}")
-    c.embedding_dim = _check_int("embedding_dim", c.embedding_dim, 1)
-    c.image_size = _check_int("image_size", c.image_size, 16)
+    c.embedding_dim = int_at_least("embedding_dim", c.embedding_dim, 1)
+    c.image_size = int_at_least("image_size", c.image_size, 16)
     parse_loss_spec(c.loss)  # unknown names and bad weights fail here, before anything is written
-    c.epochs = _check_int("epochs", c.epochs, 1)
-    c.batch_size = _check_int("batch_size", c.batch_size, 2)
+    c.epochs = int_at_least("epochs", c.epochs, 1)
+    c.batch_size = int_at_least("batch_size", c.batch_size, 2)
     c.lr = _check_float("lr", c.lr)
     c.head_lr = 2.0 * c.lr if c.head_lr is None else _check_float("head_lr", c.head_lr)
     c.weight_decay = _check_float("weight_decay", c.weight_decay, positive=False)
@@ -260,18 +255,18 @@ def validate_config(config: TrainConfig) -> TrainConfig:
     c.rotation = _check_choice("rotation", c.rotation, ROTATIONS)
     c.thresholds = tuple(validate_thresholds(c.thresholds))
     c.loss_options = check_loss_options(c.loss, c.loss_options, len(c.thresholds) + 1, c.embedding_dim)
-    c.seed = _check_int("seed", c.seed, 0)
+    c.seed = int_at_least("seed", c.seed, 0)
     if c.max_steps_per_epoch is not None:
-        c.max_steps_per_epoch = _check_int("max_steps_per_epoch", c.max_steps_per_epoch, 1)
+        c.max_steps_per_epoch = int_at_least("max_steps_per_epoch", c.max_steps_per_epoch, 1)
     if not c.output:
         raise ValueError("output: no output folder given (pass --output DIR)")
     c.device = _check_choice("device", c.device, DEVICES)
-    c.workers = min(8, os.cpu_count() or 1) if c.workers is None else _check_int("workers", c.workers, 0)
-    c.eval_every = _check_int("eval_every", c.eval_every, 0)
+    c.workers = min(8, os.cpu_count() or 1) if c.workers is None else int_at_least("workers", c.workers, 0)
+    c.eval_every = int_at_least("eval_every", c.eval_every, 0)
     c.eval_batch_size = (2 * c.batch_size if c.eval_batch_size is None
-                         else _check_int("eval_batch_size", c.eval_batch_size, 1))
+                         else int_at_least("eval_batch_size", c.eval_batch_size, 1))
     if c.stop_after_epoch is not None:
-        c.stop_after_epoch = _check_int("stop_after_epoch", c.stop_after_epoch, 1)
+        c.stop_after_epoch = int_at_least("stop_after_epoch", c.stop_after_epoch, 1)
     if c.weights is not None and not Path(c.weights).is_file():
         raise ValueError(f"weights: no such file: {c.weights}")
     return c

@@ -21,17 +21,12 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 from torch.utils.data import Sampler
 
+from .._validate import int_at_least
 from ..geo import DEFAULT_THRESHOLDS
 from .splits import Split
 
 _TAG_RANDOM = 0x52414E44
 _TAG_GEO = 0x47454F
-
-
-def _int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 class _EpochBatchSampler(Sampler[list[int]]):
@@ -40,11 +35,11 @@ class _EpochBatchSampler(Sampler[list[int]]):
     kind = ""
 
     def __init__(self, num_pairs: int, batch_size: int, seed: int, rank: int, world_size: int):
-        self.num_pairs = _int("num_pairs", num_pairs, 1)
-        self.batch_size = _int("batch_size", batch_size, 1)
-        self.seed = _int("seed", seed, 0)
-        self.world_size = _int("world_size", world_size, 1)
-        self.rank = _int("rank", rank, 0)
+        self.num_pairs = int_at_least("num_pairs", num_pairs, 1)
+        self.batch_size = int_at_least("batch_size", batch_size, 1)
+        self.seed = int_at_least("seed", seed, 0)
+        self.world_size = int_at_least("world_size", world_size, 1)
+        self.rank = int_at_least("rank", rank, 0)
         if self.rank >= self.world_size:
             raise ValueError(f"rank: must be < world_size ({self.world_size}), got {rank}")
         self.epoch = 0
@@ -56,11 +51,11 @@ class _EpochBatchSampler(Sampler[list[int]]):
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose batches the next iteration yields."""
-        self.epoch = _int("epoch", epoch, 0)
+        self.epoch = int_at_least("epoch", epoch, 0)
 
     def global_batches(self, epoch: int | None = None) -> list[list[np.ndarray]]:
         """Every rank's batches of an epoch: ``[step][rank] -> pair indices``."""
-        return self._global_batches(self.epoch if epoch is None else _int("epoch", epoch, 0))
+        return self._global_batches(self.epoch if epoch is None else int_at_least("epoch", epoch, 0))
 
     def _batches(self) -> list[list[int]]:
         if self._cache is None or self._cache[0] != self.epoch:
@@ -214,8 +209,8 @@ class GeoPairBatchSampler(_EpochBatchSampler):
         self.pair_buildings = pair_buildings.astype(np.int64)
         self.levels = np.ascontiguousarray(levels, dtype=np.int64)
         self.top = top
-        self.pairs_per_building = _int("pairs_per_building", pairs_per_building, 1)
-        self.blocks_per_batch = _int("blocks_per_batch", blocks_per_batch, 1)
+        self.pairs_per_building = int_at_least("pairs_per_building", pairs_per_building, 1)
+        self.blocks_per_batch = int_at_least("blocks_per_batch", blocks_per_batch, 1)
         self.num_buildings = levels.shape[0]
         order = np.argsort(self.pair_buildings, kind="stable")
         counts = np.bincount(self.pair_buildings, minlength=self.num_buildings)
