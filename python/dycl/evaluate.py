@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
+from ._files import atomic_open, json_safe, write_json_atomic, write_text_atomic
 from ._validate import float_matrix, id_vector
 from ._validate import level_matrix as _checked_levels
 from .geo import DEFAULT_THRESHOLDS, _coords, level_matrix, validate_thresholds
@@ -247,8 +248,7 @@ def save_task_embeddings(
     written: dict[str, Path] = {}
     for task, arrays in task_arrays(satellite_emb, drone_emb, split).items():
         path = out / TASK_FILES[task]
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as handle:
+        with atomic_open(path, "wb") as handle:
             np.savez(
                 handle,
                 query=np.ascontiguousarray(arrays["query"], dtype=np.float32),
@@ -257,7 +257,6 @@ def save_task_embeddings(
                 gallery_ids=arrays["gallery_ids"],
                 **common,
             )
-        os.replace(tmp, path)
         written[task] = path
     return written
 
@@ -864,14 +863,6 @@ def _metric_keys(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return keys
 
 
-def _json_value(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def format_markdown(
     results: Mapping[str, Mapping[str, Any]], settings: Mapping[str, Any] | None = None, title: str = ""
 ) -> str:
@@ -898,16 +889,10 @@ def format_csv(results: Mapping[str, Mapping[str, Any]]) -> str:
     for task, metrics in results.items():
         cells = []
         for key in keys:
-            value = _json_value(metrics.get(key))
+            value = json_safe(metrics.get(key))
             cells.append("" if value is None else repr(value) if isinstance(value, float) else str(value))
         writer.writerow([task, *cells])
     return buffer.getvalue()
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def result_paths(output: str | os.PathLike) -> dict[str, Path]:
@@ -929,10 +914,9 @@ def write_results(
     """
     paths = result_paths(output)
     paths["json"].parent.mkdir(parents=True, exist_ok=True)
-    payload = {task: {k: _json_value(v) for k, v in metrics.items()} for task, metrics in results.items()}
-    _write_text(paths["json"], json.dumps(payload, indent=2) + "\n")
-    _write_text(paths["md"], format_markdown(results, settings))
-    _write_text(paths["csv"], format_csv(results))
+    write_json_atomic(paths["json"], results)
+    write_text_atomic(paths["md"], format_markdown(results, settings))
+    write_text_atomic(paths["csv"], format_csv(results))
     return paths
 
 

@@ -55,6 +55,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from ._files import write_json_atomic, write_text_atomic
 from .evaluate import (
     PAPER_SCALE_NAMES,
     TASK_FILES,
@@ -531,9 +532,7 @@ def _update_record(folder: Path, **values: Any) -> None:
         else:
             record[key] = value
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json_atomic(path, record)
 
 
 def _load() -> float | None:
@@ -1168,9 +1167,7 @@ def _write_csv(results: SuiteResults, path: Path) -> None:
             for metric, value in values.items():
                 text = "" if value is None or not math.isfinite(float(value)) else repr(value)
                 writer.writerow([results.suite.name, key, label, seed, rerank, task, metric, text])
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(buffer.getvalue(), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, buffer.getvalue())
 
 
 BEGIN_MARK = "<!-- BEGIN dycl-experiment report: generated, edit outside these markers -->"
@@ -1228,9 +1225,7 @@ def write_report(suite: Suite, output: str | os.PathLike, data_dir: str | os.Pat
                                "seeds": ", ".join(map(str, results.seeds_of(c.key, r)))})
     _write_csv(results, report / "results.csv")
     markdown = report / "results.md"
-    tmp = markdown.with_name(markdown.name + ".tmp")
-    tmp.write_text(f"# Results of suite {suite.name}\n\n{block}", encoding="utf-8")
-    os.replace(tmp, markdown)
+    write_text_atomic(markdown, f"# Results of suite {suite.name}\n\n{block}")
     written = {"markdown": markdown, "csv": report / "results.csv", "img": img}
     if docs is not None:
         docs_dir = Path(docs)
@@ -1239,9 +1234,7 @@ def write_report(suite: Suite, output: str | os.PathLike, data_dir: str | os.Pat
             shutil.copyfile(png, docs_dir / "img" / png.name)
         target = docs_dir / "results.md"
         existing = target.read_text(encoding="utf-8") if target.is_file() else f"# Results: {suite.name}\n"
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(splice_generated(existing, block), encoding="utf-8")
-        os.replace(tmp, target)
+        write_text_atomic(target, splice_generated(existing, block))
         written["docs"] = target
     return written
 

@@ -32,6 +32,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle, Patch
 
+from ._files import atomic_open
 from .geo import DEFAULT_THRESHOLDS, level_matrix, validate_thresholds
 
 #: Colours of the levels for the paper's three thresholds-free cases: exact, near, far.
@@ -81,10 +82,8 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
         raise ValueError(f"dpi: expected an integer >= 10, got {dpi!r}")
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "wb") as handle:
+    with atomic_open(out, "wb") as handle:
         fig.savefig(handle, format="png", dpi=dpi)
-    os.replace(tmp, out)
     return out
 
 

@@ -63,6 +63,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from . import __version__
+from ._files import atomic_open, json_safe, write_json_atomic, write_text_atomic
 from ._validate import int_at_least
 from .distributed import (
     DistInfo,
@@ -429,21 +430,6 @@ class SeededAugmentation(Dataset):
 # --------------------------------------------------------------------------- small helpers
 
 
-def _json_safe(value: Any) -> Any:
-    """JSON-compatible copy: NaN/inf become null, NumPy scalars and arrays become Python values."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _json_safe(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _plain(value: Any) -> Any:
     """Checkpoint-safe copy: NumPy values become lists and Python scalars (for ``weights_only`` loading)."""
     if isinstance(value, Mapping):
@@ -459,22 +445,10 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(_json_safe(payload), handle, indent=2, sort_keys=False)
-        handle.write("\n")
-    os.replace(tmp, path)
-
-
 def save_checkpoint_atomic(path: Path, state: Mapping[str, Any]) -> None:
     """``torch.save`` to a temporary file, flushed to disk, then renamed over ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
+    with atomic_open(path, "wb", fsync=True) as handle:
         torch.save(dict(state), handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -532,9 +506,7 @@ def truncate_log(path: Path, epoch: int) -> None:
             continue  # a line cut off by the crash
         if isinstance(record, dict) and int(record.get("epoch", 0)) <= epoch:
             kept.append(line)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(f"{line}\n" for line in kept))
 
 
 def check_output(output: Path, resume: bool, overwrite: bool) -> None:
@@ -709,7 +681,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "sampler": _plain(self.sampler.state_dict()),
             "rng": _capture_rng(self.on_cuda),
-            "metrics": {"last": _json_safe(self.last_metrics), "best": _json_safe(self.best_metrics),
+            "metrics": {"last": json_safe(self.last_metrics), "best": json_safe(self.best_metrics),
                         "best_epoch": self.best_epoch},
         }
 
@@ -946,7 +918,7 @@ class Trainer:
         record = {"event": "epoch", "epoch": stats.epoch, "step": self.global_step, "loss": stats.loss,
                   "terms": stats.terms, "lr": stats.lr, "images_per_s": stats.images_per_s,
                   "seconds": stats.seconds, "time": time.time()}
-        log.write(json.dumps(_json_safe(record)) + "\n")
+        log.write(json.dumps(json_safe(record)) + "\n")
         log.flush()
         # Every TensorBoard scalar is indexed by the global step (so purge_step works on resume).
         writer.add_scalar("train/loss_epoch", stats.loss, self.global_step)
@@ -960,7 +932,7 @@ class Trainer:
 
     def _log_eval(self, results, writer, log) -> None:
         record = {"event": "eval", "epoch": self.epoch, "step": self.global_step, **results}
-        log.write(json.dumps(_json_safe(record)) + "\n")
+        log.write(json.dumps(json_safe(record)) + "\n")
         log.flush()
         for task, metrics in results.items():
             tag = task.replace("->", "_to_")
