@@ -721,27 +721,11 @@ def load_model(
         ValueError: missing/unreadable file, or weights that do not fit the
             model (listing the missing and unexpected keys).
     """
-    import torch
-
     from .models import build_model, load_checkpoint, unwrap_state_dict
+    from .models.checkpoint import read_weights_object
 
     path = Path(checkpoint)
-    if not path.is_file():
-        raise ValueError(f"checkpoint: no such file: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if not trusted:
-            raise ValueError(
-                f"checkpoint: {path} is not a plain tensor file ({first}); if you trust its source, pass "
-                "--trust-checkpoint (unpickling arbitrary objects can run code)"
-            ) from None
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc2:
-            first = str(exc2).strip().splitlines()[0] if str(exc2).strip() else type(exc2).__name__
-            raise ValueError(f"checkpoint: cannot read {path} ({first})") from None
+    obj = read_weights_object(path, trusted=trusted, name="checkpoint")
     state = unwrap_state_dict(obj, name=f"checkpoint: {path}")
     saved = obj.get("config") if isinstance(obj, Mapping) else None
     saved = saved if isinstance(saved, Mapping) else {}

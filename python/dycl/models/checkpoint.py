@@ -60,6 +60,15 @@ def read_state_dict(
     ``name`` is the argument name used in error messages. Raises ``ValueError``
     for a missing file, an unreadable file, or a file that needs ``trusted=True``.
     """
+    return unwrap_state_dict(read_weights_object(path, trusted=trusted, name=name), name=name)
+
+
+def read_weights_object(path: str | os.PathLike, trusted: bool = False, name: str = "weights") -> object:
+    """What a weights file holds, as stored (a state dict or a checkpoint container), on the CPU.
+
+    The reading half of :func:`read_state_dict`, for callers that also want the
+    container's other entries (a training config, the epoch). Errors as there.
+    """
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"{name}: no such file: {p}")
@@ -84,7 +93,7 @@ def read_state_dict(
                 obj = torch.load(p, map_location="cpu", weights_only=False)
             except Exception as exc2:
                 raise ValueError(f"{name}: cannot read {p} ({exc2})") from exc2
-    return unwrap_state_dict(obj, name=name)
+    return obj
 
 
 def unwrap_state_dict(obj: object, name: str = "weights") -> dict[str, torch.Tensor]:
