@@ -78,6 +78,20 @@ def level_matrix(name: str, value: object) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.uint8)
 
 
+def embedding_pair(query_emb: object, gallery_emb: object) -> tuple[np.ndarray, np.ndarray]:
+    """Query and gallery embeddings as C-contiguous float32 ``(q, d)`` and ``(g, d)``, neither empty."""
+    q = float_matrix("query_emb", query_emb, dtype=np.float32)
+    g = float_matrix("gallery_emb", gallery_emb, dtype=np.float32)
+    for name, arr, what in (("query_emb", q, "query set"), ("gallery_emb", g, "gallery")):
+        if arr.shape[0] == 0:
+            raise ValueError(f"{name}: has no rows: the {what} is empty")
+        if arr.shape[1] == 0:
+            raise ValueError(f"{name}: has zero columns")
+    if q.shape[1] != g.shape[1]:
+        raise ValueError(f"gallery_emb: embedding width {g.shape[1]} differs from query_emb's {q.shape[1]}")
+    return q, g
+
+
 def int_at_least(name: str, value: object, minimum: int) -> int:
     """An integer (not a bool) of at least ``minimum``, as a Python ``int``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:

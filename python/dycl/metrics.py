@@ -36,7 +36,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from . import _core
-from ._validate import float_matrix, id_vector, level_matrix, positive_ints
+from ._validate import embedding_pair, float_matrix, id_vector, level_matrix, positive_ints
 from .geo import DEFAULT_THRESHOLDS, _coords, validate_thresholds
 
 DEFAULT_RECALL_AT: tuple[int, ...] = (1, 5, 10)
@@ -76,19 +76,6 @@ def _distances(distances: object) -> np.ndarray:
     if d.shape[1] == 0:
         raise ValueError("distances: has no columns: the gallery is empty")
     return d
-
-
-def _embeddings(query_emb: object, gallery_emb: object) -> tuple[np.ndarray, np.ndarray]:
-    q = float_matrix("query_emb", query_emb, dtype=np.float32)
-    g = float_matrix("gallery_emb", gallery_emb, dtype=np.float32)
-    for name, arr, what in (("query_emb", q, "query set"), ("gallery_emb", g, "gallery")):
-        if arr.shape[0] == 0:
-            raise ValueError(f"{name}: has no rows: the {what} is empty")
-        if arr.shape[1] == 0:
-            raise ValueError(f"{name}: has zero columns")
-    if q.shape[1] != g.shape[1]:
-        raise ValueError(f"gallery_emb: embedding width {g.shape[1]} differs from query_emb's {q.shape[1]}")
-    return q, g
 
 
 # --------------------------------------------------------------------------- per-query values
@@ -166,7 +153,7 @@ def per_query_embeddings(
     The distances are computed in the core (float32, rows L2-normalised) and
     never leave it; a ``(q, g)`` float32 matrix is held in memory meanwhile.
     """
-    qe, ge = _embeddings(query_emb, gallery_emb)
+    qe, ge = embedding_pair(query_emb, gallery_emb)
     ks = positive_ints("recall_at", recall_at)
     q_ids, g_ids, lv, c = _relevance_inputs(qe.shape[0], ge.shape[0], query_ids, gallery_ids, levels, coords)
     return _name_per_query(_core.per_query_embeddings(qe, ge, q_ids, g_ids, lv, c), ks)

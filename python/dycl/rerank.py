@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from . import _core
-from ._validate import float_matrix, int_at_least, level_matrix, positive_ints
+from ._validate import embedding_pair, int_at_least, level_matrix, positive_ints
 
 DEFAULT_KS: tuple[int, ...] = (20, 62, 292)
 VARIANTS: tuple[str, ...] = ("paper", "reference")
@@ -148,15 +148,7 @@ def _distance_blocks(q_g_dist: object, q_q_dist: object, g_g_dist: object) -> tu
 
 
 def _embeddings(query_emb: object, gallery_emb: object) -> tuple[np.ndarray, np.ndarray]:
-    query = float_matrix("query_emb", query_emb, dtype=np.float32)
-    gallery = float_matrix("gallery_emb", gallery_emb, dtype=np.float32)
-    for name, arr in (("query_emb", query), ("gallery_emb", gallery)):
-        if arr.shape[0] == 0 or arr.shape[1] == 0:
-            raise ValueError(f"{name}: is empty, shape {arr.shape}")
-    if query.shape[1] != gallery.shape[1]:
-        raise ValueError(
-            f"gallery_emb: embedding width {gallery.shape[1]} differs from query_emb's {query.shape[1]}"
-        )
+    query, gallery = embedding_pair(query_emb, gallery_emb)
     q, g = query.shape[0], gallery.shape[0]
     _check_fits(q * g * 4, f"the ({q}, {g}) float32 result")
     return query, gallery
