@@ -364,13 +364,6 @@ def rank_shift_figure(
 # --------------------------------------------------------------------------- per-scale bars
 
 
-def _scale_count(metrics: Mapping[str, object]) -> int:
-    count = 0
-    while f"mAP_{count}" in metrics:
-        count += 1
-    return count
-
-
 def scale_bars_figure(
     runs: Mapping[str, Mapping[str, Mapping[str, object]]],
     metric: str = "mAP",
@@ -383,7 +376,7 @@ def scale_bars_figure(
         metric: ``"mAP"`` (default) or ``"R@1"``: keys ``f"{metric}_{s}"`` and ``f"{metric}_overall"``.
         title: figure title.
     """
-    from .evaluate import PAPER_SCALE_NAMES, TASKS
+    from .evaluate import TASKS, _scale_count, _scale_names  # the tables' scale naming
 
     if metric not in ("mAP", "R@1"):
         raise ValueError(f"metric: expected 'mAP' or 'R@1', got {metric!r}")
@@ -396,9 +389,7 @@ def scale_bars_figure(
     n_scales = max(_scale_count(m) for results in runs.values() for m in results.values())
     if n_scales == 0:
         raise ValueError(f"runs: no {metric}_0 value in the metrics")
-    names = list(PAPER_SCALE_NAMES) if n_scales == len(PAPER_SCALE_NAMES) else [f"scale {s}"
-                                                                             for s in range(n_scales)]
-    groups = [*names, "overall"]
+    groups = [*_scale_names(n_scales), "overall"]
     keys = [f"{metric}_{s}" for s in range(n_scales)] + [f"{metric}_overall"]
     labels = list(runs)
     width = max(4.5, 0.45 * len(groups) * max(len(labels), 1) + 1.5) * len(tasks) + 0.5
