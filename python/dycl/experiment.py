@@ -311,19 +311,24 @@ class RunState:
     message: str = ""
 
 
-def _epochs_logged(folder: Path) -> int:
-    log = folder / "log.jsonl"
+def _epoch_records(folder: Path) -> list[dict[str, Any]]:
+    """The ``"epoch"`` records of a run's training log (none if there is no log)."""
+    log = folder / _train_module().LOG_FILE
     if not log.is_file():
-        return 0
-    done = 0
+        return []
+    records = []
     for line in log.read_text(encoding="utf-8").splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut by a crash
-        if record.get("event") == "epoch":
-            done = max(done, int(record.get("epoch", 0)))
-    return done
+        if isinstance(record, dict) and record.get("event") == "epoch":
+            records.append(record)
+    return records
+
+
+def _epochs_logged(folder: Path) -> int:
+    return max((int(r.get("epoch", 0)) for r in _epoch_records(folder)), default=0)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -877,10 +882,8 @@ def _compute_summary(results: SuiteResults) -> list[str]:
         saved = _read_json(state.folder / train.CONFIG_FILE)
         if saved is not None:
             configs.append(saved)
-        log = state.folder / train.LOG_FILE
-        if state.state == "done" and log.is_file():
-            seconds = [json.loads(line)["seconds"] for line in log.read_text().splitlines()
-                       if line.strip().startswith("{") and '"event": "epoch"' in line]
+        if state.state == "done" and (records := _epoch_records(state.folder)):
+            seconds = [r["seconds"] for r in records]
             epoch_s += seconds
             run_s.append(sum(seconds))
         record = _read_json(state.folder / RECORD_FILE) or {}
