@@ -45,15 +45,6 @@ def cosine_similarity_matrix(emb_a: torch.Tensor, emb_b: torch.Tensor) -> torch.
     return a @ b.t()
 
 
-def zero_like_graph(*tensors: torch.Tensor) -> torch.Tensor:
-    """A zero scalar connected to the inputs' graphs (so ``backward()`` works and grads are 0)."""
-    total = None
-    for t in tensors:
-        part = as_compute_dtype(t).sum() * 0.0
-        total = part if total is None else total + part.to(total.dtype)
-    return total
-
-
 class PairLoss(nn.Module):
     """Base class: input checks for the shared calling convention.
 
