@@ -18,21 +18,13 @@ import torch
 
 from dycl.cli import eval_main, train_main
 from dycl.data import drone_set, eval_transforms, read_dacampus, satellite_set
-from dycl.evaluate import (
-    TASK_FILES,
-    TASKS,
-    RerankConfig,
-    eq6_ks,
-    evaluate_tasks,
-    extract_embeddings,
-    format_csv,
-    load_embeddings,
-    read_metrics,
-)
+from dycl.embed import extract_embeddings
 from dycl.geo import level_matrix
 from dycl.metrics import evaluate
 from dycl.models import build_model
 from dycl.rerank import k_reciprocal_embeddings, msrerank_embeddings, msrerank_ks
+from dycl.tables import format_csv, read_metrics
+from dycl.tasks import TASK_FILES, TASKS, RerankConfig, eq6_ks, evaluate_tasks, load_embeddings
 
 THRESHOLDS = ("--thresholds", "100", "200")
 TINY_TRAIN = ["--backbone", "resnet18", "--no-pretrained", "--image-size", "32", "--embedding-dim", "16",
@@ -179,7 +171,7 @@ def test_eq6_ks_come_from_the_training_split(campus):
     rng = np.random.default_rng(2)
     sat = rng.standard_normal((test.num_buildings, 8)).astype(np.float32)
     drone = rng.standard_normal((test.num_drone, 8)).astype(np.float32)
-    from dycl.evaluate import tasks_from_split
+    from dycl.tasks import tasks_from_split
 
     tasks = tasks_from_split(sat, drone, test, (100.0, 200.0))
     ks, source = eq6_ks(tasks["satellite->drone"], train, min_k=2)
@@ -214,12 +206,12 @@ def test_rescoring_last_pt_reproduces_the_training_metrics(trained_run, campus, 
 
     # The saved embeddings re-score without the network to the same numbers.
     for task in TASKS:
-        with np.load(out.parent / "embeddings" / TASK_FILES[task]) as f, \
+        with np.load(out.with_suffix(".embeddings") / TASK_FILES[task]) as f, \
                 np.load(trained_run / "embeddings" / TASK_FILES[task]) as t:
             np.testing.assert_allclose(f["query"], t["query"], atol=1e-6)
             np.testing.assert_allclose(f["gallery"], t["gallery"], atol=1e-6)
     out2 = tmp_path / "again.json"
-    assert run_eval("--embeddings", out.parent / "embeddings", "--output", out2, "--no-progress") == 0
+    assert run_eval("--embeddings", out.with_suffix(".embeddings"), "--output", out2, "--no-progress") == 0
     rescored = json.loads(out2.read_text())
     for task in TASKS:
         assert_same_metrics(rescored[task], again[task], tol=1e-12)
@@ -228,6 +220,29 @@ def test_rescoring_last_pt_reproduces_the_training_metrics(trained_run, campus, 
     err = one_line_error(capsys, "--checkpoint", trained_run / "last.pt", "--data-dir", campus,
                          "--output", out, "--workers", "0", "--no-progress")
     assert "--overwrite" in err and "metrics.json" in err
+
+
+def test_two_checkpoint_evaluations_into_one_folder_do_not_collide(trained_run, campus, tmp_path, capsys):
+    """Each evaluation keeps its own embeddings: named after its output, or where --save-embeddings says."""
+    folder = tmp_path / "shared"
+    common = ("--checkpoint", trained_run / "last.pt", "--data-dir", campus, "--workers", "0", "--no-progress")
+    assert run_eval(*common, "--output", folder / "a.json") == 0
+    assert run_eval(*common, "--output", folder / "b.json", "--rerank", "k-reciprocal", "--k1", "5") == 0
+    for name in ("a", "b"):
+        assert (folder / f"{name}.json").is_file()
+        assert sorted(p.name for p in (folder / f"{name}.embeddings").iterdir()) == sorted(TASK_FILES.values())
+    assert not (folder / "embeddings").exists()
+    # Both files were written by their own run, and each names its own embeddings.
+    assert "a.embeddings" in (folder / "a.md").read_text() and "b.embeddings" in (folder / "b.md").read_text()
+    assert json.loads((folder / "a.json").read_text()) != json.loads((folder / "b.json").read_text())
+
+    explicit = tmp_path / "mine"
+    assert run_eval(*common, "--output", folder / "c.json", "--save-embeddings", explicit) == 0
+    assert sorted(p.name for p in explicit.iterdir()) == sorted(TASK_FILES.values())
+    assert not (folder / "c.embeddings").exists()
+    # Reusing a name still needs --overwrite, and says which file is in the way.
+    err = one_line_error(capsys, *common, "--output", folder / "a.json")
+    assert "--overwrite" in err and "a.json" in err
 
 
 def test_authors_layout_checkpoint_loads_and_evaluates(campus, tmp_path):
@@ -247,12 +262,12 @@ def test_authors_layout_checkpoint_loads_and_evaluates(campus, tmp_path):
     split = read_dacampus(campus, "test")
     expected = extract_embeddings(model, satellite_set(split, eval_transforms(32)), batch_size=16,
                                   progress=False)
-    with np.load(out.parent / "embeddings" / TASK_FILES["satellite->drone"]) as f:
+    with np.load(out.with_suffix(".embeddings") / TASK_FILES["satellite->drone"]) as f:
         assert f["query"].shape == (6, 512)
         np.testing.assert_allclose(f["query"], expected, atol=1e-5)
     expected_drone = extract_embeddings(model, drone_set(split, eval_transforms(32)), batch_size=16,
                                         progress=False)
-    with np.load(out.parent / "embeddings" / TASK_FILES["drone->satellite"]) as f:
+    with np.load(out.with_suffix(".embeddings") / TASK_FILES["drone->satellite"]) as f:
         np.testing.assert_allclose(f["query"], expected_drone, atol=1e-5)
 
 

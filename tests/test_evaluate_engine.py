@@ -10,16 +10,11 @@ import torch
 from torch.utils.data import Dataset
 
 from dycl.data import Split
-from dycl.evaluate import (
-    TASK_FILES,
-    TASKS,
-    extract_embeddings,
-    format_tables,
-    save_task_embeddings,
-    score_tasks,
-)
+from dycl.embed import extract_embeddings
 from dycl.geo import level_matrix
 from dycl.metrics import evaluate
+from dycl.tables import format_tables
+from dycl.tasks import TASK_FILES, TASKS, save_task_embeddings, score_tasks
 
 
 def make_split(n_buildings: int = 7, views: int = 3, seed: int = 0) -> Split:

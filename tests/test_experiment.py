@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from dycl.cli import experiment_main, train_main
-from dycl.evaluate import TASKS, read_metrics
 from dycl.experiment import (
     BEGIN_MARK,
     END_MARK,
@@ -32,6 +31,8 @@ from dycl.experiment import (
     suite_states,
     write_report,
 )
+from dycl.tables import read_metrics
+from dycl.tasks import TASKS
 from dycl.train import run_training
 
 TINY_TRAINING = {

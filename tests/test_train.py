@@ -21,18 +21,17 @@ import torch.multiprocessing as mp
 
 from dycl import __version__
 from dycl.cli import train_main
+from dycl.data import open_train_test
 from dycl.data.synth import generate_campus
 from dycl.distributed import DistInfo
-from dycl.evaluate import TASK_FILES, TASKS
+from dycl.runs import RUN_ARTIFACTS, truncate_log
+from dycl.tasks import TASK_FILES, TASKS
 from dycl.train import (
-    RUN_ARTIFACTS,
     SeededAugmentation,
     TrainConfig,
     Trainer,
     merge_resumed_config,
     prepare_run,
-    read_splits,
-    truncate_log,
     validate_config,
 )
 
@@ -70,7 +69,7 @@ def test_training_steps_lower_the_loss_of_a_batch(campus, tmp_path):
         "lr": 1e-4, "epochs": 20, "progress": False,  # a long schedule: the lr stays high
     })
     assert state is None and config.head_lr == pytest.approx(2e-4)  # the paper's 2x head ratio
-    train, test = read_splits(config)
+    train, test = open_train_test(config.data_dir, config.dataset_format)
     trainer = Trainer(config, train, test, DistInfo(0, 1, 0, torch.device("cpu")))
     batch = next(iter(trainer.epoch_loader(0)))
     with torch.no_grad():
@@ -338,7 +337,7 @@ def test_run_artifacts_are_the_documented_files():
 
 def test_demo_generates_the_campus_once_and_prints_the_baseline(campus, tmp_path, monkeypatch, capsys):
     import dycl.data.synth as synth
-    import dycl.train as train
+    import dycl.train.config as train
 
     monkeypatch.setenv("DYCL_CACHE", str(tmp_path / "cache"))
     tiny = {"train_buildings": 8, "test_buildings": 6, "drone_views": 4, "image_size": 32, "seed": 0}

@@ -8,7 +8,9 @@ Submodules:
 * :mod:`dycl.reference` — slow, readable NumPy versions of the metrics and the
   re-ranking, the definitions the fast paths are tested against;
 * :mod:`dycl.data`, :mod:`dycl.models`, :mod:`dycl.losses` — the PyTorch side;
-* :mod:`dycl.train`, :mod:`dycl.evaluate`, :mod:`dycl.cli` — engines and commands.
+* :mod:`dycl.embed`, :mod:`dycl.tasks`, :mod:`dycl.tables`, :mod:`dycl.runs` — embedding, the
+  retrieval task, result tables, the run folder;
+* :mod:`dycl.train`, :mod:`dycl.evaluate`, :mod:`dycl.experiment`, :mod:`dycl.cli` — engines and commands.
 
 Torch is imported lazily by the submodules that need it, so ``import dycl``
 and the evaluation core stay light.

@@ -20,9 +20,17 @@ def _as_array(name: str, value: object) -> np.ndarray:
 
 
 def float_matrix(
-    name: str, value: object, dtype: type = np.float64, shape: tuple[int | None, int | None] | None = None
+    name: str,
+    value: object,
+    dtype: type = np.float64,
+    shape: tuple[int | None, int | None] | None = None,
+    check_finite: bool = True,
 ) -> np.ndarray:
-    """A C-contiguous 2-D float array of ``dtype`` with finite values."""
+    """A C-contiguous 2-D float array of ``dtype``, with finite values unless ``check_finite=False``.
+
+    Pass ``check_finite=False`` where the core reads every value anyway and
+    reports NaN/inf itself (one owner per check, no second pass over the data).
+    """
     arr = _as_array(name, value)
     if arr.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D array, got {arr.ndim}-D with shape {arr.shape}")
@@ -34,7 +42,7 @@ def float_matrix(
             if want is not None and arr.shape[axis] != want:
                 raise ValueError(f"{name}: expected shape {_fmt_shape(shape)}, got {arr.shape}")
     arr = np.ascontiguousarray(arr, dtype=dtype)
-    if not np.isfinite(arr).all():
+    if check_finite and not np.isfinite(arr).all():
         bad = np.argwhere(~np.isfinite(arr))[0]
         raise ValueError(f"{name}: contains NaN or inf (first at index {tuple(int(i) for i in bad)})")
     return arr
@@ -61,7 +69,7 @@ def id_vector(name: str, value: object, upper: int, length: int | None = None) -
     return arr
 
 
-def level_matrix(name: str, value: object) -> np.ndarray:
+def checked_levels(name: str, value: object) -> np.ndarray:
     """A square, C-contiguous uint8 matrix of non-negative integer levels."""
     arr = _as_array(name, value)
     if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:

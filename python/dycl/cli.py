@@ -10,12 +10,36 @@ and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 
 class CLIError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
+
+
+@contextlib.contextmanager
+def _flag_errors(flags: dict[str, str] | None = None, known: Iterable[str] | None = None) -> Iterator[None]:
+    """Say the command-line flag where an engine's ``ValueError`` names its argument.
+
+    The engines own their checks and name arguments as the Python API does
+    (``"lambda_value: must be in [0, 1], got 2.0"``); the command line only
+    translates the name (``"--lambda: must be in [0, 1], got 2.0"``). ``flags``
+    maps names whose flag differs; names in ``known`` become ``--name-with-dashes``.
+    """
+    flags = flags or {}
+    try:
+        yield
+    except ValueError as exc:
+        name, sep, rest = str(exc).partition(":")
+        if sep and name in flags:
+            raise CLIError(f"{flags[name]}:{rest}") from exc
+        if sep and known is not None and name in known:
+            raise CLIError(f"--{name.replace('_', '-')}:{rest}") from exc
+        if sep and known is None and name.isidentifier():
+            raise CLIError(f"--{name.replace('_', '-')}:{rest}") from exc
+        raise
 
 
 def run_cli(
@@ -110,7 +134,7 @@ def data_main(argv: Sequence[str] | None = None) -> int:
 
 
 # --------------------------------------------------------------------------- dycl-train
-# (owned by the training engine: python/dycl/train.py)
+# (owned by the training engine: python/dycl/train/)
 
 
 _TRAIN_EPILOG = """\
@@ -118,7 +142,7 @@ examples:
   dycl-train --demo                                   # synthetic campus, small CPU run, prints the tables
   dycl-train --data-dir DA-Campus --output runs/dycl  # the paper's recipe (ResNet-50, 20 epochs, batch 128)
   dycl-train --output runs/dycl --resume              # continue an interrupted run from runs/dycl/last.pt
-  torchrun --nproc-per-node 4 -m dycl.train --data-dir DA-Campus --output runs/ddp
+  torchrun --nproc-per-node 4 -m dycl train --data-dir DA-Campus --output runs/ddp
 
 Writes into --output: config.json, last.pt (after every epoch), metrics.json and
 embeddings/*.npz (final evaluation of satellite->drone and drone->satellite),
@@ -234,14 +258,8 @@ def _run_train(args: argparse.Namespace) -> int:
     from .train import CONFIG_FIELDS, run_training
 
     options = {k: v for k, v in vars(args).items() if v is not None and k not in ("resume", "overwrite")}
-    try:
+    with _flag_errors(known=(*CONFIG_FIELDS, "resume", "overwrite")):
         run_training(options, resume=args.resume, overwrite=args.overwrite)
-    except ValueError as exc:
-        # The engine names options by their field name ("batch_size: ..."); say the flag instead.
-        name, sep, rest = str(exc).partition(":")
-        if sep and (name in CONFIG_FIELDS or name in ("resume", "overwrite")):
-            raise CLIError(f"--{name.replace('_', '-')}:{rest}") from exc
-        raise
     return 0
 
 
@@ -263,10 +281,11 @@ examples:
   dycl-eval --compare runs/a/metrics.json runs/b/metrics.json --labels A B --out map_by_scale.png
 
 With --checkpoint, both tasks (satellite->drone, drone->satellite) of the --split
-(default test) of --data-dir are scored and, with --output, the embeddings are
-saved in embeddings/ next to it so that other re-ranking options can be scored
-with --embeddings, without the network. --output metrics.json also writes
-metrics.md and metrics.csv.
+(default test) of --data-dir are scored and, with --output x/metrics.json, the
+embeddings are saved in x/metrics.embeddings/ (or --save-embeddings DIR), so
+that other re-ranking options can be scored with --embeddings, without the
+network; two evaluations into one folder never share it. --output
+metrics.json also writes metrics.md and metrics.csv.
 """
 
 
@@ -284,8 +303,8 @@ def _ks_option(text: str) -> tuple[int, ...] | None:
 
 
 def _build_eval_parser() -> argparse.ArgumentParser:
-    from .evaluate import RERANK_METHODS  # no torch import: scoring embeddings files does not need it
     from .rerank import VARIANTS
+    from .tasks import RERANK_METHODS  # no torch import: scoring embeddings files does not need it
 
     p = argparse.ArgumentParser(
         prog="dycl-eval",
@@ -344,6 +363,9 @@ def _build_eval_parser() -> argparse.ArgumentParser:
     out.add_argument("--recall-at", type=int, nargs="+", default=[1, 5, 10], metavar="K",
                      help="the K of Recall@K (default 1 5 10)")
     out.add_argument("--output", metavar="JSON", help="metrics file (+ .md and .csv next to it)")
+    out.add_argument("--save-embeddings", metavar="DIR",
+                     help="with --checkpoint: where to save the embeddings (default: next to --output, named "
+                          "after it: metrics.json -> metrics.embeddings/)")
     out.add_argument("--overwrite", action="store_true", help="replace existing result files")
     out.add_argument("--plots", metavar="DIR", help="write the PNG figures into DIR")
     out.add_argument("--out", metavar="PNG", help="with --compare: the bar chart file")
@@ -362,38 +384,34 @@ def _build_eval_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: dycl-eval flags whose names differ from the engine's argument names (the others: ``_`` -> ``-``).
+_EVAL_FLAGS = {"lambda_value": "--lambda", "variant": "--msrerank-variant",
+               "msrerank_variant": "--msrerank-variant"}
+
+
 def _run_eval(args: argparse.Namespace) -> int:
-    from .evaluate import RerankConfig, run_compare, run_eval
+    from .evaluate import EvalOptions, run_compare, run_eval
+    from .tasks import RerankConfig
 
     if args.compare:
         run_compare(args.compare, labels=args.labels, out_png=args.out, plots=args.plots, metric=args.metric)
         return 0
-    if args.checkpoint and not args.data_dir:
-        raise CLIError("--data-dir: --checkpoint needs the dataset whose images it embeds")
-    for flag, value, minimum in (
-        ("--batch-size", args.batch_size, 1), ("--image-size", args.image_size, 16),
-        ("--workers", args.workers, 0), ("--k1", args.k1, 1), ("--k2", args.k2, 1),
-        ("--plot-queries", args.plot_queries, 1), ("--plot-top-k", args.plot_top_k, 1),
-    ):
-        if value is not None and value < minimum:
-            raise CLIError(f"{flag}: must be >= {minimum}, got {value}")
-    if not 0.0 <= args.lambda_value <= 1.0:
-        raise CLIError(f"--lambda: must be in [0, 1], got {args.lambda_value}")
-    if args.recall_at and min(args.recall_at) < 1:
-        raise CLIError(f"--recall-at: values must be >= 1, got {args.recall_at}")
     if args.labels or args.out:
         raise CLIError("--labels/--out: only used with --compare")
-    rerank = RerankConfig(method=args.rerank, variant=args.msrerank_variant, ks=args.ks, k1=args.k1,
-                          k2=args.k2, lambda_value=args.lambda_value)
-    run_eval(
-        checkpoint=args.checkpoint, embeddings=args.embeddings, data_dir=args.data_dir,
-        dataset_format=args.dataset_format, split=args.split, backbone=args.backbone,
-        image_size=args.image_size, batch_size=args.batch_size, device=args.device, workers=args.workers,
-        amp=args.amp, trust_checkpoint=args.trust_checkpoint, thresholds=args.thresholds, rerank=rerank,
-        recall_at=tuple(args.recall_at), output=args.output, overwrite=args.overwrite, plots=args.plots,
-        plot_queries=args.plot_queries, plot_top_k=args.plot_top_k, map_building=args.map_building,
-        shift_ks=args.shift_ks, progress=args.progress,
-    )
+    with _flag_errors(_EVAL_FLAGS):
+        rerank = RerankConfig(method=args.rerank, variant=args.msrerank_variant, ks=args.ks, k1=args.k1,
+                              k2=args.k2, lambda_value=args.lambda_value)
+        options = EvalOptions(
+            checkpoint=args.checkpoint, embeddings=args.embeddings, data_dir=args.data_dir,
+            dataset_format=args.dataset_format, split=args.split, backbone=args.backbone,
+            image_size=args.image_size, batch_size=args.batch_size, device=args.device, workers=args.workers,
+            amp=args.amp, trust_checkpoint=args.trust_checkpoint, thresholds=args.thresholds, rerank=rerank,
+            recall_at=tuple(args.recall_at), output=args.output, save_embeddings=args.save_embeddings,
+            overwrite=args.overwrite, plots=args.plots, plot_queries=args.plot_queries,
+            plot_top_k=args.plot_top_k, map_building=args.map_building, shift_ks=args.shift_ks,
+            progress=args.progress,
+        )
+    run_eval(options)
     return 0
 
 
@@ -403,7 +421,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
 
 
 # --------------------------------------------------------------------------- dycl-experiment
-# (owned by the experiment suite: python/dycl/experiment.py)
+# (owned by the experiment suite: python/dycl/experiment/)
 
 
 _EXPERIMENT_EPILOG = """\
@@ -496,3 +514,21 @@ def experiment_main(argv: Sequence[str] | None = None) -> int:
     # cores). Read when torch starts, so set before anything imports it; an explicit setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return run_cli("dycl-experiment", _build_experiment_parser, _run_experiment, argv)
+
+
+_COMMANDS = {"train": train_main, "eval": eval_main, "data": data_main, "experiment": experiment_main}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m dycl COMMAND ...`` (and ``torchrun -m dycl train ...``): dispatch to a command."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help") or args[0] not in _COMMANDS:
+        known = ", ".join(_COMMANDS)
+        if args and args[0] not in ("-h", "--help"):
+            print(f"dycl: error: unknown command {args[0]!r}; expected one of {known}", file=sys.stderr)
+            return 2
+        print(f"usage: python -m dycl {{{','.join(_COMMANDS)}}} ...\n\n"
+              "Runs dycl-train, dycl-eval, dycl-data or dycl-experiment; e.g. under torchrun:\n"
+              "  torchrun --nproc-per-node 4 -m dycl train --data-dir DA-Campus --output runs/ddp")
+        return 0 if args else 2
+    return _COMMANDS[args[0]](args[1:])

@@ -36,10 +36,31 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from . import _core
-from ._validate import embedding_pair, float_matrix, id_vector, level_matrix, positive_ints
+from ._validate import checked_levels, embedding_pair, float_matrix, id_vector, positive_ints
 from .geo import DEFAULT_THRESHOLDS, _coords, validate_thresholds
 
 DEFAULT_RECALL_AT: tuple[int, ...] = (1, 5, 10)
+
+#: Names of the scales in the paper's Table III when there are three of them.
+PAPER_SCALE_NAMES: tuple[str, ...] = ("small", "middle", "large")
+
+
+# --------------------------------------------------------------------------- scales of a result
+
+
+def scale_count(metrics: Mapping[str, object]) -> int:
+    """The number of scales of a metrics dict of :func:`evaluate`: how many ``mAP_{s}`` keys it has."""
+    count = 0
+    while f"mAP_{count}" in metrics:
+        count += 1
+    return count
+
+
+def scale_names(count: int) -> list[str]:
+    """Display names of ``count`` scales: the paper's small/middle/large for three, else ``scale s``."""
+    if count == len(PAPER_SCALE_NAMES):
+        return list(PAPER_SCALE_NAMES)
+    return [f"scale {s}" for s in range(count)]
 
 
 # --------------------------------------------------------------------------- input checks
@@ -53,7 +74,7 @@ def _relevance_inputs(
     levels: object,
     coords: object | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    lv = level_matrix("levels", levels)
+    lv = checked_levels("levels", levels)
     if lv.max() == 0:
         raise ValueError("levels: has no positive level (the same building should be level L >= 1)")
     n_buildings = lv.shape[0]
@@ -70,7 +91,8 @@ def _relevance_inputs(
 
 
 def _distances(distances: object) -> np.ndarray:
-    d = float_matrix("distances", distances, dtype=np.float64)
+    # Finiteness is checked by the core in its ranking pass (one read of the matrix, not two).
+    d = float_matrix("distances", distances, dtype=np.float64, check_finite=False)
     if d.shape[0] == 0:
         raise ValueError("distances: has no rows: the query set is empty")
     if d.shape[1] == 0:

@@ -34,6 +34,8 @@ from matplotlib.patches import Circle, Patch
 
 from ._files import atomic_open
 from .geo import DEFAULT_THRESHOLDS, level_matrix, validate_thresholds
+from .metrics import scale_count, scale_names  # the tables' scale naming
+from .tasks import TASKS
 
 #: Colours of the levels for the paper's three thresholds-free cases: exact, near, far.
 EXACT_COLOR = "#2ca02c"  # green: the same building
@@ -376,8 +378,6 @@ def scale_bars_figure(
         metric: ``"mAP"`` (default) or ``"R@1"``: keys ``f"{metric}_{s}"`` and ``f"{metric}_overall"``.
         title: figure title.
     """
-    from .evaluate import TASKS, _scale_count, _scale_names  # the tables' scale naming
-
     if metric not in ("mAP", "R@1"):
         raise ValueError(f"metric: expected 'mAP' or 'R@1', got {metric!r}")
     if not runs:
@@ -386,10 +386,10 @@ def scale_bars_figure(
     tasks = [t for t in TASKS if t in seen] + sorted(seen - set(TASKS))
     if not tasks:
         raise ValueError("runs: no task in the metrics")
-    n_scales = max(_scale_count(m) for results in runs.values() for m in results.values())
+    n_scales = max(scale_count(m) for results in runs.values() for m in results.values())
     if n_scales == 0:
         raise ValueError(f"runs: no {metric}_0 value in the metrics")
-    groups = [*_scale_names(n_scales), "overall"]
+    groups = [*scale_names(n_scales), "overall"]
     keys = [f"{metric}_{s}" for s in range(n_scales)] + [f"{metric}_overall"]
     labels = list(runs)
     width = max(4.5, 0.45 * len(groups) * max(len(labels), 1) + 1.5) * len(tasks) + 0.5

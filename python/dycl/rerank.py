@@ -41,7 +41,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from . import _core
-from ._validate import embedding_pair, int_at_least, level_matrix, positive_ints
+from ._progress import StageProgress
+from ._validate import checked_levels, embedding_pair, int_at_least, positive_ints
 
 DEFAULT_KS: tuple[int, ...] = (20, 62, 292)
 VARIANTS: tuple[str, ...] = ("paper", "reference")
@@ -53,6 +54,7 @@ Progress = ProgressCallback | bool | None
 __all__ = [
     "DEFAULT_KS",
     "VARIANTS",
+    "check_options",
     "k_reciprocal",
     "k_reciprocal_embeddings",
     "msrerank",
@@ -85,6 +87,22 @@ def _variant(value: object) -> str:
     if value not in VARIANTS:
         raise ValueError(f"variant: unknown {value!r}; expected one of {VARIANTS}")
     return str(value)
+
+
+def check_options(k1: int = 20, k2: int = 6, lambda_value: float = 0.3, ks: Sequence[int] | None = None,
+                  variant: str = "paper") -> None:
+    """Check re-ranking options before any work (the same checks the entry points apply).
+
+    For callers that collect options first and re-rank later, e.g. after
+    embedding a dataset: a bad option then fails in seconds, not after the
+    embedding. Raises ``ValueError`` naming the argument.
+    """
+    int_at_least("k1", k1, 1)
+    int_at_least("k2", k2, 1)
+    _lambda(lambda_value)
+    if ks is not None:
+        _ks(ks)
+    _variant(variant)
 
 
 def _available_memory() -> int | None:
@@ -157,35 +175,11 @@ def _embeddings(query_emb: object, gallery_emb: object) -> tuple[np.ndarray, np.
 # --------------------------------------------------------------------------- progress
 
 
-class _TqdmProgress:
-    """One tqdm bar per stage of the core's computation."""
-
-    def __init__(self) -> None:
-        self._bar = None
-        self._stage: str | None = None
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        from tqdm.auto import tqdm
-
-        if stage != self._stage:
-            self.close()
-            self._stage = stage
-            self._bar = tqdm(total=total, desc=stage, leave=False)
-        assert self._bar is not None
-        self._bar.n = done
-        self._bar.refresh()
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-
-
 def _call_core(function: Callable[..., np.ndarray], *args: object, progress: Progress) -> np.ndarray:
     if progress is None or progress is False:
         return function(*args, None)
     if progress is True:
-        bars = _TqdmProgress()
+        bars = StageProgress()  # one delayed bar (terminal) or line (log) per stage of the core
         try:
             return function(*args, bars)
         finally:
@@ -353,7 +347,7 @@ def msrerank_ks(
         ``(k^0, …, k^{L−1})``, non-decreasing. On DA-Campus's drone gallery
         (60 views per building) this is about ``(20, 62, 292)``.
     """
-    lv = level_matrix("levels", levels)
+    lv = checked_levels("levels", levels)
     n_buildings = lv.shape[0]
     top = int(lv[0, 0])
     if top < 1 or not np.all(np.diagonal(lv) == top):

@@ -10,6 +10,8 @@ Splits (NumPy only, no torch)::
     split = read_dacampus(root, "train")        # DA-Campus layout (DESIGN §7); check_images=True
     split = read_manifest("data.csv", "test")   # CSV: path, view, building, latitude, longitude, split
     check_disjoint(train_split, test_split)     # DatasetError if the splits share a building id
+    split = open_split(path, "test", format="auto")   # a folder is DA-Campus, a file a manifest
+    train, test = open_train_test(path)         # both, checked for training (disjoint, >= 2 buildings)
 
     split.name                  # "train" / "test" (whatever split was asked for)
     split.building_ids          # (B,) building ids, ascending: int64 class_id values for DA-Campus;
@@ -100,9 +102,14 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
+from .sources import DATASET_FORMATS, dataset_format, open_split, open_train_test
 from .splits import DatasetError, Split, check_disjoint, read_dacampus, read_manifest
 
 __all__ = [
+    "DATASET_FORMATS",
+    "dataset_format",
+    "open_split",
+    "open_train_test",
     "DatasetError",
     "Split",
     "check_disjoint",

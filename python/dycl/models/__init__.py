@@ -11,6 +11,7 @@ Typical use::
     freeze_batchnorm(model)                                      # the recipe's frozen BN
     emb_sat, emb_drone = model(satellite_images, drone_images)   # (B, 512) each, unit norm
     report = load_checkpoint(model, "run/last.pt")               # strict by default
+    model, info = load_model("run/last.pt")                      # architecture from the checkpoint
 
 The building proxies of the clustering loss live in
 :class:`dycl.losses.ClusterLoss`, not here.
@@ -19,7 +20,7 @@ The building proxies of the clustering loss live in
 from .backbones import BACKBONES, BackboneSpec, PretrainedWeightsUnavailable, build_backbone
 from .batchnorm import freeze_batchnorm, is_batchnorm_frozen
 from .checkpoint import CheckpointLoadReport, load_checkpoint, read_state_dict, unwrap_state_dict
-from .net import VIT_POOLINGS, EmbeddingNet, build_model
+from .net import VIT_POOLINGS, EmbeddingNet, build_model, load_model
 
 __all__ = [
     "BACKBONES",
@@ -33,6 +34,7 @@ __all__ = [
     "freeze_batchnorm",
     "is_batchnorm_frozen",
     "load_checkpoint",
+    "load_model",
     "read_state_dict",
     "unwrap_state_dict",
 ]

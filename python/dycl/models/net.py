@@ -9,6 +9,8 @@ the LayerNorm have no parameters), exactly as in the authors' release.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +19,7 @@ from torch import nn
 
 from .backbones import BACKBONES, backbone_spec, build_backbone, is_full_model_state, read_backbone_weights
 from .batchnorm import keep_frozen_in_eval
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, read_weights_object, unwrap_state_dict
 
 VIT_POOLINGS = ("cls", "mean")
 
@@ -150,4 +152,68 @@ def build_model(
     return model
 
 
-__all__ = ["BACKBONES", "EmbeddingNet", "build_model", "VIT_POOLINGS"]
+def _checkpoint_info(obj: object, state: Mapping[str, torch.Tensor], backbone: str | None,
+                     image_size: int | None) -> dict[str, Any]:
+    """Layout, architecture and saved settings of a checkpoint object (see :func:`load_model`)."""
+    saved = obj.get("config") if isinstance(obj, Mapping) else None
+    saved = saved if isinstance(saved, Mapping) else {}
+    if isinstance(obj, Mapping) and str(obj.get("format", "")).startswith("dycl-train-checkpoint"):
+        layout = "dycl-train"
+    elif isinstance(obj, Mapping) and "net_state" in obj:
+        layout = "net_state"
+    else:
+        layout = "state dict"
+    fc = state.get("fc.weight")
+    info: dict[str, Any] = {
+        "layout": layout,
+        "backbone": backbone or saved.get("backbone") or "resnet50",
+        "embedding_dim": int(saved.get("embedding_dim") or (fc.shape[0] if fc is not None else 512)),
+        "image_size": int(image_size or saved.get("image_size") or 256),
+    }
+    for key in ("thresholds", "eval_batch_size"):
+        if saved.get(key) is not None:
+            info[key] = saved[key]
+    if isinstance(obj, Mapping) and isinstance(obj.get("epoch"), int):
+        info["epoch"] = obj["epoch"]
+    return info
+
+
+def load_model(
+    checkpoint: str | os.PathLike,
+    backbone: str | None = None,
+    image_size: int | None = None,
+    trusted: bool = False,
+) -> tuple[EmbeddingNet, dict[str, Any]]:
+    """Build the network of a checkpoint and load its weights (strictly); returns ``(model, info)``.
+
+    Accepted: our ``last.pt`` (architecture from its saved configuration) and
+    the authors' release (``{"net_state": state_dict}`` with ``backbone.<i>.*``
+    and ``fc.*``: ResNet-50 unless ``backbone`` says otherwise, embedding size
+    from ``fc.weight``, 256 px) or any plain state dict of that layout. Nothing
+    is downloaded and none of the authors' packages is needed.
+
+    ``info`` has ``layout``, ``backbone``, ``embedding_dim``, ``image_size``
+    and, from our checkpoints, ``thresholds``, ``eval_batch_size``, ``epoch``.
+
+    Raises:
+        ValueError: missing/unreadable file, or weights that do not fit the
+            model (listing the missing and unexpected keys).
+    """
+    path = Path(checkpoint)
+    obj = read_weights_object(path, trusted=trusted, name="checkpoint")
+    state = unwrap_state_dict(obj, name=f"checkpoint: {path}")
+    info = _checkpoint_info(obj, state, backbone, image_size)
+    model = build_model(info["backbone"], embedding_dim=info["embedding_dim"], pretrained=False)
+    try:
+        load_checkpoint(model, state, strict=True)
+    except ValueError as exc:
+        hint = "" if backbone else "; pass --backbone if it was trained with another backbone"
+        raise ValueError(
+            f"checkpoint: {path} does not fit {info['backbone']} with a {info['embedding_dim']}-d head: "
+            f"{str(exc).removeprefix('checkpoint does not match the model: ')}{hint}"
+        ) from None
+    model.eval()
+    return model, info
+
+
+__all__ = ["BACKBONES", "EmbeddingNet", "build_model", "load_model", "VIT_POOLINGS"]

@@ -1,0 +1,17 @@
+"""``python -m dycl COMMAND ...``: the console commands without their scripts.
+
+``COMMAND`` is ``train``, ``eval``, ``data`` or ``experiment`` (as ``dycl-train``,
+``dycl-eval``, ...). This is the entry point for ``torchrun``, which starts a
+module on every process::
+
+    torchrun --nproc-per-node 4 -m dycl train --data-dir DA-Campus --output runs/ddp
+"""
+
+from __future__ import annotations
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,161 @@
+"""Running a network over images: device choice, mixed precision, batched embedding.
+
+Everything that puts images through a model lives here, so the training
+engine, the evaluation engine and the experiment suite embed the same way::
+
+    from dycl.embed import embed_split, resolve_device
+
+    device = resolve_device("auto")                      # "cuda" when available, else "cpu"
+    sat, drone = embed_split(model.to(device), split, image_size=256, device=device)
+
+Torch is imported inside the functions, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._validate import int_at_least
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from .data import Split
+
+
+def autocast_dtype(device: torch.device | str, amp: bool = True) -> torch.dtype | None:
+    """The autocast dtype for ``device``: bf16 on CUDA when supported, else fp16; None = full precision.
+
+    Mixed precision is only used on CUDA: on CPU the engines stay in float32,
+    which keeps CPU runs bit-reproducible.
+    """
+    import torch
+
+    dev = torch.device(device)
+    if not amp or dev.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> ``"cuda"`` when CUDA is available, else ``"cpu"``; a CUDA device must exist."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device: {device} was asked for but CUDA is not available")
+    return device
+
+
+def extract_embeddings(
+    model: torch.nn.Module,
+    image_set: torch.utils.data.Dataset,
+    batch_size: int = 128,
+    device: torch.device | str = "cpu",
+    amp: bool = True,
+    workers: int = 0,
+    progress: bool = True,
+    desc: str = "embedding",
+) -> np.ndarray:
+    """Embed every image of ``image_set`` with ``model``; returns ``(len(image_set), d)`` float32.
+
+    Args:
+        model: maps a ``(b, 3, H, W)`` batch to ``(b, d)`` embeddings (an
+            :class:`~dycl.models.EmbeddingNet`, not a DDP wrapper). It is put in
+            eval mode for the pass and its previous mode is restored after.
+        image_set: yields ``(image, building)`` items in a fixed order, e.g.
+            :func:`dycl.data.satellite_set` / :func:`dycl.data.drone_set` with
+            :func:`dycl.data.eval_transforms`. Rows of the result follow it.
+        batch_size: images per forward pass.
+        device: where the model lives.
+        amp: autocast on CUDA (see :func:`autocast_dtype`); ignored on CPU.
+        workers: DataLoader worker processes (0 = load in this process).
+        progress: show a progress bar (only once the pass lasts, see :func:`dycl._progress.bar`).
+        desc: label of the progress bar.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+
+    from ._progress import bar
+
+    batch_size = _positive("batch_size", batch_size)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"workers: expected a non-negative integer, got {workers!r}")
+    if len(image_set) == 0:
+        raise ValueError("image_set: is empty")
+    dev = torch.device(device)
+    on_cuda = dev.type == "cuda"
+    dtype = autocast_dtype(dev, amp)
+    loader = DataLoader(image_set, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        pin_memory=on_cuda, persistent_workers=False)
+    was_training = model.training
+    model.eval()
+    rows: list[np.ndarray] = []
+    try:
+        with torch.inference_mode():
+            for images, _ in bar(loader, desc=desc, unit="batch", disable=not progress):
+                images = images.to(dev, non_blocking=on_cuda)
+                if on_cuda:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device_type=dev.type, dtype=dtype, enabled=dtype is not None):
+                    emb = model(images)
+                rows.append(emb.float().cpu().numpy())
+    finally:
+        model.train(was_training)
+    return np.ascontiguousarray(np.concatenate(rows, axis=0), dtype=np.float32)
+
+
+def _positive(name: str, value: object) -> int:
+    try:
+        return int_at_least(name, value, 1)
+    except ValueError:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}") from None
+
+
+def worker_error(exc: BaseException) -> str:
+    """The original message of an error re-raised by a DataLoader worker (else the error's own)."""
+    text = str(exc).strip()
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        _, sep, message = last.partition(": ")
+        return message if sep else last
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def embed_split(
+    model: torch.nn.Module,
+    split: Split,
+    image_size: int,
+    batch_size: int = 128,
+    device: torch.device | str = "cpu",
+    amp: bool = True,
+    workers: int = 0,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Satellite ``(B, d)`` and drone ``(N, d)`` embeddings of ``split`` (each image set once).
+
+    Evaluation transforms at ``image_size``; batched, AMP on CUDA. An
+    unreadable image raises ``ValueError`` with its path (also from workers).
+    """
+    from .data import drone_set, eval_transforms, satellite_set
+
+    transform = eval_transforms(image_size)
+    kwargs: dict[str, Any] = {"batch_size": batch_size, "device": device, "amp": amp, "workers": workers,
+                              "progress": progress}
+    try:
+        sat = extract_embeddings(model, satellite_set(split, transform), desc="embedding satellite", **kwargs)
+        drone = extract_embeddings(model, drone_set(split, transform), desc="embedding drone", **kwargs)
+    except ValueError as exc:
+        message = worker_error(exc)
+        # Drop the frames' references to the DataLoader iterator now, so that its workers are shut
+        # down at once; left to the garbage collector, the shutdown waits for timeouts (~10 s).
+        traceback.clear_frames(exc.__traceback__)
+        raise ValueError(message) from None
+    return sat, drone
+
+
+__all__ = ["autocast_dtype", "embed_split", "extract_embeddings", "resolve_device", "worker_error"]

@@ -1,0 +1,217 @@
+"""Experiment plans: the data, the shared training settings, the configurations, seeds and re-rankings.
+
+A **suite** names what to run; :mod:`dycl.experiment.runner` runs it and
+:mod:`dycl.experiment.report` turns the finished runs into tables and figures.
+Each (configuration, seed) is one ``dycl-train`` run, re-scored from its saved
+embeddings with every re-ranking of :data:`RERANKINGS`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..losses import PAPER_LOSS
+from ..metrics import PAPER_SCALE_NAMES
+from ..tasks import RerankConfig
+
+
+@dataclass(frozen=True)
+class CampusSpec:
+    """A synthetic campus (:func:`dycl.data.synth.generate_campus` parameters)."""
+
+    train_buildings: int
+    test_buildings: int
+    drone_views: int
+    image_size: int
+    seed: int = 0
+
+    @property
+    def folder_name(self) -> str:
+        return (f"campus-{self.train_buildings}-{self.test_buildings}-{self.drone_views}v-"
+                f"{self.image_size}px-seed{self.seed}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One trained configuration: what differs between the runs of a suite.
+
+    ``key`` names the run folders; ``label`` is the name in tables and figures.
+    """
+
+    key: str
+    label: str
+    loss: str
+    loss_options: Mapping[str, Mapping[str, Any]] | None = None
+    sampler: str = "random"
+    note: str = ""
+
+    def overrides(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"loss": self.loss, "sampler": self.sampler}
+        if self.loss_options:
+            out["loss_options"] = json.loads(json.dumps(self.loss_options))  # plain dicts and lists
+        return out
+
+
+#: Re-rankings every run is scored with: file stem -> (table label, configuration).
+#: ``ks=None``: Eq. 6 from the training split (``--ks auto``).
+RERANKINGS: dict[str, tuple[str, RerankConfig]] = {
+    "none": ("none", RerankConfig()),
+    "k-reciprocal": ("k-reciprocal", RerankConfig(method="k-reciprocal")),
+    "msrerank-paper": ("MSRerank (paper)", RerankConfig(method="msrerank", variant="paper")),
+    "msrerank-reference": ("MSRerank (reference)", RerankConfig(method="msrerank", variant="reference")),
+}
+
+
+@dataclass(frozen=True)
+class Suite:
+    """An experiment plan. ``groups`` name the comparisons of the report (keys of ``configs``):
+
+    * ``"methods"`` — Tables II/III: one row per method;
+    * ``"scales"`` — Fig. 6: single-scale runs, then the multi-scale run (last);
+    * ``"sampler"`` — batch composition: the ``random`` run, then the ``geo`` run.
+    """
+
+    name: str
+    description: str
+    campus: CampusSpec | None  # None: the data comes from --data-dir
+    training: Mapping[str, Any]
+    configs: tuple[RunConfig, ...]
+    seeds: tuple[int, ...]
+    groups: Mapping[str, tuple[str, ...]]
+    rerankings: tuple[str, ...] = tuple(RERANKINGS)
+    #: Seconds per training epoch measured in the pilot (for the ETA before any run has finished).
+    expected_epoch_s: float | None = None
+
+    def config(self, key: str) -> RunConfig:
+        for c in self.configs:
+            if c.key == key:
+                return c
+        raise ValueError(f"suite {self.name}: no configuration {key!r}")
+
+    def runs(self) -> list[RunSpec]:
+        """Every (configuration, seed), seed by seed: an interrupted suite has all configurations early."""
+        return [RunSpec(config=c, seed=s) for s in self.seeds for c in self.configs]
+
+    @property
+    def epochs(self) -> int:
+        return int(self.training.get("epochs", 20))
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    config: RunConfig
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.config.key}/seed{self.seed}"
+
+    def folder(self, output: Path) -> Path:
+        return output / self.config.key / f"seed{self.seed}"
+
+
+_DYCL = "dycl:0.2,cluster:0.1"  # the paper's recipe without HAPPIER
+
+
+def _paper_configs() -> tuple[RunConfig, ...]:
+    methods = (
+        RunConfig("infonce", "InfoNCE", "infonce"),
+        RunConfig("triplet", "Triplet", "triplet"),
+        RunConfig("multisimilarity", "Multi-Similarity", "multisimilarity"),
+        RunConfig("normsoftmax", "Normalised Softmax", "normsoftmax"),
+        RunConfig("sigmatriplet", "Σ-Triplet", "sigmatriplet"),
+        RunConfig("happier", "HAPPIER", "happier"),
+        RunConfig("dycl", "DyCL", _DYCL, note="DyCL (Eq. 4) + clustering (Eq. 5), the paper's weights"),
+        RunConfig("dycl-happier", "DyCL+HAPPIER", PAPER_LOSS, note="the paper's full loss"),
+    )
+    single = tuple(
+        RunConfig(f"dycl-scale{s}", f"single-scale {name}", _DYCL, loss_options={"dycl": {"scales": [s]}},
+                  note=f"only the DyCL term of scale {s} (margin m^{s})")
+        for s, name in enumerate(PAPER_SCALE_NAMES)
+    )
+    geo = (RunConfig("dycl-geo", "DyCL, geo sampler", _DYCL, sampler="geo"),)
+    return methods + single + geo
+
+
+_PAPER_GROUPS = {
+    "methods": ("infonce", "triplet", "multisimilarity", "normsoftmax", "sigmatriplet", "happier", "dycl",
+                "dycl-happier"),
+    "scales": ("dycl-scale0", "dycl-scale1", "dycl-scale2", "dycl"),
+    "sampler": ("dycl", "dycl-geo"),
+}
+
+#: The paper in miniature on a 2-core CPU (measured: docs/results.md).
+PAPER_MINI = Suite(
+    name="paper-mini",
+    description="Tables II/III, Fig. 6 and the sampler question on a synthetic campus, ResNet-18 from "
+                "scratch at 48 px on a CPU",
+    # 440 buildings on 4 campuses: the test campus is large enough that the 500 m scale is not most
+    # of it (about 49 of 200 buildings), 16 views keep an epoch at 120 steps.
+    campus=CampusSpec(train_buildings=240, test_buildings=200, drone_views=16, image_size=96, seed=0),
+    # Pilot (docs/results.md): 48 px learns as fast per epoch as 64 px at 2.2x less compute
+    # (about 24 s per epoch on two free cores); 5 epochs of the cosine schedule fit the budget.
+    training={
+        "backbone": "resnet18", "pretrained": False, "embedding_dim": 128, "image_size": 48, "epochs": 5,
+        "batch_size": 32, "lr": 1e-4, "thresholds": [200.0, 500.0], "workers": 1,
+    },
+    configs=_paper_configs(),
+    seeds=(0, 1),
+    groups=_PAPER_GROUPS,
+    expected_epoch_s=30.0,
+)
+
+#: The same comparisons at the paper's scale (DA-Campus, GPU): pass --data-dir.
+PAPER_FULL = Suite(
+    name="paper-full",
+    description="the same comparisons on DA-Campus with the paper's hyper-parameters (ResNet-50 ImageNet, "
+                "256 px, batch 128, 20 epochs); needs --data-dir and a GPU",
+    campus=None,
+    training={
+        "backbone": "resnet50", "pretrained": True, "embedding_dim": 512, "image_size": 256, "epochs": 20,
+        "batch_size": 128, "lr": 5e-5, "thresholds": [200.0, 500.0],
+    },
+    configs=_paper_configs(),
+    seeds=(0, 1),
+    groups=_PAPER_GROUPS,
+)
+
+#: Two one-step runs on a tiny campus: checks the whole pipeline in under a minute.
+SMOKE = Suite(
+    name="smoke",
+    description="two one-step runs on a tiny campus (pipeline check)",
+    campus=CampusSpec(train_buildings=8, test_buildings=6, drone_views=4, image_size=32, seed=0),
+    training={
+        "backbone": "resnet18", "pretrained": False, "embedding_dim": 16, "image_size": 32, "epochs": 1,
+        "batch_size": 8, "lr": 1e-4, "thresholds": [100.0, 200.0], "max_steps_per_epoch": 1, "workers": 0,
+    },
+    configs=(RunConfig("infonce", "InfoNCE", "infonce"),
+             RunConfig("dycl-happier", "DyCL+HAPPIER", PAPER_LOSS)),
+    seeds=(0,),
+    groups={"methods": ("infonce", "dycl-happier")},
+)
+
+SUITES: dict[str, Suite] = {s.name: s for s in (PAPER_MINI, PAPER_FULL, SMOKE)}
+
+
+def get_suite(name: str) -> Suite:
+    if name not in SUITES:
+        raise ValueError(f"suite: unknown suite {name!r}; known suites: {', '.join(SUITES)}")
+    return SUITES[name]
+
+
+__all__ = [
+    "PAPER_FULL",
+    "PAPER_MINI",
+    "RERANKINGS",
+    "SMOKE",
+    "SUITES",
+    "CampusSpec",
+    "RunConfig",
+    "RunSpec",
+    "Suite",
+    "get_suite",
+]

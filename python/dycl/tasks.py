@@ -1,0 +1,510 @@
+"""The retrieval task: embeddings, building indices and relevance, ready to re-rank and score.
+
+One type, :class:`RetrievalTask`, serves training, evaluation and the
+experiment suite. A task is built from a split's embeddings
+(:func:`tasks_from_split`), or read from / written to the DESIGN §7 ``.npz``
+layout (:func:`load_embeddings`, :meth:`RetrievalTask.save`). The two tasks of
+DA-Campus, keyed as in ``metrics.json``:
+
+* ``"satellite->drone"`` (drone navigation): each satellite tile queries the drone views;
+* ``"drone->satellite"`` (drone localization): each drone view queries the satellite tiles.
+
+Queries and gallery items carry *building indices* (``0..B-1``), which index
+the task's ``(B, B)`` level matrix and ``(B, 2)`` coordinates. Scores come
+from the Rust core with the DESIGN §4 key names::
+
+    from dycl.tasks import RerankConfig, evaluate_tasks, tasks_from_split
+
+    tasks = tasks_from_split(satellite_emb, drone_emb, split)
+    evaluation = evaluate_tasks(tasks, RerankConfig(method="msrerank"), train_split)
+    evaluation.results["drone->satellite"]["H-AP"]
+
+Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+import numpy as np
+
+from ._files import atomic_open
+from ._validate import checked_levels, float_matrix, id_vector
+from .geo import DEFAULT_THRESHOLDS, _coords, level_matrix, validate_thresholds
+from .metrics import DEFAULT_RECALL_AT, evaluate, evaluate_embeddings
+from .rerank import check_options, k_reciprocal_embeddings, msrerank_embeddings, msrerank_ks
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .data import Split
+
+#: The two retrieval tasks, in the order the paper's tables list them.
+TASKS: tuple[str, str] = ("satellite->drone", "drone->satellite")
+
+#: File names of the per-task embedding files (DESIGN §7) in a run's embeddings folder.
+TASK_FILES: dict[str, str] = {
+    "satellite->drone": "satellite_to_drone.npz",
+    "drone->satellite": "drone_to_satellite.npz",
+}
+
+#: Arrays every embeddings file must hold (plus ``levels`` or ``coords``).
+EMBEDDING_ARRAYS: tuple[str, ...] = ("query", "gallery", "query_ids", "gallery_ids")
+
+#: ``--rerank`` choices.
+RERANK_METHODS: tuple[str, ...] = ("none", "k-reciprocal", "msrerank")
+
+
+# --------------------------------------------------------------------------- the task type
+
+
+@dataclass(frozen=True, eq=False)
+class RetrievalTask:
+    """One retrieval task, ready to score: embeddings, building indices and relevance.
+
+    ``query_ids``/``gallery_ids`` index the rows of ``levels`` (and of
+    ``coords``, the building latitude/longitude, when known). ``thresholds``
+    name the ``within@{t}m`` shares of the localization error; ``building_ids``
+    (optional) are the buildings' ids as listed in the dataset files.
+    """
+
+    name: str
+    query: np.ndarray
+    gallery: np.ndarray
+    query_ids: np.ndarray
+    gallery_ids: np.ndarray
+    levels: np.ndarray
+    coords: np.ndarray | None = None
+    thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
+    building_ids: np.ndarray | None = None
+    source: str = ""
+
+    @property
+    def n_levels(self) -> int:
+        """``L``, the level of the same building (the number of scales)."""
+        return int(self.levels.max())
+
+    def building_label(self, index: int) -> str:
+        """The dataset's id of building ``index`` (``#index`` when the ids are unknown)."""
+        if self.building_ids is not None:
+            return str(self.building_ids[int(index)])
+        return f"#{int(index)}"
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the task as a DESIGN §7 ``.npz`` (temporary name, then renamed); returns the path.
+
+        Holds ``query``, ``gallery`` (float32), ``query_ids``, ``gallery_ids``
+        (int64 building indices), ``levels`` (uint8) and ``thresholds``, plus
+        ``coords`` and the dataset's ``building_ids`` (as strings when they are
+        not integers) when known.
+        """
+        extra: dict[str, np.ndarray] = {}
+        if self.coords is not None:
+            extra["coords"] = np.asarray(self.coords, dtype=np.float64)
+        extra["levels"] = np.asarray(self.levels, dtype=np.uint8)
+        extra["thresholds"] = np.asarray(self.thresholds, dtype=np.float64)
+        if self.building_ids is not None:
+            ids = np.asarray(self.building_ids)
+            extra["building_ids"] = ids.astype(str) if ids.dtype == object else ids
+        target = Path(path)
+        with atomic_open(target, "wb") as handle:
+            np.savez(handle, query=np.ascontiguousarray(self.query, dtype=np.float32),
+                     gallery=np.ascontiguousarray(self.gallery, dtype=np.float32),
+                     query_ids=self.query_ids, gallery_ids=self.gallery_ids, **extra)
+        return target
+
+
+def task_slug(task: str) -> str:
+    """File-name form of a task name: ``"satellite->drone"`` -> ``"satellite_to_drone"``."""
+    if task in TASK_FILES:
+        return Path(TASK_FILES[task]).stem
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in task.replace("->", "_to_"))
+    return safe or "task"
+
+
+def tasks_from_split(
+    satellite_emb: np.ndarray,
+    drone_emb: np.ndarray,
+    split: Split,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+) -> dict[str, RetrievalTask]:
+    """Both tasks of a split's embeddings: ``{"satellite->drone": task, "drone->satellite": task}``.
+
+    Args:
+        satellite_emb: ``(B, d)``, row ``b`` = satellite tile of building index ``b``.
+        drone_emb: ``(N, d)``, row ``i`` = drone image ``i`` of ``split``.
+        split: where the embeddings come from (its levels for ``thresholds``,
+            building coordinates and ids are used).
+        thresholds: level thresholds in metres (DESIGN §3).
+    """
+    sat = np.asarray(satellite_emb)
+    drone = np.asarray(drone_emb)
+    if sat.ndim != 2 or sat.shape[0] != split.num_buildings:
+        raise ValueError(
+            f"satellite_emb: expected one row per building ({split.num_buildings}), got shape {sat.shape}"
+        )
+    if drone.ndim != 2 or drone.shape[0] != split.num_drone:
+        raise ValueError(
+            f"drone_emb: expected one row per drone image ({split.num_drone}), got shape {drone.shape}"
+        )
+    ts = validate_thresholds(thresholds)
+    sat = np.ascontiguousarray(sat, dtype=np.float32)
+    drone = np.ascontiguousarray(drone, dtype=np.float32)
+    sat_ids = np.arange(split.num_buildings, dtype=np.int64)
+    drone_ids = np.asarray(split.drone_buildings, dtype=np.int64)
+    common: dict[str, Any] = {
+        "levels": split.levels(ts), "coords": np.asarray(split.coords, dtype=np.float64), "thresholds": ts,
+        "building_ids": np.asarray(split.building_ids), "source": split.source or split.name,
+    }
+    return {
+        "satellite->drone": RetrievalTask("satellite->drone", sat, drone, sat_ids, drone_ids, **common),
+        "drone->satellite": RetrievalTask("drone->satellite", drone, sat, drone_ids, sat_ids, **common),
+    }
+
+
+def save_task_embeddings(
+    out_dir: str | os.PathLike,
+    satellite_emb: np.ndarray,
+    drone_emb: np.ndarray,
+    split: Split,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+) -> dict[str, Path]:
+    """Write both tasks of a split's embeddings into ``out_dir`` (:data:`TASK_FILES`); ``{task: path}``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return {name: task.save(out / TASK_FILES[name])
+            for name, task in tasks_from_split(satellite_emb, drone_emb, split, thresholds).items()}
+
+
+# --------------------------------------------------------------------------- reading task files
+
+
+def _task_name_of_file(path: Path, arrays: Mapping[str, np.ndarray]) -> str:
+    if "task" in arrays and arrays["task"].ndim == 0 and arrays["task"].dtype.kind == "U":
+        return str(arrays["task"])
+    for task, file_name in TASK_FILES.items():
+        if path.name == file_name:
+            return task
+    return path.stem.replace("_to_", "->")
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except (AttributeError, TypeError):  # a .npy file: np.load returns an array, not an archive
+        raise ValueError(f"embeddings: {path} is a single array, not a .npz archive (DESIGN §7)") from None
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"embeddings: cannot read {path} as a .npz archive ({first})") from None
+    missing = [key for key in EMBEDDING_ARRAYS if key not in arrays]
+    if "levels" not in arrays and "coords" not in arrays:
+        missing.append("levels or coords")
+    if missing:
+        raise ValueError(
+            f"embeddings: {path} lacks {', '.join(missing)} (it holds: "
+            f"{', '.join(sorted(arrays)) or 'nothing'}; DESIGN §7 needs query, gallery, query_ids, "
+            "gallery_ids and levels or coords)"
+        )
+    return arrays
+
+
+def _file_embeddings(arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    # A file is checked whole when it is read (NaN included): it is an input of its own, named by array.
+    query = float_matrix("query", arrays["query"], dtype=np.float32)
+    gallery = float_matrix("gallery", arrays["gallery"], dtype=np.float32)
+    for key, arr in (("query", query), ("gallery", gallery)):
+        if arr.shape[0] == 0 or arr.shape[1] == 0:
+            raise ValueError(f"{key}: is empty, shape {arr.shape}")
+    if query.shape[1] != gallery.shape[1]:
+        raise ValueError(
+            f"gallery: embedding width {gallery.shape[1]} differs from the query's {query.shape[1]}")
+    return query, gallery
+
+
+def _file_relevance(arrays: Mapping[str, np.ndarray], thresholds: Sequence[float] | None
+                    ) -> tuple[np.ndarray, np.ndarray | None, tuple[float, ...]]:
+    """Levels, coordinates and thresholds of a file: stored levels, or levels of its coords."""
+    explicit = thresholds is not None
+    if explicit:
+        ts = validate_thresholds(thresholds)  # type: ignore[arg-type]
+    elif "thresholds" in arrays:
+        ts = validate_thresholds(np.atleast_1d(arrays["thresholds"]).tolist())
+    else:
+        ts = DEFAULT_THRESHOLDS
+    coords = _coords("coords", arrays["coords"]) if "coords" in arrays else None
+    if "levels" in arrays and not explicit:
+        levels = checked_levels("levels", arrays["levels"])
+    elif coords is not None:
+        levels = level_matrix(coords, ts)
+    else:
+        raise ValueError(
+            "thresholds: the file stores levels but no coords, so levels cannot be recomputed for other "
+            "thresholds (drop --thresholds to use the stored levels)"
+        )
+    if levels.max() == 0:
+        raise ValueError("levels: has no positive level (the same building should be level L >= 1)")
+    if coords is not None and coords.shape[0] != levels.shape[0]:
+        raise ValueError(
+            f"coords: {coords.shape[0]} rows, but the level matrix has {levels.shape[0]} buildings")
+    return levels, coords, ts
+
+
+def read_task_file(path: str | os.PathLike, thresholds: Sequence[float] | None = None) -> RetrievalTask:
+    """One DESIGN §7 ``.npz`` as a :class:`RetrievalTask` (see :func:`load_embeddings`)."""
+    path = Path(path)
+    arrays = _read_arrays(path)
+    try:
+        query, gallery = _file_embeddings(arrays)
+        levels, coords, ts = _file_relevance(arrays, thresholds)
+        n_buildings = levels.shape[0]
+        query_ids = id_vector("query_ids", arrays["query_ids"], n_buildings, query.shape[0])
+        gallery_ids = id_vector("gallery_ids", arrays["gallery_ids"], n_buildings, gallery.shape[0])
+    except ValueError as exc:
+        raise ValueError(f"embeddings: {path}: {exc}") from None
+    building_ids = arrays.get("building_ids")
+    if building_ids is not None and (building_ids.ndim != 1 or building_ids.shape[0] != n_buildings):
+        building_ids = None
+    return RetrievalTask(
+        name=_task_name_of_file(path, arrays), query=query, gallery=gallery, query_ids=query_ids,
+        gallery_ids=gallery_ids, levels=levels, coords=coords, thresholds=ts, building_ids=building_ids,
+        source=str(path),
+    )
+
+
+def load_embeddings(
+    path: str | os.PathLike, thresholds: Sequence[float] | None = None
+) -> dict[str, RetrievalTask]:
+    """Read DESIGN §7 embedding files: one ``.npz`` (one task) or a folder of the per-task files.
+
+    A folder is a training run's ``embeddings/`` (the files of :data:`TASK_FILES`).
+    The task of a file is its ``task`` entry if it has one, else given by its
+    name (``satellite_to_drone.npz`` -> ``"satellite->drone"``, any other
+    ``a_to_b.npz`` -> ``"a->b"``, else the file's stem).
+
+    Levels: the stored ``levels`` when ``thresholds`` is None; otherwise (or
+    when the file has none) :func:`dycl.geo.level_matrix` of the stored
+    ``coords`` with ``thresholds`` (default: the file's ``thresholds`` entry,
+    else 200 m / 500 m).
+
+    Raises:
+        ValueError: a missing or unreadable file, a missing array, mismatched
+            widths or lengths, ids outside the level matrix, ... (one line,
+            naming the file and the array).
+    """
+    p = Path(path)
+    if p.is_dir():
+        files = [p / TASK_FILES[t] for t in TASKS if (p / TASK_FILES[t]).is_file()]
+        if not files:
+            raise ValueError(f"embeddings: {p} holds neither {' nor '.join(TASK_FILES[t] for t in TASKS)}")
+    elif p.is_file():
+        files = [p]
+    else:
+        raise ValueError(f"embeddings: no such file or folder: {p}")
+    tasks: dict[str, RetrievalTask] = {}
+    for file in files:
+        task = read_task_file(file, thresholds)
+        if task.name in tasks:
+            raise ValueError(f"embeddings: {file} holds task {task.name!r} again")
+        tasks[task.name] = task
+    return tasks
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def score_task(
+    task: RetrievalTask, distances: np.ndarray | None = None, recall_at: Sequence[int] = DEFAULT_RECALL_AT
+) -> dict[str, float]:
+    """DESIGN §4 metrics of ``task``: on cosine distances of its embeddings, or on ``distances`` (q, g)."""
+    kwargs: dict[str, Any] = {"recall_at": recall_at, "coords": task.coords, "thresholds": task.thresholds}
+    if distances is None:
+        return evaluate_embeddings(task.query, task.gallery, task.query_ids, task.gallery_ids, task.levels,
+                                   **kwargs)
+    return evaluate(distances, task.query_ids, task.gallery_ids, task.levels, **kwargs)
+
+
+def score_tasks(
+    satellite_emb: np.ndarray,
+    drone_emb: np.ndarray,
+    split: Split,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    recall_at: Sequence[int] = DEFAULT_RECALL_AT,
+) -> dict[str, dict[str, float]]:
+    """:func:`score_task` of both tasks of a split's embeddings (:func:`tasks_from_split`).
+
+    Returns ``{"satellite->drone": metrics, "drone->satellite": metrics}``, each
+    the dict of :func:`dycl.metrics.evaluate` (DESIGN §4 keys, counts, and the
+    localization-error keys: the split's coordinates are always known).
+    """
+    tasks = tasks_from_split(satellite_emb, drone_emb, split, thresholds)
+    return {name: score_task(task, None, recall_at) for name, task in tasks.items()}
+
+
+def random_embedding_baseline(test_split: Split, dim: int, thresholds: Sequence[float],
+                              seed: int = 0) -> dict[str, dict[str, float]]:
+    """Scores of random unit embeddings on ``test_split``: the chance level a trained model must beat."""
+    rng = np.random.default_rng(seed)
+    sat = rng.standard_normal((test_split.num_buildings, dim)).astype(np.float32)
+    drone = rng.standard_normal((test_split.num_drone, dim)).astype(np.float32)
+    return score_tasks(sat, drone, test_split, thresholds)
+
+
+# --------------------------------------------------------------------------- re-ranking
+
+
+@dataclass(frozen=True)
+class RerankConfig:
+    """Re-ranking of a task (DESIGN §5). ``ks=None`` means Eq. 6 (``--ks auto``).
+
+    The values are checked on creation by :func:`dycl.rerank.check_options`
+    (the re-ranking's own checks), so bad options fail before any work.
+    """
+
+    method: str = "none"
+    variant: str = "paper"
+    ks: tuple[int, ...] | None = None
+    k1: int = 20
+    k2: int = 6
+    lambda_value: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.method not in RERANK_METHODS:
+            raise ValueError(f"rerank: expected one of {', '.join(RERANK_METHODS)}, got {self.method!r}")
+        check_options(self.k1, self.k2, self.lambda_value, self.ks, self.variant)
+
+    def describe(self, ks: Sequence[int] | None = None) -> str:
+        """Human-readable settings, e.g. ``msrerank (paper, ks 20,62,292, k2 6, lambda 0.3)``."""
+        if self.method == "none":
+            return "none (cosine distance)"
+        common = f"k2 {self.k2}, lambda {self.lambda_value:g}"
+        if self.method == "k-reciprocal":
+            return f"k-reciprocal (k1 {self.k1}, {common})"
+        used = ks if ks is not None else self.ks
+        ks_text = "auto" if used is None else ",".join(str(k) for k in used)
+        return f"msrerank ({self.variant}, ks {ks_text}, {common})"
+
+
+def eq6_ks(
+    task: RetrievalTask, train_split: Split | None = None, mu: float = 0.1, min_k: int = 20
+) -> tuple[tuple[int, ...], str]:
+    """Eq. 6 neighbourhood sizes for ``task`` and where they come from.
+
+    With a training split and one of the two DA-Campus tasks: the training
+    buildings' levels (for ``task.thresholds``) with the gallery view's images
+    per building (drone views for ``"satellite->drone"``, one tile for
+    ``"drone->satellite"``), as ``dycl-data stats`` reports them. Otherwise the
+    task's own gallery: its buildings and their images in the gallery.
+    """
+    if train_split is not None and task.name in TASKS:
+        levels = train_split.levels(task.thresholds)
+        counts: np.ndarray | int = train_split.drone_counts() if task.name == "satellite->drone" else 1
+        source = f"Eq. 6 on the {train_split.name} split"
+    else:
+        present = np.unique(task.gallery_ids)
+        levels = task.levels[np.ix_(present, present)]
+        counts = np.bincount(task.gallery_ids, minlength=task.levels.shape[0])[present].astype(np.int64)
+        source = "Eq. 6 on the gallery"
+    ks = msrerank_ks(levels, counts, mu=mu, min_k=min_k)
+    if len(ks) != task.n_levels:
+        raise ValueError(
+            f"ks: Eq. 6 gives {len(ks)} scales for thresholds {task.thresholds} but "
+            f"{task.source or task.name} has {task.n_levels}; pass --thresholds matching its levels, or --ks"
+        )
+    return ks, source
+
+
+def rerank_task(
+    task: RetrievalTask, config: RerankConfig, ks: Sequence[int] | None = None, progress: bool = True
+) -> np.ndarray | None:
+    """``(q, g)`` float32 re-ranked distances of ``task`` (None for ``method="none"``).
+
+    Uses the embedding entry points of :mod:`dycl.rerank` (no N×N matrix).
+    ``ks`` (MSRerank) defaults to ``config.ks``.
+    """
+    if config.method == "none":
+        return None
+    if config.method == "k-reciprocal":
+        return k_reciprocal_embeddings(task.query, task.gallery, config.k1, config.k2, config.lambda_value,
+                                       progress=progress)
+    used = ks if ks is not None else config.ks
+    if used is None:
+        raise ValueError("ks: MSRerank needs ks (see eq6_ks)")
+    return msrerank_embeddings(task.query, task.gallery, tuple(used), config.k2, config.lambda_value,
+                               config.variant, progress=progress)
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate_tasks` computed.
+
+    ``results`` holds the metrics with the chosen re-ranking, ``baseline`` those
+    on plain cosine distances (the same object as ``results`` without
+    re-ranking), ``distances`` the re-ranked ``(q, g)`` distances (None without
+    re-ranking), ``ks`` the MSRerank sizes used and ``notes`` where they came from.
+    """
+
+    results: dict[str, dict[str, float]]
+    baseline: dict[str, dict[str, float]]
+    distances: dict[str, np.ndarray | None]
+    rerank: RerankConfig
+    ks: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def evaluate_tasks(
+    tasks: Mapping[str, RetrievalTask],
+    rerank: RerankConfig = RerankConfig(),
+    train_split: Split | None = None,
+    recall_at: Sequence[int] = DEFAULT_RECALL_AT,
+    progress: bool = True,
+    log: TextIO | None = None,
+) -> Evaluation:
+    """Re-rank (optionally) and score every task with the Rust core.
+
+    Args:
+        tasks: ``{name: task}``, e.g. from :func:`tasks_from_split` or :func:`load_embeddings`.
+        rerank: the re-ranking; MSRerank with ``ks=None`` uses :func:`eq6_ks`
+            (from ``train_split`` when given).
+        train_split: the training split, for Eq. 6.
+        recall_at: the ``K`` of Recall@K.
+        progress: progress output for the re-ranking.
+        log: where to report timings (e.g. ``sys.stderr``); None = silent.
+    """
+    if not tasks:
+        raise ValueError("tasks: nothing to evaluate")
+    out = Evaluation(results={}, baseline={}, distances={}, rerank=rerank)
+    for name, task in tasks.items():
+        start = time.perf_counter()
+        out.baseline[name] = score_task(task, None, recall_at)
+        out.seconds[f"{name}: scoring"] = time.perf_counter() - start
+        ks = None
+        if rerank.method == "msrerank":
+            given = (tuple(rerank.ks), "given") if rerank.ks is not None else None
+            ks, out.notes[name] = given or eq6_ks(task, train_split)
+            out.ks[name] = tuple(ks)
+        start = time.perf_counter()
+        distances = out.distances[name] = rerank_task(task, rerank, ks, progress=progress)
+        if distances is None:
+            out.results[name] = out.baseline[name]
+            continue
+        out.seconds[f"{name}: re-ranking"] = time.perf_counter() - start
+        start = time.perf_counter()
+        out.results[name] = score_task(task, distances, recall_at)
+        out.seconds[f"{name}: scoring re-ranked"] = time.perf_counter() - start
+        if log is not None:
+            print(f"dycl-eval: {name}: {rerank.describe(ks)} in {out.seconds[f'{name}: re-ranking']:.2f} s"
+                  + (f" (ks: {out.notes[name]})" if name in out.notes else ""), file=log)
+    return out
+
+
+__all__ = [
+    "EMBEDDING_ARRAYS", "RERANK_METHODS", "TASKS", "TASK_FILES", "Evaluation", "RerankConfig",
+    "RetrievalTask", "eq6_ks", "evaluate_tasks", "load_embeddings", "random_embedding_baseline",
+    "read_task_file", "rerank_task", "save_task_embeddings", "score_task", "score_tasks", "task_slug",
+    "tasks_from_split",
+]

@@ -1,0 +1,45 @@
+"""Training engine behind ``dycl-train`` (DESIGN §6).
+
+One run trains the siamese :class:`~dycl.models.EmbeddingNet` on the pairs of a
+training split with a weighted combination of losses (the paper's
+``dycl:0.2,cluster:0.1,happier:0.9`` by default) and evaluates both retrieval
+tasks on the test split with the Rust core. What a run writes is the run-folder
+contract of :mod:`dycl.runs`.
+
+* :mod:`dycl.train.config` — :class:`TrainConfig`, its checks, resuming, the demo;
+* :mod:`dycl.train.trainer` — :class:`Trainer`, the loop, checkpoints, evaluation;
+* :mod:`dycl.train.run` — :func:`run_training`, the command as a function.
+
+Multi-GPU: ``torchrun --nproc-per-node N -m dycl train ...`` (see :mod:`dycl.__main__`).
+"""
+
+from .config import (
+    CONFIG_FIELDS,
+    DEMO_TRAINING,
+    RUNTIME_FIELDS,
+    TrainConfig,
+    data_fingerprint,
+    demo_data_dir,
+    ensure_demo_campus,
+    merge_resumed_config,
+    prepare_run,
+    validate_config,
+)
+from .run import run_training
+from .trainer import SeededAugmentation, Trainer
+
+__all__ = [
+    "CONFIG_FIELDS",
+    "DEMO_TRAINING",
+    "RUNTIME_FIELDS",
+    "SeededAugmentation",
+    "TrainConfig",
+    "Trainer",
+    "data_fingerprint",
+    "demo_data_dir",
+    "ensure_demo_campus",
+    "merge_resumed_config",
+    "prepare_run",
+    "run_training",
+    "validate_config",
+]
