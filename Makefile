@@ -36,6 +36,7 @@ bench:
 lint:
 	cargo fmt --all -- --check
 	$(BIN)/ruff check python tests benches
+	$(BIN)/lint-imports
 
 demo:
 	$(BIN)/dycl-train --demo
