@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .raster import CampusRaster
+from .raster import CampusRaster, Trees
 from .world import FLOOR_HEIGHT_M, Box, Building, CampusLayout
 
 SATELLITE_EXTENT_M = 160.0
@@ -535,62 +535,20 @@ def drone_view(
     )
     az, el = math.radians(params.sun_azimuth), math.radians(params.sun_elevation)
     sun = np.array([math.sin(az) * math.cos(el), math.cos(az) * math.cos(el), math.sin(el)])
-    # The ground is mip-mapped (already filtered), so it is rendered at the output resolution and only
-    # enlarged for the polygons, which need the supersampling for smooth edges.
-    ground_camera = look_camera(
-        np.array(params.target), params.heading, params.pitch, params.distance, params.fov, params.roll, size
-    )
-    image = Image.fromarray(_render_ground(ground_camera, raster, params.haze_m))
-    if supersample > 1:
-        image = image.resize((big, big), Image.BILINEAR)
+    image = _ground_view(raster, params, size, supersample)
     scene = _Scene(camera, image, params.haze_m, sun)
     cam = camera.position
 
-    items: list[tuple[float, int, int]] = []  # (distance, kind 0 building / 1 tree, index)
-    if len(scene_data.reach):
-        centres = scene_data.centres
-        dist = np.linalg.norm(centres - cam, axis=1)
-        ccam = camera.to_camera(centres)
-        depth = np.maximum(ccam[:, 2], 1.0)
-        px = ccam[:, :2] * (camera.focal / depth[:, None]) + big / 2.0
-        margin = camera.focal * scene_data.reach / depth + big * 0.1
-        inside = ((px > -margin[:, None]) & (px < big + margin[:, None])).all(axis=1) | (ccam[:, 2] <= 1.0)
-        keep = (dist <= max_distance) & (ccam[:, 2] > -scene_data.reach) & inside
-        items.extend((float(dist[i]), 0, int(i)) for i in np.flatnonzero(keep))
-
+    # (distance, kind 0 building / 1 tree, index), drawn far to near (painter's algorithm)
+    items = _visible_buildings(scene_data, camera, max_distance)
     trees = raster.trees
-    radius_px = px = None
-    if len(trees):
-        centres = np.column_stack([trees.x, trees.y, trees.height - trees.radius])
-        tcam = camera.to_camera(centres)
-        dist = np.linalg.norm(centres - cam, axis=1)
-        visible = (tcam[:, 2] > NEAR_M + trees.radius) & (dist < max_distance * 0.6)
-        radius_px = np.zeros(len(trees))
-        radius_px[visible] = camera.focal * trees.radius[visible] / tcam[visible, 2]
-        px = np.zeros((len(trees), 2))
-        px[visible] = camera.project(tcam[visible])
-        visible &= (
-            (radius_px > 0.6)
-            & (px[:, 0] > -radius_px)
-            & (px[:, 0] < big + radius_px)
-            & (px[:, 1] > -radius_px)
-            & (px[:, 1] < big + radius_px)
-        )
-        items.extend((float(dist[i]), 1, int(i)) for i in np.flatnonzero(visible))
-
+    tree_items, radius_px, px = _visible_trees(trees, camera, max_distance)
+    items.extend(tree_items)
     sun_screen = camera.rotation @ sun
     items.sort(key=lambda it: (-it[0], it[1], it[2]))
     draw_building = scene_data.prepare_view(scene, [(i, d) for d, k, i in items if k == 0])
-    shade_of, light_of = {}, {}
     tree_ids = np.array([i for _, k, i in items if k == 1], dtype=np.int64)
-    if len(tree_ids):  # crown colours (shaded body, lit top), hazed by distance, for all trees at once
-        dist = np.linalg.norm(np.column_stack([trees.x, trees.y, trees.height])[tree_ids] - cam, axis=1)
-        h = (1.0 - np.exp(-dist / params.haze_m))[:, None]
-        base = trees.rgb[tree_ids].astype(np.float64)
-        dark = np.clip(base * 0.62 * (1 - h) + SKY_RGB * h, 0, 255).astype(np.int64).tolist()
-        lit = np.clip(np.minimum(base * 1.05, 255) * (1 - h) + SKY_RGB * h, 0, 255).astype(np.int64).tolist()
-        shade_of = dict(zip(tree_ids.tolist(), map(tuple, dark), strict=True))
-        light_of = dict(zip(tree_ids.tolist(), map(tuple, lit), strict=True))
+    shade_of, light_of = _crown_colours(trees, tree_ids, cam, params.haze_m)
     draw = scene.draw
     for _, kind, index in items:
         if kind == 0:
@@ -602,7 +560,86 @@ def drone_view(
             hr = r * 0.62
             hx, hy = cx + sun_screen[0] * r * 0.3, cy + sun_screen[1] * r * 0.3 - r * 0.15
             draw.ellipse((hx - hr, hy - hr, hx + hr, hy + hr), fill=light_of[index])
+    return _light_change(image, params, supersample)
 
+
+def _ground_view(raster: CampusRaster, params: ViewParams, size: int, supersample: int) -> Image.Image:
+    """The ground of a view, at ``size * supersample`` pixels. The ground is mip-mapped (already
+    filtered), so it is rendered at the output resolution and only enlarged for the polygons, which
+    need the supersampling for smooth edges."""
+    ground_camera = look_camera(
+        np.array(params.target), params.heading, params.pitch, params.distance, params.fov, params.roll, size
+    )
+    image = Image.fromarray(_render_ground(ground_camera, raster, params.haze_m))
+    if supersample > 1:
+        big = size * supersample
+        image = image.resize((big, big), Image.BILINEAR)
+    return image
+
+
+def _visible_buildings(
+    scene_data: CampusScene, camera: Camera, max_distance: float
+) -> list[tuple[float, int, int]]:
+    """(distance, 0, building) of the campus buildings that may show in the view."""
+    if not len(scene_data.reach):
+        return []
+    big = camera.size
+    centres = scene_data.centres
+    dist = np.linalg.norm(centres - camera.position, axis=1)
+    ccam = camera.to_camera(centres)
+    depth = np.maximum(ccam[:, 2], 1.0)
+    px = ccam[:, :2] * (camera.focal / depth[:, None]) + big / 2.0
+    margin = camera.focal * scene_data.reach / depth + big * 0.1
+    inside = ((px > -margin[:, None]) & (px < big + margin[:, None])).all(axis=1) | (ccam[:, 2] <= 1.0)
+    keep = (dist <= max_distance) & (ccam[:, 2] > -scene_data.reach) & inside
+    return [(float(dist[i]), 0, int(i)) for i in np.flatnonzero(keep)]
+
+
+def _visible_trees(
+    trees: Trees, camera: Camera, max_distance: float
+) -> tuple[list[tuple[float, int, int]], np.ndarray | None, np.ndarray | None]:
+    """(distance, 1, tree) of the trees whose crowns show in the view (in front, near enough, larger
+    than a pixel, on screen), and every tree's crown radius and centre in pixels (None without trees)."""
+    if not len(trees):
+        return [], None, None
+    big = camera.size
+    centres = np.column_stack([trees.x, trees.y, trees.height - trees.radius])
+    tcam = camera.to_camera(centres)
+    dist = np.linalg.norm(centres - camera.position, axis=1)
+    visible = (tcam[:, 2] > NEAR_M + trees.radius) & (dist < max_distance * 0.6)
+    radius_px = np.zeros(len(trees))
+    radius_px[visible] = camera.focal * trees.radius[visible] / tcam[visible, 2]
+    px = np.zeros((len(trees), 2))
+    px[visible] = camera.project(tcam[visible])
+    visible &= (
+        (radius_px > 0.6)
+        & (px[:, 0] > -radius_px)
+        & (px[:, 0] < big + radius_px)
+        & (px[:, 1] > -radius_px)
+        & (px[:, 1] < big + radius_px)
+    )
+    return [(float(dist[i]), 1, int(i)) for i in np.flatnonzero(visible)], radius_px, px
+
+
+def _crown_colours(
+    trees: Trees, tree_ids: np.ndarray, position: np.ndarray, haze_m: float
+) -> tuple[dict[int, tuple], dict[int, tuple]]:
+    """Crown colours (shaded body, lit top) of the trees ``tree_ids``, hazed by distance, for all
+    trees at once."""
+    if not len(tree_ids):
+        return {}, {}
+    dist = np.linalg.norm(np.column_stack([trees.x, trees.y, trees.height])[tree_ids] - position, axis=1)
+    h = (1.0 - np.exp(-dist / haze_m))[:, None]
+    base = trees.rgb[tree_ids].astype(np.float64)
+    dark = np.clip(base * 0.62 * (1 - h) + SKY_RGB * h, 0, 255).astype(np.int64).tolist()
+    lit = np.clip(np.minimum(base * 1.05, 255) * (1 - h) + SKY_RGB * h, 0, 255).astype(np.int64).tolist()
+    shade_of = dict(zip(tree_ids.tolist(), map(tuple, dark), strict=True))
+    light_of = dict(zip(tree_ids.tolist(), map(tuple, lit), strict=True))
+    return shade_of, light_of
+
+
+def _light_change(image: Image.Image, params: ViewParams, supersample: int) -> Image.Image:
+    """Down to the output size, then the view's light change (contrast, exposure, colour temperature)."""
     small = image.reduce(supersample) if supersample > 1 else image
     arr = np.asarray(small, dtype=np.float32)
     mean = arr.mean()
