@@ -310,126 +310,183 @@ class _GeoEpoch:
 
     # -- batch
     def build_batch(self) -> np.ndarray:
+        """One batch of ``batch_size`` pairs (fewer only if the dataset holds fewer), in random order."""
+        batch = _Batch(self.s)
+        self._grow_blocks(batch)
+        self._fill_up(batch)
+        self._repair(batch)
+        pairs = np.array([p for ps in batch.members.values() for p, _ in ps], dtype=np.int64)
+        return pairs[self.rng.permutation(len(pairs))]
+
+    def _add(self, batch: _Batch, building: int, count: int) -> None:
+        batch.add(building, *self._take(building, count, batch.pairs()))
+
+    def _needs(self, batch: _Batch, candidates: list[int], with_negatives: bool) -> tuple[int, int] | None:
+        """The first candidate lacking an in-batch building at a level it has in the dataset, and that
+        level (levels 1..L-1, or 0..L-1 ``with_negatives``); None if every candidate is covered."""
+        if not candidates:
+            return None
+        s = self.s
+        idx = np.asarray(candidates)
+        first_level = 0 if with_negatives else 1
+        missing = s._has_level[idx, first_level:] & (batch.cover[idx, first_level : s.top] == 0)
+        hit = np.flatnonzero(missing.any(axis=1))
+        if not len(hit):
+            return None
+        row = hit[0]
+        level = first_level + int(np.flatnonzero(missing[row])[-1])  # the closest missing level first
+        return int(idx[row]), level
+
+    def _partner(self, batch: _Batch, u: int, level: int) -> int | None:
+        """A building outside the batch at ``level`` from ``u`` (one with unused pairs if any)."""
+        s = self.s
+        cand = np.flatnonzero((s.levels[u] == level) & s._active & ~batch.in_batch)
+        if not len(cand):
+            return None
+        fresh = cand[self.remaining[cand] > 0]
+        return self._pick(fresh) if len(fresh) else int(cand[self.rng.integers(len(cand))])
+
+    def _grow_blocks(self, batch: _Batch) -> None:
+        """``blocks_per_batch`` neighbourhoods, each up to its share of the batch: a seed building, then
+        partners for missing levels of the block's members, else buildings near the block."""
         s = self.s
         capacity = s.batch_size
-        levels = s.levels
-        n = s.num_buildings
-        rows = np.arange(n)
-        members: dict[int, list[tuple[int, bool]]] = {}  # building -> [(pair, is_repeat)]
-        cover = np.zeros((n, s.top + 1), dtype=np.int64)  # in-batch buildings at each level, per building
-        in_batch = np.zeros(n, dtype=bool)
-        size = 0
-
-        def add(building: int, count: int) -> None:
-            nonlocal size
-            taken, repeat = self._take(building, count, {p for ps in members.values() for p, _ in ps})
-            if building not in members:
-                members[building] = []
-                in_batch[building] = True
-                cover[rows, levels[:, building]] += 1
-            members[building].extend((p, repeat) for p in taken)
-            size += len(taken)
-
-        def needs(candidates: list[int], with_negatives: bool) -> tuple[int, int] | None:
-            if not candidates:
-                return None
-            idx = np.asarray(candidates)
-            first_level = 0 if with_negatives else 1
-            missing = s._has_level[idx, first_level:] & (cover[idx, first_level : s.top] == 0)
-            hit = np.flatnonzero(missing.any(axis=1))
-            if not len(hit):
-                return None
-            row = hit[0]
-            level = first_level + int(np.flatnonzero(missing[row])[-1])  # the closest missing level first
-            return int(idx[row]), level
-
-        def partner(u: int, level: int) -> int | None:
-            cand = np.flatnonzero((levels[u] == level) & s._active & ~in_batch)
-            if not len(cand):
-                return None
-            fresh = cand[self.remaining[cand] > 0]
-            return self._pick(fresh) if len(fresh) else int(cand[self.rng.integers(len(cand))])
-
         block_cap = -(-capacity // s.blocks_per_batch)
         for block in range(s.blocks_per_batch):
             limit = min(capacity, (block + 1) * block_cap)
-            if size >= limit:
+            if batch.size >= limit:
                 continue
-            # seed: a pure negative of everything in the batch, with the most unused pairs
-            ok = s._active & ~in_batch
-            if members:
-                ok &= cover[:, 1:].sum(axis=1) == 0
-            if not ok.any():
-                ok = s._active & ~in_batch
-            if not ok.any():
-                ok = s._active.copy()
-            fresh = np.flatnonzero(ok & (self.remaining > 0))
-            seed_b = self._pick(fresh) if len(fresh) else int(np.flatnonzero(ok)[self.rng.integers(ok.sum())])
-            add(seed_b, min(s.pairs_per_building, limit - size))
+            seed_b = self._block_seed(batch)
+            self._add(batch, seed_b, min(s.pairs_per_building, limit - batch.size))
             block_members = [seed_b]
-            while size < limit:
-                need = needs(block_members, with_negatives=False)
-                choice = partner(*need) if need else None
+            while batch.size < limit:
+                need = self._needs(batch, block_members, with_negatives=False)
+                choice = self._partner(batch, *need) if need else None
                 if choice is None:
-                    near = np.flatnonzero(
-                        (levels[seed_b] >= 1) & s._active & ~in_batch & (self.remaining > 0)
-                    )
-                    if not len(near):
-                        around = (levels[block_members] >= 1).any(axis=0)
-                        near = np.flatnonzero(around & s._active & ~in_batch & (self.remaining > 0))
-                    if not len(near):
-                        break
-                    # the candidate closest to the block (highest summed level to its members)
-                    score = levels[np.ix_(block_members, near)].sum(axis=0)
-                    choice = self._pick(near[score == score.max()])
-                add(choice, min(s.pairs_per_building, limit - size))
+                    choice = self._near_block(batch, seed_b, block_members)
+                if choice is None:
+                    break
+                self._add(batch, choice, min(s.pairs_per_building, limit - batch.size))
                 block_members.append(choice)
-        # fill up (few pairs left in the epoch): more pairs of the batch's buildings, then any building
-        while size < capacity:
-            with_unused = [b for b in members if self.remaining[b] > 0]
+
+    def _block_seed(self, batch: _Batch) -> int:
+        """A pure negative of everything in the batch, with the most unused pairs (relaxed step by
+        step when there is none)."""
+        s = self.s
+        ok = s._active & ~batch.in_batch
+        if batch.members:
+            ok &= batch.cover[:, 1:].sum(axis=1) == 0
+        if not ok.any():
+            ok = s._active & ~batch.in_batch
+        if not ok.any():
+            ok = s._active.copy()
+        fresh = np.flatnonzero(ok & (self.remaining > 0))
+        return self._pick(fresh) if len(fresh) else int(np.flatnonzero(ok)[self.rng.integers(ok.sum())])
+
+    def _near_block(self, batch: _Batch, seed_b: int, block_members: list[int]) -> int | None:
+        """A building with unused pairs near the block's seed (else near any member), the closest to
+        the block (highest summed level to its members); None if there is none."""
+        s, levels = self.s, self.s.levels
+        free = s._active & ~batch.in_batch & (self.remaining > 0)
+        near = np.flatnonzero((levels[seed_b] >= 1) & free)
+        if not len(near):
+            around = (levels[block_members] >= 1).any(axis=0)
+            near = np.flatnonzero(around & free)
+        if not len(near):
+            return None
+        score = levels[np.ix_(block_members, near)].sum(axis=0)
+        return self._pick(near[score == score.max()])
+
+    def _fill_up(self, batch: _Batch) -> None:
+        """Fill up (few pairs left in the epoch): more pairs of the batch's buildings, then any building."""
+        s = self.s
+        while batch.size < s.batch_size:
+            with_unused = [b for b in batch.members if self.remaining[b] > 0]
             if with_unused:
-                add(max(with_unused, key=lambda b: (self.remaining[b], -b)), 1)
+                self._add(batch, max(with_unused, key=lambda b: (self.remaining[b], -b)), 1)
                 continue
-            near = np.flatnonzero(s._active & ~in_batch & (self.remaining > 0))
+            near = np.flatnonzero(s._active & ~batch.in_batch & (self.remaining > 0))
             if len(near):
-                add(self._pick(near), 1)
+                self._add(batch, self._pick(near), 1)
                 continue
             # nothing unused is left: repeat a pair not yet in this batch
-            partial = [b for b in members if len(members[b]) < len(s._pairs_of[b])]
-            others = np.flatnonzero(s._active & ~in_batch)
+            partial = [b for b in batch.members if len(batch.members[b]) < len(s._pairs_of[b])]
+            others = np.flatnonzero(s._active & ~batch.in_batch)
             if partial:
-                add(partial[int(self.rng.integers(len(partial)))], 1)
+                self._add(batch, partial[int(self.rng.integers(len(partial)))], 1)
             elif len(others):
-                add(int(others[self.rng.integers(len(others))]), 1)
+                self._add(batch, int(others[self.rng.integers(len(others))]), 1)
             else:
                 break  # the dataset holds fewer pairs than a batch
-        # repair: every member gets a building at every level it has (including pure negatives)
+
+    def _repair(self, batch: _Batch) -> None:
+        """Every member gets a building at every level it has (including pure negatives), making room
+        in a full batch."""
+        capacity = self.s.batch_size
         for _ in range(4 * capacity):
-            need = needs(list(members), with_negatives=True)
+            need = self._needs(batch, list(batch.members), with_negatives=True)
             if need is None:
                 break
-            choice = partner(*need)
+            choice = self._partner(batch, *need)
             if choice is None:
                 break
-            if size >= capacity:
-                donors = [b for b, ps in members.items() if len(ps) > 1]
-                if donors:  # a duplicate view of a building: dropping it changes no coverage
-                    donor = max(donors, key=lambda b: (len(members[b]), b))
-                    pair, was_repeat = members[donor].pop()
-                    self._give_back(donor, pair, was_repeat)
-                    size -= 1
-                else:  # a building no other member depends on for any level
-                    spare = self._spare(members, cover, exclude=need[0])
-                    if spare is None:
-                        break
-                    for pair, was_repeat in members.pop(spare):
-                        self._give_back(spare, pair, was_repeat)
-                        size -= 1
-                    in_batch[spare] = False
-                    cover[rows, levels[:, spare]] -= 1
-            add(choice, 1)
-        batch = np.array([p for ps in members.values() for p, _ in ps], dtype=np.int64)
-        return batch[self.rng.permutation(len(batch))]
+            if batch.size >= capacity and not self._make_room(batch, keep=need[0]):
+                break
+            self._add(batch, choice, 1)
+
+    def _make_room(self, batch: _Batch, keep: int) -> bool:
+        """Free one slot or more without losing coverage; False if no member can go."""
+        members = batch.members
+        donors = [b for b, ps in members.items() if len(ps) > 1]
+        if donors:  # a duplicate view of a building: dropping it changes no coverage
+            donor = max(donors, key=lambda b: (len(members[b]), b))
+            self._give_back(donor, *batch.pop_pair(donor))
+            return True
+        # a building no other member depends on for any level
+        spare = self._spare(members, batch.cover, exclude=keep)
+        if spare is None:
+            return False
+        for pair, was_repeat in batch.remove(spare):
+            self._give_back(spare, pair, was_repeat)
+        return True
+
+
+class _Batch:
+    """One batch under construction: its members' pairs, and per building how many members are at
+    each level from it (the coverage the geo sampler builds towards)."""
+
+    def __init__(self, sampler: GeoPairBatchSampler):
+        n = sampler.num_buildings
+        self.levels = sampler.levels
+        self.rows = np.arange(n)
+        self.members: dict[int, list[tuple[int, bool]]] = {}  # building -> [(pair, is_repeat)]
+        self.cover = np.zeros((n, sampler.top + 1), dtype=np.int64)  # in-batch buildings at each level
+        self.in_batch = np.zeros(n, dtype=bool)
+        self.size = 0
+
+    def pairs(self) -> set[int]:
+        return {p for ps in self.members.values() for p, _ in ps}
+
+    def add(self, building: int, pairs: list[int], is_repeat: bool) -> None:
+        if building not in self.members:
+            self.members[building] = []
+            self.in_batch[building] = True
+            self.cover[self.rows, self.levels[:, building]] += 1
+        self.members[building].extend((p, is_repeat) for p in pairs)
+        self.size += len(pairs)
+
+    def pop_pair(self, building: int) -> tuple[int, bool]:
+        """The last pair of a member with more than one (the member stays)."""
+        self.size -= 1
+        return self.members[building].pop()
+
+    def remove(self, building: int) -> list[tuple[int, bool]]:
+        """Take a member out of the batch; returns its pairs."""
+        pairs = self.members.pop(building)
+        self.size -= len(pairs)
+        self.in_batch[building] = False
+        self.cover[self.rows, self.levels[:, building]] -= 1
+        return pairs
 
 
 def make_batch_sampler(

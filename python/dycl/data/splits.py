@@ -346,63 +346,8 @@ def read_manifest(csv_path: str | os.PathLike, split: str, check_images: bool = 
     if not csv_path.is_file():
         raise DatasetError(f"{csv_path}: missing file")
     base = csv_path.parent
-    sat_rows: dict[str, list[_Row]] = {}
-    drone_rows: dict[str, list[_Row]] = {}
-    seen: dict[tuple[str, str], int] = {}
-    with csv_path.open("r", encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle)
-        cols: dict[str, int] | None = None
-        width = 0
-        for row in reader:
-            line_no = reader.line_num
-            if not row or all(not f.strip() for f in row):
-                continue
-            where = f"{csv_path}:{line_no}"
-            if cols is None:
-                cols = _header_index(row, MANIFEST_COLUMNS, where)
-                width = len(row)
-                continue
-            if len(row) != width:
-                raise DatasetError(
-                    f"{where}: expected {width} comma-separated fields like the header, got {len(row)}"
-                )
-            fields = [f.strip() for f in row]
-            view = fields[cols["view"]].lower()
-            if view not in PLATFORMS:
-                raise DatasetError(f"{where}: view {fields[cols['view']]!r} must be 'satellite' or 'drone'")
-            rel, building, split_name = fields[cols["path"]], fields[cols["building"]], fields[cols["split"]]
-            if not rel or not building or not split_name:
-                raise DatasetError(f"{where}: empty path, building or split")
-            key = (view, rel)
-            if key in seen:
-                raise DatasetError(
-                    f"{where}: duplicate row for {view} image {rel} (first on line {seen[key]})"
-                )
-            seen[key] = line_no
-            parsed = _Row(
-                line_no,
-                rel,
-                building,
-                _parse_coordinate(fields[cols["latitude"]], "latitude", where),
-                _parse_coordinate(fields[cols["longitude"]], "longitude", where),
-            )
-            (sat_rows if view == "satellite" else drone_rows).setdefault(split_name, []).append(parsed)
-        if cols is None:
-            raise DatasetError(
-                f"{csv_path}:1: empty file (expected a header with {', '.join(MANIFEST_COLUMNS)})"
-            )
-
-    # A building may belong to one split only (checked over the whole file).
-    owner: dict[object, tuple[str, int]] = {}
-    for split_name, rows in list(sat_rows.items()) + list(drone_rows.items()):
-        for r in rows:
-            key = _id_key(r.building)
-            if key in owner and owner[key][0] != split_name:
-                raise DatasetError(
-                    f"{csv_path}:{r.line}: building {r.building} is in split {split_name!r} "
-                    f"but also in {owner[key][0]!r} (line {owner[key][1]})"
-                )
-            owner.setdefault(key, (split_name, r.line))
+    sat_rows, drone_rows = _read_manifest_rows(csv_path)
+    _check_one_split_per_building(csv_path, sat_rows, drone_rows)
     if split not in sat_rows and split not in drone_rows:
         known = ", ".join(sorted(set(sat_rows) | set(drone_rows))) or "none"
         raise DatasetError(f"{csv_path}: no rows for split {split!r} (splits present: {known})")
@@ -422,6 +367,81 @@ def read_manifest(csv_path: str | os.PathLike, split: str, check_images: bool = 
         check_images,
         source=str(csv_path),
     )
+
+
+def _read_manifest_rows(csv_path: Path) -> tuple[dict[str, list[_Row]], dict[str, list[_Row]]]:
+    """Every satellite and drone row of a manifest, by split, in file order (blank lines skipped)."""
+    sat_rows: dict[str, list[_Row]] = {}
+    drone_rows: dict[str, list[_Row]] = {}
+    seen: dict[tuple[str, str], int] = {}  # (view, path) -> line, to report duplicates
+    with csv_path.open("r", encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle)
+        cols: dict[str, int] | None = None
+        width = 0
+        for row in reader:
+            line_no = reader.line_num
+            if not row or all(not f.strip() for f in row):
+                continue
+            where = f"{csv_path}:{line_no}"
+            if cols is None:
+                cols = _header_index(row, MANIFEST_COLUMNS, where)
+                width = len(row)
+                continue
+            if len(row) != width:
+                raise DatasetError(
+                    f"{where}: expected {width} comma-separated fields like the header, got {len(row)}"
+                )
+            view, split_name, parsed = _parse_manifest_row(
+                [f.strip() for f in row], cols, line_no, where, seen
+            )
+            (sat_rows if view == "satellite" else drone_rows).setdefault(split_name, []).append(parsed)
+        if cols is None:
+            raise DatasetError(
+                f"{csv_path}:1: empty file (expected a header with {', '.join(MANIFEST_COLUMNS)})"
+            )
+    return sat_rows, drone_rows
+
+
+def _parse_manifest_row(
+    fields: list[str], cols: dict[str, int], line_no: int, where: str, seen: dict[tuple[str, str], int]
+) -> tuple[str, str, _Row]:
+    """One data row (fields stripped) as (view, split, row), recorded in ``seen``. The checks run in
+    this order, so a row with several faults reports the first: view, empty fields, duplicate image,
+    coordinates."""
+    view = fields[cols["view"]].lower()
+    if view not in PLATFORMS:
+        raise DatasetError(f"{where}: view {fields[cols['view']]!r} must be 'satellite' or 'drone'")
+    rel, building, split_name = fields[cols["path"]], fields[cols["building"]], fields[cols["split"]]
+    if not rel or not building or not split_name:
+        raise DatasetError(f"{where}: empty path, building or split")
+    key = (view, rel)
+    if key in seen:
+        raise DatasetError(f"{where}: duplicate row for {view} image {rel} (first on line {seen[key]})")
+    seen[key] = line_no
+    parsed = _Row(
+        line_no,
+        rel,
+        building,
+        _parse_coordinate(fields[cols["latitude"]], "latitude", where),
+        _parse_coordinate(fields[cols["longitude"]], "longitude", where),
+    )
+    return view, split_name, parsed
+
+
+def _check_one_split_per_building(
+    csv_path: Path, sat_rows: dict[str, list[_Row]], drone_rows: dict[str, list[_Row]]
+) -> None:
+    """A building may belong to one split only (checked over the whole file)."""
+    owner: dict[object, tuple[str, int]] = {}
+    for split_name, rows in list(sat_rows.items()) + list(drone_rows.items()):
+        for r in rows:
+            key = _id_key(r.building)
+            if key in owner and owner[key][0] != split_name:
+                raise DatasetError(
+                    f"{csv_path}:{r.line}: building {r.building} is in split {split_name!r} "
+                    f"but also in {owner[key][0]!r} (line {owner[key][1]})"
+                )
+            owner.setdefault(key, (split_name, r.line))
 
 
 def check_disjoint(a: Split, b: Split) -> None:

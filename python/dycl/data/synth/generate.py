@@ -208,41 +208,55 @@ def generate_campus(
     # Campus by campus, so that a worker needs few campus rasters at a time.
     order = sorted(range(len(layout.buildings)), key=lambda i: (layout.buildings[i].campus, i))
     bar = tqdm(total=len(order), unit="building", desc="synth", disable=not progress, dynamic_ncols=True)
-    written = 0
     try:
         if workers == 1 or len(order) == 1:
-            renderer = _Renderer(spec, str(out))
-            renderer.layout = layout
-            for index in order:
-                written += renderer.render(index)
-                bar.update(1)
+            written = _render_here(spec, out, layout, order, bar)
         else:
-            chunk = max(1, min(4, len(order) // (workers * 4)))
-            # fork where the platform has it: workers then need no re-import of the caller's main module
-            # (scripts without an ``if __name__ == "__main__"`` guard work) and start instantly; they use
-            # only NumPy and Pillow. Elsewhere spawn (the caller's script needs the usual guard).
-            methods = multiprocessing.get_all_start_methods()
-            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-            with ProcessPoolExecutor(
-                max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(spec, str(out))
-            ) as pool:
-                pending = {pool.submit(_render_in_worker, c): len(c) for c in _chunks(order, chunk)}
-                try:
-                    while pending:
-                        done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                        for future in done:
-                            written += future.result()
-                            bar.update(pending.pop(future))
-                except BaseException:
-                    for future in pending:
-                        future.cancel()
-                    raise
+            written = _render_in_pool(spec, out, order, workers, bar)
         bar.set_postfix(images=written)
     finally:
         bar.close()
 
     _write_lists(out, layout, spec["drone_views"])
     return out
+
+
+def _render_here(spec: dict, out: Path, layout: CampusLayout, order: list[int], bar: tqdm) -> int:
+    """Render the buildings ``order`` in this process; returns the images written."""
+    renderer = _Renderer(spec, str(out))
+    renderer.layout = layout
+    written = 0
+    for index in order:
+        written += renderer.render(index)
+        bar.update(1)
+    return written
+
+
+def _render_in_pool(spec: dict, out: Path, order: list[int], workers: int, bar: tqdm) -> int:
+    """Render the buildings ``order`` in ``workers`` processes, a few buildings per task; returns the
+    images written. On an error (or Ctrl-C) the tasks not started are cancelled."""
+    written = 0
+    chunk = max(1, min(4, len(order) // (workers * 4)))
+    # fork where the platform has it: workers then need no re-import of the caller's main module
+    # (scripts without an ``if __name__ == "__main__"`` guard work) and start instantly; they use
+    # only NumPy and Pillow. Elsewhere spawn (the caller's script needs the usual guard).
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(spec, str(out))
+    ) as pool:
+        pending = {pool.submit(_render_in_worker, c): len(c) for c in _chunks(order, chunk)}
+        try:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    written += future.result()
+                    bar.update(pending.pop(future))
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+    return written
 
 
 def _write_lists(out: Path, layout: CampusLayout, drone_views: int) -> None:

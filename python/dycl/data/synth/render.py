@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .raster import CampusRaster
-from .world import FLOOR_HEIGHT_M, Building, CampusLayout
+from .raster import CampusRaster, Trees
+from .world import FLOOR_HEIGHT_M, Box, Building, CampusLayout
 
 SATELLITE_EXTENT_M = 160.0
 NEAR_M = 0.5
@@ -209,114 +209,32 @@ class Mesh:
 
 
 def building_mesh(building: Building) -> Mesh:
-    verts: list[np.ndarray] = []
-    faces: list[
-        tuple[int, int, int, np.ndarray, int, tuple[int, int, int]]
-    ] = []  # start, count, kind, normal, parent
+    faces = _Faces()
     box_faces: list[np.ndarray] = []
-    nv = 0
-
-    def add(poly: np.ndarray, kind: int, normal: np.ndarray, rgb, parent: int | None = None) -> int:
-        nonlocal nv
-        verts.append(poly)
-        index = len(faces)
-        faces.append((nv, len(poly), kind, normal, index if parent is None else parent, tuple(rgb)))
-        nv += len(poly)
-        return index
-
-    up = np.array([0.0, 0.0, 1.0])
     for box_index, box in enumerate(building.boxes):
-        mine: list[int] = []
         corners = box.corners()
-        walls = []
-        for k in range(4):
-            p, q = corners[k], corners[(k + 1) % 4]
-            edge = q - p
-            length = float(np.linalg.norm(edge))
-            normal = np.array([edge[1] / length, -edge[0] / length, 0.0])
-            if box.gable and k in (1, 3):  # short ends carry the gable triangle
-                ridge_pt = (p + q) / 2
-                poly = np.array(
-                    [
-                        [*p, box.base],
-                        [*q, box.base],
-                        [*q, box.height],
-                        [*ridge_pt, box.ridge],
-                        [*p, box.height],
-                    ]
-                )
-            else:
-                poly = np.array([[*p, box.base], [*q, box.base], [*q, box.height], [*p, box.height]])
-            walls.append((add(poly, WALL, normal, building.facade_rgb), p, q, length))
-        mine.extend(w[0] for w in walls)
-        floors = max(1, int(round((box.height - box.base) / FLOOR_HEIGHT_M)))
-        band = FLOOR_HEIGHT_M * building.window_ratio * 0.85
-        for wall, p, q, length in walls:
-            inset = min(1.5, length * 0.1)
-            a = p + (q - p) * (inset / length)
-            b = q - (q - p) * (inset / length)
-            for f in range(floors):
-                z0 = box.base + f * FLOOR_HEIGHT_M + (FLOOR_HEIGHT_M - band) * 0.55
-                mine.append(
-                    add(
-                        np.array([[*a, z0], [*b, z0], [*b, z0 + band], [*a, z0 + band]]),
-                        BAND,
-                        faces[wall][3],
-                        building.window_rgb,
-                        parent=wall,
-                    )
-                )
+        walls = _add_walls(faces, box, corners, building.facade_rgb)
+        mine = [w[0] for w in walls]  # this box's faces in drawing order
+        mine += _add_window_bands(faces, box, walls, building)
         if box.gable:
-            c, s = math.cos(box.angle), math.sin(box.angle)
-            axis_n = np.array([-s, c])
-            mid_a, mid_b = (corners[0] + corners[3]) / 2, (corners[1] + corners[2]) / 2
-            rise = (box.ridge - box.height) / max(box.half_v, 1e-6)
-            for poly, n_h in (
-                (
-                    np.array(
-                        [
-                            [*corners[0], box.height],
-                            [*corners[1], box.height],
-                            [*mid_b, box.ridge],
-                            [*mid_a, box.ridge],
-                        ]
-                    ),
-                    -axis_n,
-                ),
-                (
-                    np.array(
-                        [
-                            [*mid_a, box.ridge],
-                            [*mid_b, box.ridge],
-                            [*corners[2], box.height],
-                            [*corners[3], box.height],
-                        ]
-                    ),
-                    axis_n,
-                ),
-            ):
-                normal = np.array([n_h[0] * rise, n_h[1] * rise, 1.0])
-                mine.append(add(poly, SLOPE, normal / np.linalg.norm(normal), building.roof_rgb))
+            mine += _add_gable_slopes(faces, box, corners, building.roof_rgb)
         else:
-            mine.append(add(np.column_stack([corners, np.full(4, box.height)]), ROOF, up, building.roof_rgb))
-            for detail in building.details:
-                if detail.box == box_index:
-                    poly = np.column_stack([detail.polygon, np.full(len(detail.polygon), detail.z + 0.05)])
-                    mine.append(add(poly, DETAIL, up, detail.rgb))
+            mine += _add_flat_roof(faces, box, box_index, corners, building)
         box_faces.append(np.asarray(mine, dtype=np.int64))
-    all_verts = np.concatenate(verts)
-    start = np.array([f[0] for f in faces], dtype=np.int64)
-    count = np.array([f[1] for f in faces], dtype=np.int64)
+    rows = faces.rows
+    all_verts = np.concatenate(faces.verts)
+    start = np.array([f[0] for f in rows], dtype=np.int64)
+    count = np.array([f[1] for f in rows], dtype=np.int64)
     centre = np.array([all_verts[s : s + c].mean(axis=0) for s, c in zip(start, count, strict=True)])
     return Mesh(
         all_verts,
         start,
         count,
-        np.array([f[2] for f in faces], dtype=np.int8),
-        np.array([f[3] for f in faces]),
+        np.array([f[2] for f in rows], dtype=np.int8),
+        np.array([f[3] for f in rows]),
         centre,
-        np.array([f[5] for f in faces], dtype=np.float64),
-        np.array([f[4] for f in faces], dtype=np.int64),
+        np.array([f[5] for f in rows], dtype=np.float64),
+        np.array([f[4] for f in rows], dtype=np.int64),
         box_faces,
         np.array([[b.base, b.cx, b.cy] for b in building.boxes]),
         building.top,
@@ -324,6 +242,127 @@ def building_mesh(building: Building) -> Mesh:
         building.x,
         building.y,
     )
+
+
+class _Faces:
+    """The faces of a mesh being built: their vertex arrays, and one row per face
+    ``(start, count, kind, normal, parent, rgb)``."""
+
+    def __init__(self) -> None:
+        self.verts: list[np.ndarray] = []
+        self.rows: list[tuple[int, int, int, np.ndarray, int, tuple[int, int, int]]] = []
+        self.nv = 0
+
+    def add(self, poly: np.ndarray, kind: int, normal: np.ndarray, rgb, parent: int | None = None) -> int:
+        """Append a face; returns its index."""
+        self.verts.append(poly)
+        index = len(self.rows)
+        self.rows.append((self.nv, len(poly), kind, normal, index if parent is None else parent, tuple(rgb)))
+        self.nv += len(poly)
+        return index
+
+
+_UP = np.array([0.0, 0.0, 1.0])
+
+
+def _add_walls(
+    faces: _Faces, box: Box, corners: np.ndarray, rgb: tuple[int, int, int]
+) -> list[tuple[int, np.ndarray, np.ndarray, float]]:
+    """The four walls of a box; returns (face, start corner, end corner, length) per wall."""
+    walls = []
+    for k in range(4):
+        p, q = corners[k], corners[(k + 1) % 4]
+        edge = q - p
+        length = float(np.linalg.norm(edge))
+        normal = np.array([edge[1] / length, -edge[0] / length, 0.0])
+        if box.gable and k in (1, 3):  # short ends carry the gable triangle
+            ridge_pt = (p + q) / 2
+            poly = np.array(
+                [
+                    [*p, box.base],
+                    [*q, box.base],
+                    [*q, box.height],
+                    [*ridge_pt, box.ridge],
+                    [*p, box.height],
+                ]
+            )
+        else:
+            poly = np.array([[*p, box.base], [*q, box.base], [*q, box.height], [*p, box.height]])
+        walls.append((faces.add(poly, WALL, normal, rgb), p, q, length))
+    return walls
+
+
+def _add_window_bands(
+    faces: _Faces, box: Box, walls: list[tuple[int, np.ndarray, np.ndarray, float]], building: Building
+) -> list[int]:
+    """One window band per floor on every wall (drawn after, and only with, their wall)."""
+    added = []
+    floors = max(1, int(round((box.height - box.base) / FLOOR_HEIGHT_M)))
+    band = FLOOR_HEIGHT_M * building.window_ratio * 0.85
+    for wall, p, q, length in walls:
+        inset = min(1.5, length * 0.1)
+        a = p + (q - p) * (inset / length)
+        b = q - (q - p) * (inset / length)
+        for f in range(floors):
+            z0 = box.base + f * FLOOR_HEIGHT_M + (FLOOR_HEIGHT_M - band) * 0.55
+            added.append(
+                faces.add(
+                    np.array([[*a, z0], [*b, z0], [*b, z0 + band], [*a, z0 + band]]),
+                    BAND,
+                    faces.rows[wall][3],
+                    building.window_rgb,
+                    parent=wall,
+                )
+            )
+    return added
+
+
+def _add_gable_slopes(faces: _Faces, box: Box, corners: np.ndarray, rgb: tuple[int, int, int]) -> list[int]:
+    """The two roof slopes of a gabled box, meeting at the ridge along the box axis."""
+    c, s = math.cos(box.angle), math.sin(box.angle)
+    axis_n = np.array([-s, c])
+    mid_a, mid_b = (corners[0] + corners[3]) / 2, (corners[1] + corners[2]) / 2
+    rise = (box.ridge - box.height) / max(box.half_v, 1e-6)
+    added = []
+    for poly, n_h in (
+        (
+            np.array(
+                [
+                    [*corners[0], box.height],
+                    [*corners[1], box.height],
+                    [*mid_b, box.ridge],
+                    [*mid_a, box.ridge],
+                ]
+            ),
+            -axis_n,
+        ),
+        (
+            np.array(
+                [
+                    [*mid_a, box.ridge],
+                    [*mid_b, box.ridge],
+                    [*corners[2], box.height],
+                    [*corners[3], box.height],
+                ]
+            ),
+            axis_n,
+        ),
+    ):
+        normal = np.array([n_h[0] * rise, n_h[1] * rise, 1.0])
+        added.append(faces.add(poly, SLOPE, normal / np.linalg.norm(normal), rgb))
+    return added
+
+
+def _add_flat_roof(
+    faces: _Faces, box: Box, box_index: int, corners: np.ndarray, building: Building
+) -> list[int]:
+    """A flat roof and the roof details the box carries (just above it, drawn after it)."""
+    added = [faces.add(np.column_stack([corners, np.full(4, box.height)]), ROOF, _UP, building.roof_rgb)]
+    for detail in building.details:
+        if detail.box == box_index:
+            poly = np.column_stack([detail.polygon, np.full(len(detail.polygon), detail.z + 0.05)])
+            added.append(faces.add(poly, DETAIL, _UP, detail.rgb))
+    return added
 
 
 def _render_ground(camera: Camera, raster: CampusRaster, haze_m: float) -> np.ndarray:
@@ -496,62 +535,20 @@ def drone_view(
     )
     az, el = math.radians(params.sun_azimuth), math.radians(params.sun_elevation)
     sun = np.array([math.sin(az) * math.cos(el), math.cos(az) * math.cos(el), math.sin(el)])
-    # The ground is mip-mapped (already filtered), so it is rendered at the output resolution and only
-    # enlarged for the polygons, which need the supersampling for smooth edges.
-    ground_camera = look_camera(
-        np.array(params.target), params.heading, params.pitch, params.distance, params.fov, params.roll, size
-    )
-    image = Image.fromarray(_render_ground(ground_camera, raster, params.haze_m))
-    if supersample > 1:
-        image = image.resize((big, big), Image.BILINEAR)
+    image = _ground_view(raster, params, size, supersample)
     scene = _Scene(camera, image, params.haze_m, sun)
     cam = camera.position
 
-    items: list[tuple[float, int, int]] = []  # (distance, kind 0 building / 1 tree, index)
-    if len(scene_data.reach):
-        centres = scene_data.centres
-        dist = np.linalg.norm(centres - cam, axis=1)
-        ccam = camera.to_camera(centres)
-        depth = np.maximum(ccam[:, 2], 1.0)
-        px = ccam[:, :2] * (camera.focal / depth[:, None]) + big / 2.0
-        margin = camera.focal * scene_data.reach / depth + big * 0.1
-        inside = ((px > -margin[:, None]) & (px < big + margin[:, None])).all(axis=1) | (ccam[:, 2] <= 1.0)
-        keep = (dist <= max_distance) & (ccam[:, 2] > -scene_data.reach) & inside
-        items.extend((float(dist[i]), 0, int(i)) for i in np.flatnonzero(keep))
-
+    # (distance, kind 0 building / 1 tree, index), drawn far to near (painter's algorithm)
+    items = _visible_buildings(scene_data, camera, max_distance)
     trees = raster.trees
-    radius_px = px = None
-    if len(trees):
-        centres = np.column_stack([trees.x, trees.y, trees.height - trees.radius])
-        tcam = camera.to_camera(centres)
-        dist = np.linalg.norm(centres - cam, axis=1)
-        visible = (tcam[:, 2] > NEAR_M + trees.radius) & (dist < max_distance * 0.6)
-        radius_px = np.zeros(len(trees))
-        radius_px[visible] = camera.focal * trees.radius[visible] / tcam[visible, 2]
-        px = np.zeros((len(trees), 2))
-        px[visible] = camera.project(tcam[visible])
-        visible &= (
-            (radius_px > 0.6)
-            & (px[:, 0] > -radius_px)
-            & (px[:, 0] < big + radius_px)
-            & (px[:, 1] > -radius_px)
-            & (px[:, 1] < big + radius_px)
-        )
-        items.extend((float(dist[i]), 1, int(i)) for i in np.flatnonzero(visible))
-
+    tree_items, radius_px, px = _visible_trees(trees, camera, max_distance)
+    items.extend(tree_items)
     sun_screen = camera.rotation @ sun
     items.sort(key=lambda it: (-it[0], it[1], it[2]))
     draw_building = scene_data.prepare_view(scene, [(i, d) for d, k, i in items if k == 0])
-    shade_of, light_of = {}, {}
     tree_ids = np.array([i for _, k, i in items if k == 1], dtype=np.int64)
-    if len(tree_ids):  # crown colours (shaded body, lit top), hazed by distance, for all trees at once
-        dist = np.linalg.norm(np.column_stack([trees.x, trees.y, trees.height])[tree_ids] - cam, axis=1)
-        h = (1.0 - np.exp(-dist / params.haze_m))[:, None]
-        base = trees.rgb[tree_ids].astype(np.float64)
-        dark = np.clip(base * 0.62 * (1 - h) + SKY_RGB * h, 0, 255).astype(np.int64).tolist()
-        lit = np.clip(np.minimum(base * 1.05, 255) * (1 - h) + SKY_RGB * h, 0, 255).astype(np.int64).tolist()
-        shade_of = dict(zip(tree_ids.tolist(), map(tuple, dark), strict=True))
-        light_of = dict(zip(tree_ids.tolist(), map(tuple, lit), strict=True))
+    shade_of, light_of = _crown_colours(trees, tree_ids, cam, params.haze_m)
     draw = scene.draw
     for _, kind, index in items:
         if kind == 0:
@@ -563,7 +560,86 @@ def drone_view(
             hr = r * 0.62
             hx, hy = cx + sun_screen[0] * r * 0.3, cy + sun_screen[1] * r * 0.3 - r * 0.15
             draw.ellipse((hx - hr, hy - hr, hx + hr, hy + hr), fill=light_of[index])
+    return _light_change(image, params, supersample)
 
+
+def _ground_view(raster: CampusRaster, params: ViewParams, size: int, supersample: int) -> Image.Image:
+    """The ground of a view, at ``size * supersample`` pixels. The ground is mip-mapped (already
+    filtered), so it is rendered at the output resolution and only enlarged for the polygons, which
+    need the supersampling for smooth edges."""
+    ground_camera = look_camera(
+        np.array(params.target), params.heading, params.pitch, params.distance, params.fov, params.roll, size
+    )
+    image = Image.fromarray(_render_ground(ground_camera, raster, params.haze_m))
+    if supersample > 1:
+        big = size * supersample
+        image = image.resize((big, big), Image.BILINEAR)
+    return image
+
+
+def _visible_buildings(
+    scene_data: CampusScene, camera: Camera, max_distance: float
+) -> list[tuple[float, int, int]]:
+    """(distance, 0, building) of the campus buildings that may show in the view."""
+    if not len(scene_data.reach):
+        return []
+    big = camera.size
+    centres = scene_data.centres
+    dist = np.linalg.norm(centres - camera.position, axis=1)
+    ccam = camera.to_camera(centres)
+    depth = np.maximum(ccam[:, 2], 1.0)
+    px = ccam[:, :2] * (camera.focal / depth[:, None]) + big / 2.0
+    margin = camera.focal * scene_data.reach / depth + big * 0.1
+    inside = ((px > -margin[:, None]) & (px < big + margin[:, None])).all(axis=1) | (ccam[:, 2] <= 1.0)
+    keep = (dist <= max_distance) & (ccam[:, 2] > -scene_data.reach) & inside
+    return [(float(dist[i]), 0, int(i)) for i in np.flatnonzero(keep)]
+
+
+def _visible_trees(
+    trees: Trees, camera: Camera, max_distance: float
+) -> tuple[list[tuple[float, int, int]], np.ndarray | None, np.ndarray | None]:
+    """(distance, 1, tree) of the trees whose crowns show in the view (in front, near enough, larger
+    than a pixel, on screen), and every tree's crown radius and centre in pixels (None without trees)."""
+    if not len(trees):
+        return [], None, None
+    big = camera.size
+    centres = np.column_stack([trees.x, trees.y, trees.height - trees.radius])
+    tcam = camera.to_camera(centres)
+    dist = np.linalg.norm(centres - camera.position, axis=1)
+    visible = (tcam[:, 2] > NEAR_M + trees.radius) & (dist < max_distance * 0.6)
+    radius_px = np.zeros(len(trees))
+    radius_px[visible] = camera.focal * trees.radius[visible] / tcam[visible, 2]
+    px = np.zeros((len(trees), 2))
+    px[visible] = camera.project(tcam[visible])
+    visible &= (
+        (radius_px > 0.6)
+        & (px[:, 0] > -radius_px)
+        & (px[:, 0] < big + radius_px)
+        & (px[:, 1] > -radius_px)
+        & (px[:, 1] < big + radius_px)
+    )
+    return [(float(dist[i]), 1, int(i)) for i in np.flatnonzero(visible)], radius_px, px
+
+
+def _crown_colours(
+    trees: Trees, tree_ids: np.ndarray, position: np.ndarray, haze_m: float
+) -> tuple[dict[int, tuple], dict[int, tuple]]:
+    """Crown colours (shaded body, lit top) of the trees ``tree_ids``, hazed by distance, for all
+    trees at once."""
+    if not len(tree_ids):
+        return {}, {}
+    dist = np.linalg.norm(np.column_stack([trees.x, trees.y, trees.height])[tree_ids] - position, axis=1)
+    h = (1.0 - np.exp(-dist / haze_m))[:, None]
+    base = trees.rgb[tree_ids].astype(np.float64)
+    dark = np.clip(base * 0.62 * (1 - h) + SKY_RGB * h, 0, 255).astype(np.int64).tolist()
+    lit = np.clip(np.minimum(base * 1.05, 255) * (1 - h) + SKY_RGB * h, 0, 255).astype(np.int64).tolist()
+    shade_of = dict(zip(tree_ids.tolist(), map(tuple, dark), strict=True))
+    light_of = dict(zip(tree_ids.tolist(), map(tuple, lit), strict=True))
+    return shade_of, light_of
+
+
+def _light_change(image: Image.Image, params: ViewParams, supersample: int) -> Image.Image:
+    """Down to the output size, then the view's light change (contrast, exposure, colour temperature)."""
     small = image.reduce(supersample) if supersample > 1 else image
     arr = np.asarray(small, dtype=np.float32)
     mean = arr.mean()

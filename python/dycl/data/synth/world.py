@@ -490,15 +490,51 @@ def _choose(rng: np.random.Generator, names: list[str], weights: np.ndarray) -> 
 def _make_building(
     rng: np.random.Generator, campus: Campus, lot: tuple, fields: StyleFields, index: int
 ) -> Building:
+    """The building of one lot. Its random draws come in a fixed order (footprint, colours, roof
+    details) from the campus stream: changing them changes every later building of the campus."""
+    _, u0, v0, u1, v1 = lot
+    lx, ly = campus.to_world((u0 + u1) / 2, (v0 + v1) / 2)
+    f = fields.at(float(lx), float(ly))
+    local = campus.local_style(float(lx), float(ly))
+    boxes, gable = _building_boxes(rng, campus, lot, float(lx), float(ly), f, local)
+    areas = np.array([4 * b.half_u * b.half_v for b in boxes])
+    bx = float(np.dot(areas, [b.cx for b in boxes]) / areas.sum())
+    by = float(np.dot(areas, [b.cy for b in boxes]) / areas.sum())
+    roof_rgb, facade_rgb, window_rgb, window_ratio = _building_colours(rng, campus.style, local, f, gable)
+    details = _roof_details(rng, campus.style, boxes)
+    lat, lon = enu_to_latlon(np.array(bx - campus.x), np.array(by - campus.y), campus.lat, campus.lon)
+    return Building(
+        index,
+        campus.split,
+        campus.index,
+        bx,
+        by,
+        float(lat),
+        float(lon),
+        tuple(boxes),
+        roof_rgb,
+        facade_rgb,
+        window_rgb,
+        window_ratio,
+        tuple(details),
+    )
+
+
+def _building_boxes(
+    rng: np.random.Generator,
+    campus: Campus,
+    lot: tuple,
+    lx: float,
+    ly: float,
+    f: dict[str, float],
+    local: LocalStyle,
+) -> tuple[list[Box], bool]:
+    """The parts of a building centred at (lx, ly) in its lot: floors from the height field, a shape,
+    its orientation, gabled or flat roofs. Returns (boxes, gable)."""
     style = campus.style
     _, u0, v0, u1, v1 = lot
     setback = 7.0
     half_a, half_b = (u1 - u0) / 2 - setback, (v1 - v0) / 2 - setback
-    cu, cv = (u0 + u1) / 2, (v0 + v1) / 2
-    lx, ly = campus.to_world(cu, cv)
-    f = fields.at(float(lx), float(ly))
-
-    local = campus.local_style(float(lx), float(ly))
     floors = int(
         np.clip(
             round(style.floors_mean * local.floors * math.exp(0.35 * f["height"] + rng.normal(0, 0.25))),
@@ -515,7 +551,7 @@ def _make_building(
         shrink = 0.8  # keep a rotated footprint inside its lot
     else:
         shrink = 1.0
-    gable = (
+    gable = (  # the last draw happens only for low slabs, L and U shapes
         floors <= 4
         and shape in ("slab", "L", "U")
         and rng.random() < style.gable_share * (1 + 0.5 * f["material"])
@@ -524,8 +560,8 @@ def _make_building(
     boxes = []
     for pu, pv, hu, hv, base_floors, top_floors in parts:
         pu, pv, hu, hv = pu * shrink, pv * shrink, hu * shrink, hv * shrink
-        x = float(lx) + pu * c - pv * s
-        y = float(ly) + pu * s + pv * c
+        x = lx + pu * c - pv * s
+        y = ly + pu * s + pv * c
         base, height = base_floors * FLOOR_HEIGHT_M, top_floors * FLOOR_HEIGHT_M
         if gable:
             along = hu >= hv
@@ -534,11 +570,14 @@ def _make_building(
             boxes.append(Box(x, y, hu2, hv2, box_angle, base, height, True, height + 0.6 * hv2))
         else:
             boxes.append(Box(x, y, hu, hv, rotation, base, height))
-    areas = np.array([4 * b.half_u * b.half_v for b in boxes])
-    bx = float(np.dot(areas, [b.cx for b in boxes]) / areas.sum())
-    by = float(np.dot(areas, [b.cy for b in boxes]) / areas.sum())
+    return boxes, bool(gable)
 
-    # Colours: campus base + smooth field shift + per-building jitter.
+
+def _building_colours(
+    rng: np.random.Generator, style: CampusStyle, local: LocalStyle, f: dict[str, float], gable: bool
+) -> tuple[tuple[int, int, int], tuple[int, int, int], tuple[int, int, int], float]:
+    """Colours: campus base + smooth field shift + per-building jitter.
+    Returns (roof, facade, window colours, window ratio)."""
     if gable:
         name = _choose(rng, list(GABLE_MATERIALS), np.ones(len(GABLE_MATERIALS)))
         h, sat, val = GABLE_MATERIALS[name]
@@ -558,7 +597,11 @@ def _make_building(
         fv + 0.07 * f["facade"] + rng.normal(0, 0.04),
     )
     window_rgb = hsv(rng.uniform(195, 225), rng.uniform(0.15, 0.4), rng.uniform(0.22, 0.42))
+    return roof_rgb, facade_rgb, window_rgb, window_ratio
 
+
+def _roof_details(rng: np.random.Generator, style: CampusStyle, boxes: list[Box]) -> list[RoofDetail]:
+    """Solar panel rows and rooftop units on the flat roofs large enough to carry them."""
     details: list[RoofDetail] = []
     for box_index, box in enumerate(boxes):
         if box.gable or box.half_u < 6 or box.half_v < 6:
@@ -594,23 +637,7 @@ def _make_building(
                     rect(du, dv, hu, hv), box.height, hsv(0, 0, rng.uniform(0.72, 0.86)), 1.5, box_index
                 )
             )
-
-    lat, lon = enu_to_latlon(np.array(bx - campus.x), np.array(by - campus.y), campus.lat, campus.lon)
-    return Building(
-        index,
-        campus.split,
-        campus.index,
-        bx,
-        by,
-        float(lat),
-        float(lon),
-        tuple(boxes),
-        roof_rgb,
-        facade_rgb,
-        window_rgb,
-        window_ratio,
-        tuple(details),
-    )
+    return details
 
 
 def _districts(
