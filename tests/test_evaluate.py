@@ -225,12 +225,14 @@ def test_rescoring_last_pt_reproduces_the_training_metrics(trained_run, campus, 
 def test_two_checkpoint_evaluations_into_one_folder_do_not_collide(trained_run, campus, tmp_path, capsys):
     """Each evaluation keeps its own embeddings: named after its output, or where --save-embeddings says."""
     folder = tmp_path / "shared"
-    common = ("--checkpoint", trained_run / "last.pt", "--data-dir", campus, "--workers", "0", "--no-progress")
+    common = ("--checkpoint", trained_run / "last.pt", "--data-dir", campus, "--workers", "0",
+              "--no-progress")
     assert run_eval(*common, "--output", folder / "a.json") == 0
     assert run_eval(*common, "--output", folder / "b.json", "--rerank", "k-reciprocal", "--k1", "5") == 0
     for name in ("a", "b"):
         assert (folder / f"{name}.json").is_file()
-        assert sorted(p.name for p in (folder / f"{name}.embeddings").iterdir()) == sorted(TASK_FILES.values())
+        saved = sorted(p.name for p in (folder / f"{name}.embeddings").iterdir())
+        assert saved == sorted(TASK_FILES.values())
     assert not (folder / "embeddings").exists()
     # Both files were written by their own run, and each names its own embeddings.
     assert "a.embeddings" in (folder / "a.md").read_text() and "b.embeddings" in (folder / "b.md").read_text()
