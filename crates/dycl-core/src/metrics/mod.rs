@@ -188,26 +188,53 @@ pub fn per_query<D: Copy + Into<f64> + Send + Sync>(
     levels: ArrayView2<u8>,
     coords: Option<ArrayView2<f64>>,
 ) -> Result<PerQuery> {
+    let ids = check_per_query_inputs(distances.dim(), query_ids, gallery_ids, levels, coords)?;
+    let levels = levels.as_standard_layout();
+    let mut out = QueryArrays::zeros(distances.nrows(), ids.n_levels);
+    let all_finite = score_queries(distances, &ids, levels.view(), &mut out);
+    // Finiteness is checked while ranking (one read of the matrix, not two);
+    // the error is raised here, before any result is returned.
+    if !all_finite {
+        validate_finite("distances", distances)?;
+    }
+    let top1_error_m = coords.map(|c| top1_errors(c, &ids, &out.top1));
+    Ok(out.into_per_query(ids.n_levels, top1_error_m))
+}
+
+/// What [`per_query`] takes from its checked inputs: `L` and the ids as
+/// row indices of the level matrix.
+struct CheckedIds {
+    n_levels: usize,
+    query: Vec<usize>,
+    gallery: Vec<usize>,
+}
+
+/// Every check of [`per_query`] but finiteness, in the order its errors are
+/// reported: levels, query ids, gallery ids, the distance shape, coords.
+fn check_per_query_inputs(
+    (q, g): (usize, usize),
+    query_ids: ArrayView1<i64>,
+    gallery_ids: ArrayView1<i64>,
+    levels: ArrayView2<u8>,
+    coords: Option<ArrayView2<f64>>,
+) -> Result<CheckedIds> {
     let n_levels = validate_levels(levels)?;
     let n_buildings = levels.nrows();
-    let (q, g) = distances.dim();
-    let query_ids = checked_ids(
+    let query = checked_ids(
         "query_ids",
         query_ids,
         q,
         "one per row of distances",
         n_buildings,
     )?;
-    let gallery_ids = checked_ids(
+    let gallery = checked_ids(
         "gallery_ids",
         gallery_ids,
         g,
         "one per column of distances",
         n_buildings,
     )?;
-    // Finiteness is checked while ranking (one read of the matrix, not two);
-    // the error is raised below, before any result is returned.
-    validate_distance_shape("distances", distances.dim())?;
+    validate_distance_shape("distances", (q, g))?;
     if let Some(c) = coords {
         validate_coords("coords", c)?;
         if c.nrows() != n_buildings {
@@ -220,110 +247,191 @@ pub fn per_query<D: Copy + Into<f64> + Send + Sync>(
             ));
         }
     }
+    Ok(CheckedIds {
+        n_levels,
+        query,
+        gallery,
+    })
+}
 
-    let levels = levels.as_standard_layout();
-    let ctx = ScoreContext::new(n_levels, g);
-    let mut h_ap = Array1::<f64>::zeros(q);
-    let mut asi = Array1::<f64>::zeros(q);
-    let mut ndcg = Array1::<f64>::zeros(q);
-    let mut top1 = Array1::<u32>::zeros(q);
-    let mut average_precision = Array2::<f64>::zeros((q, n_levels));
-    let mut first_relevant_rank = Array2::<u32>::zeros((q, n_levels));
-    let mut n_relevant = Array2::<u32>::zeros((q, n_levels));
+/// The per-query outputs being filled: one slot or one `(L)` row per query.
+struct QueryArrays {
+    h_ap: Array1<f64>,
+    asi: Array1<f64>,
+    ndcg: Array1<f64>,
+    top1: Array1<u32>,
+    average_precision: Array2<f64>,
+    first_relevant_rank: Array2<u32>,
+    n_relevant: Array2<u32>,
+}
 
-    struct Scratch {
-        ranked: RankedPositives,
-        score: ScoreScratch,
-        row: Vec<f64>,
+impl QueryArrays {
+    fn zeros(q: usize, n_levels: usize) -> Self {
+        QueryArrays {
+            h_ap: Array1::zeros(q),
+            asi: Array1::zeros(q),
+            ndcg: Array1::zeros(q),
+            top1: Array1::zeros(q),
+            average_precision: Array2::zeros((q, n_levels)),
+            first_relevant_rank: Array2::zeros((q, n_levels)),
+            n_relevant: Array2::zeros((q, n_levels)),
+        }
     }
-    let new_scratch = || Scratch {
-        ranked: RankedPositives::new(g, n_levels),
-        score: ScoreScratch::new(n_levels),
-        row: Vec::new(),
-    };
 
+    fn into_per_query(self, n_levels: usize, top1_error_m: Option<Array1<f64>>) -> PerQuery {
+        PerQuery {
+            n_levels,
+            h_ap: self.h_ap,
+            asi: self.asi,
+            ndcg: self.ndcg,
+            average_precision: self.average_precision,
+            first_relevant_rank: self.first_relevant_rank,
+            n_relevant: self.n_relevant,
+            top1: self.top1,
+            top1_error_m,
+        }
+    }
+}
+
+/// Buffers of one rayon task, sized for the whole gallery and reused for
+/// every query of the task.
+struct Scratch {
+    ranked: RankedPositives,
+    score: ScoreScratch,
+    /// Contiguous `f64` copy of a distance row that is not contiguous.
+    row: Vec<f64>,
+}
+
+/// One query's share of [`QueryArrays`].
+struct QueryOut<'a> {
+    h_ap: &'a mut f64,
+    asi: &'a mut f64,
+    ndcg: &'a mut f64,
+    top1: &'a mut u32,
+    average_precision: &'a mut [f64],
+    first_relevant_rank: &'a mut [u32],
+    n_relevant: &'a mut [u32],
+}
+
+/// Rank and score every query in parallel into `out`; returns whether every
+/// distance was finite (if not, the rows with a non-finite distance are
+/// left unscored and the caller reports the error).
+fn score_queries<D: Copy + Into<f64> + Send + Sync>(
+    distances: ArrayView2<D>,
+    ids: &CheckedIds,
+    levels: ArrayView2<u8>,
+    out: &mut QueryArrays,
+) -> bool {
+    let (q, g) = distances.dim();
+    let n_levels = ids.n_levels;
+    let ctx = ScoreContext::new(n_levels, g);
     let saw_non_finite = AtomicBool::new(false);
     (
-        h_ap.as_slice_mut().expect("fresh array").par_iter_mut(),
-        asi.as_slice_mut().expect("fresh array").par_iter_mut(),
-        ndcg.as_slice_mut().expect("fresh array").par_iter_mut(),
-        top1.as_slice_mut().expect("fresh array").par_iter_mut(),
-        average_precision.axis_iter_mut(Axis(0)).into_par_iter(),
-        first_relevant_rank.axis_iter_mut(Axis(0)).into_par_iter(),
-        n_relevant.axis_iter_mut(Axis(0)).into_par_iter(),
+        out.h_ap.as_slice_mut().expect("fresh array").par_iter_mut(),
+        out.asi.as_slice_mut().expect("fresh array").par_iter_mut(),
+        out.ndcg.as_slice_mut().expect("fresh array").par_iter_mut(),
+        out.top1.as_slice_mut().expect("fresh array").par_iter_mut(),
+        out.average_precision.axis_iter_mut(Axis(0)).into_par_iter(),
+        out.first_relevant_rank
+            .axis_iter_mut(Axis(0))
+            .into_par_iter(),
+        out.n_relevant.axis_iter_mut(Axis(0)).into_par_iter(),
     )
         .into_par_iter()
         .enumerate()
         .with_min_len(queries_per_task(q))
         .for_each_init(
-            new_scratch,
+            || Scratch {
+                ranked: RankedPositives::new(g, n_levels),
+                score: ScoreScratch::new(n_levels),
+                row: Vec::new(),
+            },
             |s, (i, (h_ap, asi, ndcg, top1, mut ap, mut first, mut n_rel))| {
-                let level_row = levels.row(query_ids[i]);
+                let level_row = levels.row(ids.query[i]);
                 let level_row = level_row.as_slice().expect("standard layout");
-                let row = distances.row(i);
-                let finite = match row.as_slice() {
-                    Some(d) => s.ranked.rank(d, &gallery_ids, level_row),
-                    None => {
-                        s.row.clear();
-                        s.row.extend(row.iter().map(|&d| d.into()));
-                        s.ranked.rank(&s.row, &gallery_ids, level_row)
-                    }
-                };
-                if !finite {
+                if !rank_row(s, distances.row(i), &ids.gallery, level_row) {
                     saw_non_finite.store(true, Ordering::Relaxed);
                     return;
                 }
-                let (pos, ranks, counts) = (
-                    s.ranked.positives(),
-                    s.ranked.ranks(),
-                    s.ranked.level_counts(),
-                );
-                (*h_ap, *asi, *ndcg) = scores::hierarchical(&ctx, pos, ranks, counts, &mut s.score);
-                scores::per_scale(
-                    &ctx,
-                    pos,
-                    ranks,
-                    counts,
-                    &mut s.score,
-                    ap.as_slice_mut().expect("row of a fresh array"),
-                    first.as_slice_mut().expect("row of a fresh array"),
-                    n_rel.as_slice_mut().expect("row of a fresh array"),
-                );
-                *top1 = s.ranked.top1() as u32;
+                let query_out = QueryOut {
+                    h_ap,
+                    asi,
+                    ndcg,
+                    top1,
+                    average_precision: ap.as_slice_mut().expect("row of a fresh array"),
+                    first_relevant_rank: first.as_slice_mut().expect("row of a fresh array"),
+                    n_relevant: n_rel.as_slice_mut().expect("row of a fresh array"),
+                };
+                score_ranked(&ctx, s, query_out);
             },
         );
     debug_assert_eq!(ctx.n_levels(), n_levels);
-    if saw_non_finite.load(Ordering::Relaxed) {
-        validate_finite("distances", distances)?;
+    !saw_non_finite.load(Ordering::Relaxed)
+}
+
+/// Rank one query's positives into `s.ranked` (see [`RankedPositives::rank`]);
+/// a non-contiguous row is first copied into `s.row`. Returns whether every
+/// distance was finite.
+#[inline]
+fn rank_row<D: Copy + Into<f64>>(
+    s: &mut Scratch,
+    row: ArrayView1<D>,
+    gallery_ids: &[usize],
+    level_row: &[u8],
+) -> bool {
+    match row.as_slice() {
+        Some(d) => s.ranked.rank(d, gallery_ids, level_row),
+        None => {
+            s.row.clear();
+            s.row.extend(row.iter().map(|&d| d.into()));
+            s.ranked.rank(&s.row, gallery_ids, level_row)
+        }
     }
+}
 
-    let top1_error_m = coords.map(|c| {
-        let geod = Geodesic::wgs84();
-        let errors: Vec<f64> = (0..q)
-            .into_par_iter()
-            .map(|i| {
-                let (a, b) = (query_ids[i], gallery_ids[top1[i] as usize]);
-                if a == b {
-                    0.0
-                } else {
-                    geod.inverse(c[[a, 0]], c[[a, 1]], c[[b, 0]], c[[b, 1]])
-                }
-            })
-            .collect();
-        Array1::from(errors)
-    });
+/// Every metric of the query just ranked into `s.ranked`.
+#[inline]
+fn score_ranked(ctx: &ScoreContext, s: &mut Scratch, out: QueryOut) {
+    let (pos, ranks, counts) = (
+        s.ranked.positives(),
+        s.ranked.ranks(),
+        s.ranked.level_counts(),
+    );
+    (*out.h_ap, *out.asi, *out.ndcg) = scores::hierarchical(ctx, pos, ranks, counts, &mut s.score);
+    scores::per_scale(
+        ctx,
+        pos,
+        ranks,
+        counts,
+        &mut s.score,
+        out.average_precision,
+        out.first_relevant_rank,
+        out.n_relevant,
+    );
+    *out.top1 = s.ranked.top1() as u32;
+}
 
-    Ok(PerQuery {
-        n_levels,
-        h_ap,
-        asi,
-        ndcg,
-        average_precision,
-        first_relevant_rank,
-        n_relevant,
-        top1,
-        top1_error_m,
-    })
+/// Geodesic distance (m) from each query's building to that of its rank-1
+/// item; 0 for the same building.
+fn top1_errors(coords: ArrayView2<f64>, ids: &CheckedIds, top1: &Array1<u32>) -> Array1<f64> {
+    let geod = Geodesic::wgs84();
+    let errors: Vec<f64> = (0..ids.query.len())
+        .into_par_iter()
+        .map(|i| {
+            let (a, b) = (ids.query[i], ids.gallery[top1[i] as usize]);
+            if a == b {
+                0.0
+            } else {
+                geod.inverse(
+                    coords[[a, 0]],
+                    coords[[a, 1]],
+                    coords[[b, 0]],
+                    coords[[b, 1]],
+                )
+            }
+        })
+        .collect();
+    Array1::from(errors)
 }
 
 /// [`per_query`] from embeddings: cosine distances computed by

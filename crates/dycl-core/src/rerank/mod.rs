@@ -180,6 +180,39 @@ fn rerank<S: SquaredDistances>(
     mut progress: Progress,
 ) -> Result<Array2<f32>> {
     let n = source.n_items();
+    check_rerank_args(n, k2, lambda)?;
+    let k_max = *ks.iter().max().expect("ks checked non-empty");
+    let len = k_max.saturating_add(1).max(k2).min(n);
+    check_memory(n, q, len, ks, source.tile_rows() * n)?;
+
+    let lists = progress
+        .run("neighbour lists", 0, n, |t| {
+            NeighbourLists::build(source, len, t)
+        })?
+        .ok_or_else(|| source.non_finite_error())?;
+    let inlists = InLists::build(&lists);
+
+    let first_cols = first_columns(variant, ks.len(), q);
+    let weights = WeightsPerK::build(source, &lists, &inlists, ks, k2, &mut progress)?;
+    let inverted = InvertedPerLevel::build(&weights, ks, &first_cols, n);
+    let levels: Vec<Level> = ks
+        .iter()
+        .zip(&first_cols)
+        .map(|(&k, &first_col)| Level {
+            k,
+            weights: weights.of(k),
+            inverted: inverted.of(k, first_col),
+            first_col,
+        })
+        .collect();
+    progress.run("re-ranking queries", 0, q, |t| {
+        combine_levels(source, &lists, q, &levels, lambda, variant, t)
+    })
+}
+
+/// The checks of [`rerank`]'s own arguments (`ks` and the inputs are
+/// checked by the entry points).
+fn check_rerank_args(n: usize, k2: usize, lambda: f64) -> Result<()> {
     if n >= u32::MAX as usize {
         return Err(DyclError::invalid(
             "q_g_dist",
@@ -198,10 +231,12 @@ fn rerank<S: SquaredDistances>(
             format!("must be in [0, 1], got {lambda}"),
         ));
     }
-    let k_max = *ks.iter().max().expect("ks checked non-empty");
-    let len = k_max.saturating_add(1).max(k2).min(n);
+    Ok(())
+}
 
-    let tile_cells = source.tile_rows() * n;
+/// Refuse, before any work, a call whose [`estimated_bytes`] exceed the
+/// memory available (when that is known), rather than fail part way.
+fn check_memory(n: usize, q: usize, len: usize, ks: &[usize], tile_cells: usize) -> Result<()> {
     let need = estimated_bytes(n, q, len, ks, tile_cells);
     if let Some(avail) = available_memory() {
         if need > avail {
@@ -214,74 +249,88 @@ fn rerank<S: SquaredDistances>(
             )));
         }
     }
+    Ok(())
+}
 
-    let lists = progress
-        .run("neighbour lists", 0, n, |t| {
-            NeighbourLists::build(source, len, t)
-        })?
-        .ok_or_else(|| source.non_finite_error())?;
-    let inlists = InLists::build(&lists);
+/// `V` (after query expansion when `k2 > 1`) of each distinct `k`.
+struct WeightsPerK(Vec<(usize, SparseRows)>);
 
-    let first_cols = first_columns(variant, ks.len(), q);
-    let mut distinct = ks.to_vec();
-    distinct.dedup();
-    let mut per_k: Vec<(usize, SparseRows)> = Vec::with_capacity(distinct.len());
-    for (idx, &k) in distinct.iter().enumerate() {
-        let stage = format!(
-            "k-reciprocal sets, k = {k} ({}/{})",
-            idx + 1,
-            distinct.len()
-        );
-        let steps = if k2 > 1 { 3 } else { 2 };
-        let candidates = progress.run(&stage, 0, steps * n, |t| {
-            reciprocal_all(&lists, &inlists, half_to_even(k), t)
-        })?;
-        let mut v = progress.run(&stage, n, steps * n, |t| {
-            weights(source, &lists, &inlists, &candidates, k, t)
-        })?;
-        drop(candidates);
-        if k2 > 1 {
-            v = progress.run(&stage, 2 * n, steps * n, |t| {
-                query_expansion(&v, &lists, k2, t)
+impl WeightsPerK {
+    /// Step 2 of the pipeline for each distinct `k` of `ks` (non-decreasing),
+    /// each reported as one stage of 2 or 3 passes over the `n` rows.
+    fn build<S: SquaredDistances>(
+        source: &S,
+        lists: &NeighbourLists,
+        inlists: &InLists,
+        ks: &[usize],
+        k2: usize,
+        progress: &mut Progress,
+    ) -> Result<Self> {
+        let n = source.n_items();
+        let mut distinct = ks.to_vec();
+        distinct.dedup();
+        let mut per_k = Vec::with_capacity(distinct.len());
+        for (idx, &k) in distinct.iter().enumerate() {
+            let stage = format!(
+                "k-reciprocal sets, k = {k} ({}/{})",
+                idx + 1,
+                distinct.len()
+            );
+            let steps = if k2 > 1 { 3 } else { 2 };
+            let candidates = progress.run(&stage, 0, steps * n, |t| {
+                reciprocal_all(lists, inlists, half_to_even(k), t)
             })?;
+            let mut v = progress.run(&stage, n, steps * n, |t| {
+                weights(source, lists, inlists, &candidates, k, t)
+            })?;
+            // The candidates are no longer needed; free them before the expansion.
+            drop(candidates);
+            if k2 > 1 {
+                v = progress.run(&stage, 2 * n, steps * n, |t| {
+                    query_expansion(&v, lists, k2, t)
+                })?;
+            }
+            per_k.push((k, v));
         }
-        per_k.push((k, v));
+        Ok(WeightsPerK(per_k))
     }
-    let weights_of = |k: usize| {
-        &per_k
+
+    fn of(&self, k: usize) -> &SparseRows {
+        &self
+            .0
             .iter()
             .find(|e| e.0 == k)
             .expect("every k was computed")
             .1
-    };
-    // One inverted index per distinct (k, first column).
-    let mut inverted: Vec<(usize, usize, Inverted)> = Vec::new();
-    for (&k, &first_col) in ks.iter().zip(&first_cols) {
-        if !inverted.iter().any(|e| e.0 == k && e.1 == first_col) {
-            inverted.push((
-                k,
-                first_col,
-                Inverted::build(weights_of(k), first_col..n, n),
-            ));
-        }
     }
-    let levels: Vec<Level> = ks
-        .iter()
-        .zip(&first_cols)
-        .map(|(&k, &first_col)| Level {
-            k,
-            weights: weights_of(k),
-            inverted: &inverted
-                .iter()
-                .find(|e| e.0 == k && e.1 == first_col)
-                .expect("built above")
-                .2,
-            first_col,
-        })
-        .collect();
-    progress.run("re-ranking queries", 0, q, |t| {
-        combine_levels(source, &lists, q, &levels, lambda, variant, t)
-    })
+}
+
+/// One inverted index per distinct (k, first column) of the levels.
+struct InvertedPerLevel(Vec<(usize, usize, Inverted)>);
+
+impl InvertedPerLevel {
+    fn build(weights: &WeightsPerK, ks: &[usize], first_cols: &[usize], n: usize) -> Self {
+        let mut inverted: Vec<(usize, usize, Inverted)> = Vec::new();
+        for (&k, &first_col) in ks.iter().zip(first_cols) {
+            if !inverted.iter().any(|e| e.0 == k && e.1 == first_col) {
+                inverted.push((
+                    k,
+                    first_col,
+                    Inverted::build(weights.of(k), first_col..n, n),
+                ));
+            }
+        }
+        InvertedPerLevel(inverted)
+    }
+
+    fn of(&self, k: usize, first_col: usize) -> &Inverted {
+        &self
+            .0
+            .iter()
+            .find(|e| e.0 == k && e.1 == first_col)
+            .expect("built above")
+            .2
+    }
 }
 
 #[cfg(test)]

@@ -63,11 +63,25 @@ pub fn first_columns(variant: Variant, n_levels: usize, q: usize) -> Vec<usize> 
         .collect()
 }
 
+/// Buffers of one rayon task, allocated once per task and reused for each
+/// of its rows.
 struct Scratch {
+    /// Distances of a tile of rows to joint columns `col0..N`.
     dist: Vec<f32>,
+    row: RowScratch,
+}
+
+/// What one row needs besides its distances, all over joint columns
+/// `col0..N`. Kept apart from `Scratch::dist` so a row's slice of the tile
+/// can be borrowed alongside these.
+struct RowScratch {
+    /// Scratch of [`jaccard_row`].
     shared: Vec<f32>,
+    /// The current level's mixed distance `d_l`.
     level: Vec<f32>,
+    /// The running combined result.
     state: Vec<f32>,
+    /// Columns fixed (paper) or protected (reference) carry the current epoch.
     mark: Vec<u32>,
     epoch: u32,
     selector: SmallestK,
@@ -87,22 +101,72 @@ pub fn combine_levels<S: SquaredDistances + ?Sized>(
     variant: Variant,
     tracker: &Tracker,
 ) -> Array2<f32> {
-    let n = source.n_items();
-    let g = n - q;
-    let col0 = levels.iter().map(|l| l.first_col).min().unwrap_or(q);
-    let width = n - col0;
+    let pass = QueryPass::new(source, lists, q, levels, lambda, variant);
     let tile = source.tile_rows().min(q);
-    // The reference computes (1 − λ)·J + λ·D in float32 with the weights cast once.
-    let w_jaccard = (1.0 - lambda) as f32;
-    let w_dist = lambda as f32;
-    let mut out = Array2::<f32>::zeros((q, g));
+    let mut out = Array2::<f32>::zeros((q, pass.g));
     out.as_slice_mut()
         .expect("fresh array is contiguous")
-        .par_chunks_mut(tile * g)
+        .par_chunks_mut(tile * pass.g)
         .enumerate()
         .for_each_init(
-            || Scratch {
-                dist: vec![0.0; tile * width],
+            || pass.scratch(tile),
+            |s, (t, out_rows)| {
+                if tracker.cancelled() {
+                    return;
+                }
+                let rows = pass.answer_tile(s, t * tile, out_rows);
+                tracker.advance(rows);
+            },
+        );
+    out
+}
+
+/// The fixed inputs of the query pass, shared by all its tasks.
+struct QueryPass<'a, S: ?Sized> {
+    source: &'a S,
+    lists: &'a NeighbourLists,
+    levels: &'a [Level<'a>],
+    variant: Variant,
+    /// Joint columns `col0..n` are read; the answer is the last `g` of them.
+    col0: usize,
+    n: usize,
+    g: usize,
+    width: usize,
+    w_jaccard: f32,
+    w_dist: f32,
+}
+
+impl<'a, S: SquaredDistances + ?Sized> QueryPass<'a, S> {
+    fn new(
+        source: &'a S,
+        lists: &'a NeighbourLists,
+        q: usize,
+        levels: &'a [Level<'a>],
+        lambda: f64,
+        variant: Variant,
+    ) -> Self {
+        let n = source.n_items();
+        let col0 = levels.iter().map(|l| l.first_col).min().unwrap_or(q);
+        QueryPass {
+            source,
+            lists,
+            levels,
+            variant,
+            col0,
+            n,
+            g: n - q,
+            width: n - col0,
+            // The reference computes (1 − λ)·J + λ·D in float32 with the weights cast once.
+            w_jaccard: (1.0 - lambda) as f32,
+            w_dist: lambda as f32,
+        }
+    }
+
+    fn scratch(&self, tile: usize) -> Scratch {
+        let width = self.width;
+        Scratch {
+            dist: vec![0.0; tile * width],
+            row: RowScratch {
                 shared: vec![0.0; width],
                 level: vec![0.0; width],
                 state: vec![0.0; width],
@@ -111,83 +175,116 @@ pub fn combine_levels<S: SquaredDistances + ?Sized>(
                 selector: SmallestK::default(),
                 picked: Vec::new(),
             },
-            |s, (t, out_rows)| {
-                if tracker.cancelled() {
-                    return;
-                }
-                let r0 = t * tile;
-                let rows = out_rows.len() / g;
-                source.fill(r0..r0 + rows, col0..n, &mut s.dist);
-                for r in 0..rows {
-                    let i = r0 + r;
-                    let dist = &mut s.dist[r * width..(r + 1) * width];
-                    normalise_row(dist, lists.row_max[i]);
-                    // Marks of earlier rows carry older epochs. The paper variant moves to a
-                    // fresh epoch whenever it re-fixes (the fixed set is replaced); the
-                    // reference variant keeps one epoch per row (protected columns accumulate).
-                    s.epoch += 1;
-                    for (l, level) in levels.iter().enumerate() {
-                        // Positions in `state`, `dist` and `mark` of this level's columns.
-                        let lo = level.first_col - col0;
-                        let cols = width - lo;
-                        jaccard_row(
-                            level.weights.row(i),
-                            level.inverted,
-                            &mut s.shared[..cols],
-                            &mut s.level[..cols],
-                        );
-                        for (d_l, &d) in s.level[..cols].iter_mut().zip(&dist[lo..]) {
-                            *d_l = *d_l * w_jaccard + d * w_dist;
-                        }
-                        let last = l + 1 == levels.len();
-                        let state = &mut s.state[lo..];
-                        let mark = &s.mark[lo..];
-                        let d_l = &s.level[..cols];
-                        match variant {
-                            Variant::Paper => {
-                                if l == 0 {
-                                    for (x, &d) in state.iter_mut().zip(d_l) {
-                                        *x = 0.0 + d;
-                                    }
-                                } else {
-                                    for c in 0..cols {
-                                        if mark[c] != s.epoch {
-                                            state[c] += d_l[c];
-                                        }
-                                    }
-                                }
-                                if !last {
-                                    s.epoch += 1;
-                                    s.selector.select(state, level.k, &mut s.picked);
-                                    for &c in &s.picked {
-                                        s.mark[lo + c as usize] = s.epoch;
-                                    }
-                                }
-                            }
-                            Variant::Reference => {
-                                if l == 0 {
-                                    state.copy_from_slice(d_l);
-                                } else {
-                                    let offset = l as f32;
-                                    for c in 0..cols {
-                                        if mark[c] != s.epoch {
-                                            state[c] = d_l[c] + offset;
-                                        }
-                                    }
-                                }
-                                if !last {
-                                    s.selector.select(state, level.k + 1, &mut s.picked);
-                                    for &c in &s.picked {
-                                        s.mark[lo + c as usize] = s.epoch;
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    out_rows[r * g..(r + 1) * g].copy_from_slice(&s.state[width - g..]);
-                }
-                tracker.advance(rows);
-            },
+        }
+    }
+
+    /// Answer the query rows `r0..` that `out_rows` holds (one tile, read
+    /// from the source at once); returns how many rows that was.
+    fn answer_tile(&self, s: &mut Scratch, r0: usize, out_rows: &mut [f32]) -> usize {
+        let (g, width) = (self.g, self.width);
+        let rows = out_rows.len() / g;
+        self.source
+            .fill(r0..r0 + rows, self.col0..self.n, &mut s.dist);
+        for r in 0..rows {
+            let dist = &mut s.dist[r * width..(r + 1) * width];
+            self.combine_row(&mut s.row, r0 + r, dist);
+            out_rows[r * g..(r + 1) * g].copy_from_slice(&s.row.state[width - g..]);
+        }
+        rows
+    }
+
+    /// Combine every level for query row `i` into `s.state`; `dist` is the
+    /// row's raw distances to columns `col0..N`.
+    #[inline]
+    fn combine_row(&self, s: &mut RowScratch, i: usize, dist: &mut [f32]) {
+        normalise_row(dist, self.lists.row_max[i]);
+        // Marks of earlier rows carry older epochs. The paper variant moves to a
+        // fresh epoch whenever it re-fixes (the fixed set is replaced); the
+        // reference variant keeps one epoch per row (protected columns accumulate).
+        s.epoch += 1;
+        for (l, level) in self.levels.iter().enumerate() {
+            // Positions in `state`, `dist` and `mark` of this level's columns.
+            let lo = level.first_col - self.col0;
+            self.mixed_distances(s, level, i, &dist[lo..]);
+            let last = l + 1 == self.levels.len();
+            match self.variant {
+                Variant::Paper => paper_step(s, l, lo, level.k, last),
+                Variant::Reference => reference_step(s, l, lo, level.k, last),
+            }
+        }
+    }
+
+    /// `s.level[..cols] = (1 − λ)·J_l + λ·D` for row `i` on this level's
+    /// columns (`dist` holds `D` on them).
+    #[inline]
+    fn mixed_distances(&self, s: &mut RowScratch, level: &Level, i: usize, dist: &[f32]) {
+        let cols = dist.len();
+        jaccard_row(
+            level.weights.row(i),
+            level.inverted,
+            &mut s.shared[..cols],
+            &mut s.level[..cols],
         );
-    out
+        for (d_l, &d) in s.level[..cols].iter_mut().zip(dist) {
+            *d_l = *d_l * self.w_jaccard + d * self.w_dist;
+        }
+    }
+}
+
+/// Level `l` of the paper's Algorithm 1 on columns `lo..` of the row: add
+/// `d_l` where not fixed, then (except after the last level) fix the `k`
+/// best columns in a fresh epoch.
+#[inline]
+fn paper_step(s: &mut RowScratch, l: usize, lo: usize, k: usize, last: bool) {
+    let state = &mut s.state[lo..];
+    let mark = &s.mark[lo..];
+    let cols = state.len();
+    let d_l = &s.level[..cols];
+    if l == 0 {
+        for (x, &d) in state.iter_mut().zip(d_l) {
+            // `0.0 + d` rather than `d`: it turns -0.0 into 0.0; kept so
+            // the results stay the same bit for bit.
+            *x = 0.0 + d;
+        }
+    } else {
+        for c in 0..cols {
+            if mark[c] != s.epoch {
+                state[c] += d_l[c];
+            }
+        }
+    }
+    if !last {
+        s.epoch += 1;
+        s.selector.select(state, k, &mut s.picked);
+        for &c in &s.picked {
+            s.mark[lo + c as usize] = s.epoch;
+        }
+    }
+}
+
+/// Level `l` of the released code on columns `lo..` of the row: replace by
+/// `d_l + l` outside the protected columns, then (except after the last
+/// level) protect the `k + 1` best, in the row's one epoch.
+#[inline]
+fn reference_step(s: &mut RowScratch, l: usize, lo: usize, k: usize, last: bool) {
+    let state = &mut s.state[lo..];
+    let mark = &s.mark[lo..];
+    let cols = state.len();
+    let d_l = &s.level[..cols];
+    if l == 0 {
+        state.copy_from_slice(d_l);
+    } else {
+        let offset = l as f32;
+        for c in 0..cols {
+            if mark[c] != s.epoch {
+                state[c] = d_l[c] + offset;
+            }
+        }
+    }
+    if !last {
+        s.selector.select(state, k + 1, &mut s.picked);
+        for &c in &s.picked {
+            s.mark[lo + c as usize] = s.epoch;
+        }
+    }
 }

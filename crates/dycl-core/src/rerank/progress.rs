@@ -7,6 +7,7 @@
 //! worker, and costs nothing when absent.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::Thread;
 use std::time::Duration;
 
 use crate::error::{DyclError, Result};
@@ -46,6 +47,56 @@ impl Tracker {
     pub fn cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Relaxed)
     }
+
+    /// Units of a stage done so far, counting the `base` done by earlier calls.
+    fn done_of(&self, base: usize, total: usize) -> usize {
+        (base + self.done.load(Ordering::Relaxed)).min(total)
+    }
+}
+
+/// Held by a stage's worker; dropped when the work returns or panics, it
+/// marks the stage finished and only then unparks the caller.
+///
+/// The order matters: the caller waits on `finished`, not on the thread's
+/// `is_finished`, which turns true only after the worker's closure has
+/// returned. Unparking first let the caller wake, see an unfinished thread
+/// and sleep a whole [`REPORT_INTERVAL`] more; a panicking worker did not
+/// unpark at all.
+struct EndOfStage<'a> {
+    finished: &'a AtomicBool,
+    caller: Thread,
+}
+
+impl Drop for EndOfStage<'_> {
+    fn drop(&mut self) {
+        self.finished.store(true, Ordering::Release);
+        self.caller.unpark();
+    }
+}
+
+/// On the caller's thread: report every [`REPORT_INTERVAL`] until the
+/// worker signals the end of the stage. After the sink refuses once, only
+/// wait: the workers see the cancellation flag and stop early.
+fn report_until_finished(
+    sink: &mut dyn ProgressSink,
+    stage: &str,
+    base: usize,
+    total: usize,
+    tracker: &Tracker,
+    finished: &AtomicBool,
+) {
+    let mut go_on = true;
+    // A wake-up without the flag (spurious, or a token left from before)
+    // only costs one more look at the flag.
+    while !finished.load(Ordering::Acquire) {
+        std::thread::park_timeout(REPORT_INTERVAL);
+        if go_on && !finished.load(Ordering::Acquire) {
+            go_on = sink.report(stage, tracker.done_of(base, total), total);
+            if !go_on {
+                tracker.cancelled.store(true, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 /// Runs stages of a computation, reporting to an optional sink.
@@ -80,24 +131,17 @@ impl<'a> Progress<'a> {
             return Err(cancelled());
         }
         let caller = std::thread::current();
-        let tracker_ref = &tracker;
+        let finished = AtomicBool::new(false);
+        let (tracker_ref, finished_ref) = (&tracker, &finished);
         let out = std::thread::scope(|scope| {
             let handle = scope.spawn(move || {
-                let out = work(tracker_ref);
-                caller.unpark();
-                out
+                let _signal = EndOfStage {
+                    finished: finished_ref,
+                    caller,
+                };
+                work(tracker_ref)
             });
-            let mut go_on = true;
-            while !handle.is_finished() {
-                std::thread::park_timeout(REPORT_INTERVAL);
-                if go_on && !handle.is_finished() {
-                    let done = (base + tracker.done.load(Ordering::Relaxed)).min(total);
-                    go_on = sink.report(stage, done, total);
-                    if !go_on {
-                        tracker.cancelled.store(true, Ordering::Relaxed);
-                    }
-                }
-            }
+            report_until_finished(sink, stage, base, total, &tracker, &finished);
             match handle.join() {
                 Ok(out) => out,
                 Err(payload) => std::panic::resume_unwind(payload),
@@ -106,8 +150,7 @@ impl<'a> Progress<'a> {
         if tracker.cancelled() {
             return Err(cancelled());
         }
-        let done = (base + tracker.done.load(Ordering::Relaxed)).min(total);
-        if !sink.report(stage, done, total) {
+        if !sink.report(stage, tracker.done_of(base, total), total) {
             return Err(cancelled());
         }
         Ok(out)
@@ -117,6 +160,7 @@ impl<'a> Progress<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     struct Recorder {
         calls: Vec<(String, usize, usize)>,
@@ -159,6 +203,56 @@ mod tests {
             }
         });
         assert_eq!(out.unwrap_err(), cancelled());
+    }
+
+    /// Well under one poll: a caller that slept until its next poll would
+    /// take the whole 100 ms.
+    const PROMPT: Duration = Duration::from_millis(50);
+
+    /// The caller wakes when the stage ends, not at its next poll. Before
+    /// the fix the worker unparked the caller before its thread had
+    /// finished, and a caller that woke in that gap slept a whole poll; how
+    /// often it did depends on scheduling (about half the stages here), so
+    /// many stages are timed and the first slow one fails.
+    #[test]
+    fn trivial_stages_return_well_before_the_next_poll() {
+        let mut rec = Recorder {
+            calls: vec![],
+            stop_after: usize::MAX,
+        };
+        let mut progress = Progress::new(Some(&mut rec));
+        for i in 0..200 {
+            let start = Instant::now();
+            let value = progress.run("trivial", 0, 1, |t| {
+                t.advance(1);
+                i
+            });
+            let took = start.elapsed();
+            assert_eq!(value.unwrap(), i);
+            assert!(took < PROMPT, "trivial stage {i} took {took:?}");
+        }
+    }
+
+    /// A panicking worker ends its stage too: before the fix it never
+    /// unparked the caller, which always slept a whole poll first. The
+    /// worker unwinds with `resume_unwind`, which skips the panic hook, so
+    /// the time measured is not that of printing a backtrace.
+    #[test]
+    fn worker_panic_propagates_without_waiting_for_the_next_poll() {
+        let mut rec = Recorder {
+            calls: vec![],
+            stop_after: usize::MAX,
+        };
+        let start = Instant::now();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut progress = Progress::new(Some(&mut rec));
+            progress.run("boom", 0, 1, |_| -> usize {
+                std::panic::resume_unwind(Box::new("worker failed"))
+            })
+        }));
+        let took = start.elapsed();
+        assert!(result.is_err());
+        assert!(took < PROMPT, "the panicking stage took {took:?}");
     }
 
     #[test]
