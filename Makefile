@@ -20,6 +20,7 @@ install: $(BIN)/python
 
 # Rebuild only the extension after editing Rust (faster than `install`).
 develop: $(BIN)/python
+	$(BIN)/python -m pip install --quiet "maturin>=1.7,<2"
 	$(BIN)/python -m pip install --quiet -e . --no-deps --no-build-isolation
 
 rust-test:
