@@ -60,6 +60,9 @@ def id_vector(name: str, value: object, upper: int, length: int | None = None) -
             raise ValueError(f"{name}: expected integer ids, got dtype {arr.dtype}")
     if length is not None and arr.shape[0] != length:
         raise ValueError(f"{name}: expected {length} ids, got {arr.shape[0]}")
+    if arr.size and int(arr.max()) >= upper:  # before the int64 conversion: a uint64 id keeps its value
+        raise ValueError(
+            f"{name}: id {int(arr.max())} is outside the level matrix (valid ids are 0..{upper - 1})")
     arr = np.ascontiguousarray(arr, dtype=np.int64)
     if arr.size:
         lo, hi = int(arr.min()), int(arr.max())
@@ -84,6 +87,20 @@ def checked_levels(name: str, value: object) -> np.ndarray:
     if arr.min() < 0 or arr.max() > 255:
         raise ValueError(f"{name}: levels must lie in [0, 255], got [{arr.min()}, {arr.max()}]")
     return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def relevance_levels(name: str, value: object) -> np.ndarray:
+    """:func:`checked_levels` that are a relevance hierarchy: one top level ``L >= 1`` on the whole
+    diagonal (the same building) and no off-diagonal level above it."""
+    lv = checked_levels(name, value)
+    top = int(lv[0, 0])
+    if top < 1 or not np.all(np.diagonal(lv) == top):
+        if int(lv.max()) == 0:
+            raise ValueError(f"{name}: has no positive level (the same building should be level L >= 1)")
+        raise ValueError(f"{name}: the diagonal (same building) must hold one top level L >= 1 everywhere")
+    if int(lv.max()) > top:
+        raise ValueError(f"{name}: off-diagonal levels must not exceed the same-building level {top}")
+    return lv
 
 
 def embedding_pair(query_emb: object, gallery_emb: object) -> tuple[np.ndarray, np.ndarray]:

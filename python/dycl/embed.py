@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._errors import error_line
 from ._validate import int_at_least
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -116,16 +117,6 @@ def _positive(name: str, value: object) -> int:
         raise ValueError(f"{name}: expected a positive integer, got {value!r}") from None
 
 
-def worker_error(exc: BaseException) -> str:
-    """The original message of an error re-raised by a DataLoader worker (else the error's own)."""
-    text = str(exc).strip()
-    if text.startswith("Caught ") and "Original Traceback" in text:
-        last = text.splitlines()[-1]
-        _, sep, message = last.partition(": ")
-        return message if sep else last
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def embed_split(
     model: torch.nn.Module,
     split: Split,
@@ -150,7 +141,7 @@ def embed_split(
         sat = extract_embeddings(model, satellite_set(split, transform), desc="embedding satellite", **kwargs)
         drone = extract_embeddings(model, drone_set(split, transform), desc="embedding drone", **kwargs)
     except ValueError as exc:
-        message = worker_error(exc)
+        message = error_line(exc)
         # Drop the frames' references to the DataLoader iterator now, so that its workers are shut
         # down at once; left to the garbage collector, the shutdown waits for timeouts (~10 s).
         traceback.clear_frames(exc.__traceback__)
@@ -158,4 +149,4 @@ def embed_split(
     return sat, drone
 
 
-__all__ = ["autocast_dtype", "embed_split", "extract_embeddings", "resolve_device", "worker_error"]
+__all__ = ["autocast_dtype", "embed_split", "extract_embeddings", "resolve_device"]

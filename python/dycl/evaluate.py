@@ -18,6 +18,7 @@ one folder never collide), or in ``save_embeddings`` when given.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from ._files import FolderLock, check_writable
 from ._validate import int_at_least, positive_ints
 from .figures import write_plots
 from .geo import DEFAULT_THRESHOLDS, validate_thresholds
@@ -201,8 +203,27 @@ def run_eval(options: EvalOptions, out: TextIO | None = None, log: TextIO | None
     """
     out = out if out is not None else sys.stdout
     log = log if log is not None else sys.stderr
-    o = options
+    with contextlib.ExitStack() as held:
+        _claim_outputs(options, held)
+        return _run_eval(options, out, log)
+
+
+def _claim_outputs(o: EvalOptions, held: contextlib.ExitStack) -> None:
+    """Before any work: every output folder is writable and locked for this process, nothing is in the way."""
+    if o.output is not None:
+        json_path = result_paths(o.output)["json"]
+        check_writable(json_path.parent, "output")
+        # One lock per result file, so that evaluations into one folder with different names coexist.
+        held.enter_context(FolderLock(json_path.parent, "output", lock_file=f".{json_path.name}.lock"))
+    folder = embeddings_dir(o) if o.checkpoint is not None else None
+    if folder is not None:
+        check_writable(folder, "save_embeddings" if o.save_embeddings is not None else "output")
+    if o.plots is not None:
+        check_writable(o.plots, "plots")  # figures are written atomically; no lock file among them
     _refuse_existing(o)
+
+
+def _run_eval(o: EvalOptions, out: TextIO, log: TextIO) -> Evaluation:
     settings: dict[str, Any] = {}
     test_split = train_split = None
     timings: dict[str, float] = {}

@@ -16,11 +16,17 @@ from ._validate import float_matrix
 DEFAULT_THRESHOLDS: tuple[float, ...] = (200.0, 500.0)
 
 
-def _coords(name: str, value: object) -> np.ndarray:
+def _coords(name: str, value: object, building_coords: bool = False) -> np.ndarray:
+    """``(n, 2)`` latitude/longitude. Latitude is always within [-90, 90]; building coordinates (the
+    data, as the dataset readers accept them) also need longitude within [-180, 180], while distances
+    accept any longitude (it wraps)."""
     arr = float_matrix(name, value, shape=(None, 2))
     if arr.shape[0] and (np.abs(arr[:, 0]) > 90).any():
         row = int(np.argmax(np.abs(arr[:, 0]) > 90))
         raise ValueError(f"{name}: latitude {arr[row, 0]} at row {row} is outside [-90, 90]")
+    if building_coords and arr.shape[0] and (np.abs(arr[:, 1]) > 180).any():
+        row = int(np.argmax(np.abs(arr[:, 1]) > 180))
+        raise ValueError(f"{name}: longitude {arr[row, 1]} at row {row} is outside [-180, 180]")
     return arr
 
 

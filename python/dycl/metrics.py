@@ -36,7 +36,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from . import _core
-from ._validate import checked_levels, embedding_pair, float_matrix, id_vector, positive_ints
+from ._validate import embedding_pair, float_matrix, id_vector, positive_ints, relevance_levels
 from .geo import DEFAULT_THRESHOLDS, _coords, validate_thresholds
 
 DEFAULT_RECALL_AT: tuple[int, ...] = (1, 5, 10)
@@ -74,15 +74,13 @@ def _relevance_inputs(
     levels: object,
     coords: object | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    lv = checked_levels("levels", levels)
-    if lv.max() == 0:
-        raise ValueError("levels: has no positive level (the same building should be level L >= 1)")
+    lv = relevance_levels("levels", levels)
     n_buildings = lv.shape[0]
     q_ids = id_vector("query_ids", query_ids, n_buildings, n_queries)
     g_ids = id_vector("gallery_ids", gallery_ids, n_buildings, n_gallery)
     c = None
     if coords is not None:
-        c = _coords("coords", coords)
+        c = _coords("coords", coords, building_coords=True)
         if c.shape[0] != n_buildings:
             raise ValueError(
                 f"coords: expected one row per building of the level matrix ({n_buildings}), got {c.shape[0]}"

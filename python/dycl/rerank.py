@@ -37,12 +37,13 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 
 import numpy as np
 
 from . import _core
 from ._progress import StageProgress
-from ._validate import checked_levels, embedding_pair, int_at_least, positive_ints
+from ._validate import embedding_pair, int_at_least, positive_ints, relevance_levels
 
 DEFAULT_KS: tuple[int, ...] = (20, 62, 292)
 VARIANTS: tuple[str, ...] = ("paper", "reference")
@@ -105,7 +106,33 @@ def check_options(k1: int = 20, k2: int = 6, lambda_value: float = 0.3, ks: Sequ
     _variant(variant)
 
 
+def _cgroup_headroom() -> int | None:
+    """Bytes left under this process's cgroup memory limit (containers, Slurm jobs), if it has one."""
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            with open(limit_file) as fh:
+                limit = fh.read().strip()
+            with open(usage_file) as fh:
+                usage = int(fh.read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit == "max" or not limit.isdigit() or int(limit) >= 2**60:  # "no limit" in v2 and v1
+            return None
+        return max(int(limit) - usage, 0)
+    return None
+
+
 def _available_memory() -> int | None:
+    """Bytes this process can still get: the host's ``MemAvailable``, capped by its cgroup's limit."""
+    host = _host_available_memory()
+    cgroup = _cgroup_headroom()
+    known = [v for v in (host, cgroup) if v is not None]
+    return min(known) if known else None
+
+
+def _host_available_memory() -> int | None:
     """Bytes the system can still hand out (``MemAvailable``), if known."""
     try:
         with open("/proc/meminfo") as fh:
@@ -120,13 +147,24 @@ def _available_memory() -> int | None:
         return None
 
 
-def _check_fits(nbytes: int, what: str) -> None:
+#: What to do when a distance block cannot even be converted, or when the result is too large.
+_USE_EMBEDDINGS = ("use dycl.rerank.k_reciprocal_embeddings / msrerank_embeddings, which never build an "
+                   "N×N matrix")
+_SPLIT_QUERIES = ("the (q, g) result itself does not fit: re-rank the queries in parts (their results "
+                  "are rows of the whole), on a machine with more memory")
+
+
+def _check_fits(nbytes: int, what: str, hint: str = _USE_EMBEDDINGS) -> None:
     available = _available_memory()
     if available is not None and nbytes > available:
-        raise MemoryError(
-            f"{what} needs {nbytes / 1e9:.1f} GB but only {available / 1e9:.1f} GB is available; "
-            "use dycl.rerank.k_reciprocal_embeddings / msrerank_embeddings, which never build an N×N matrix"
-        )
+        raise MemoryError(f"{what} needs {nbytes / 1e9:.1f} GB but only {available / 1e9:.1f} GB is "
+                          f"available; {hint}")
+
+
+def _clamped(name: str, k: int, limit: int) -> int:
+    """``k`` checked and capped at ``limit - 1``: for ``n`` joint items a neighbourhood holds at most
+    ``n - 1`` others (any larger size means "all of them", and must not overflow the core's integers)."""
+    return min(int_at_least(name, k, 1), limit - 1)
 
 
 def _distance_block(name: str, value: object) -> np.ndarray:
@@ -161,14 +199,14 @@ def _distance_blocks(q_g_dist: object, q_q_dist: object, g_g_dist: object) -> tu
         raise ValueError(
             f"g_g_dist: expected shape (g, g) = ({g}, {g}) to match q_g_dist {q_g.shape}, got {g_g.shape}"
         )
-    _check_fits(q * g * 4, f"the ({q}, {g}) float32 result")
+    _check_fits(q * g * 4, f"the ({q}, {g}) float32 result", _SPLIT_QUERIES)
     return q_g, q_q, g_g
 
 
 def _embeddings(query_emb: object, gallery_emb: object) -> tuple[np.ndarray, np.ndarray]:
     query, gallery = embedding_pair(query_emb, gallery_emb)
     q, g = query.shape[0], gallery.shape[0]
-    _check_fits(q * g * 4, f"the ({q}, {g}) float32 result")
+    _check_fits(q * g * 4, f"the ({q}, {g}) float32 result", _SPLIT_QUERIES)
     return query, gallery
 
 
@@ -218,8 +256,8 @@ def k_reciprocal(
         ``(q, g)`` float32 re-ranked distances (smaller is closer).
     """
     blocks = _distance_blocks(q_g_dist, q_q_dist, g_g_dist)
-    k1 = int_at_least("k1", k1, 1)
-    k2 = int_at_least("k2", k2, 1)
+    n = sum(blocks[0].shape)
+    k1, k2 = _clamped("k1", k1, n), _clamped("k2", k2, n + 1)
     return _call_core(_core.k_reciprocal, *blocks, k1, k2, _lambda(lambda_value), progress=progress)
 
 
@@ -247,8 +285,8 @@ def k_reciprocal_embeddings(
         ``(q, g)`` float32 re-ranked distances.
     """
     query, gallery = _embeddings(query_emb, gallery_emb)
-    k1 = int_at_least("k1", k1, 1)
-    k2 = int_at_least("k2", k2, 1)
+    n = query.shape[0] + gallery.shape[0]
+    k1, k2 = _clamped("k1", k1, n), _clamped("k2", k2, n + 1)
     return _call_core(
         _core.k_reciprocal_embeddings, query, gallery, k1, k2, _lambda(lambda_value), progress=progress
     )
@@ -287,8 +325,9 @@ def msrerank(
         ``(q, g)`` float32 distances.
     """
     blocks = _distance_blocks(q_g_dist, q_q_dist, g_g_dist)
-    ks_list = _ks(ks)
-    k2 = int_at_least("k2", k2, 1)
+    n = sum(blocks[0].shape)
+    ks_list = [min(k, n - 1) for k in _ks(ks)]
+    k2 = _clamped("k2", k2, n + 1)
     return _call_core(
         _core.msrerank, *blocks, ks_list, k2, _lambda(lambda_value), _variant(variant), progress=progress
     )
@@ -311,8 +350,9 @@ def msrerank_embeddings(
         ``1 − a·b`` of the L2-normalised embeddings.
     """
     query, gallery = _embeddings(query_emb, gallery_emb)
-    ks_list = _ks(ks)
-    k2 = int_at_least("k2", k2, 1)
+    n = query.shape[0] + gallery.shape[0]
+    ks_list = [min(k, n - 1) for k in _ks(ks)]
+    k2 = _clamped("k2", k2, n + 1)
     return _call_core(
         _core.msrerank_embeddings,
         query,
@@ -347,17 +387,13 @@ def msrerank_ks(
         ``(k^0, …, k^{L−1})``, non-decreasing. On DA-Campus's drone gallery
         (60 views per building) this is about ``(20, 62, 292)``.
     """
-    lv = checked_levels("levels", levels)
+    lv = relevance_levels("levels", levels)
     n_buildings = lv.shape[0]
     top = int(lv[0, 0])
-    if top < 1 or not np.all(np.diagonal(lv) == top):
-        raise ValueError("levels: the diagonal (same building) must hold one top level L >= 1 everywhere")
-    if int(lv.max()) > top:
-        raise ValueError(f"levels: off-diagonal levels must not exceed the same-building level {top}")
     if isinstance(images_per_building, (int, np.integer)) and not isinstance(images_per_building, bool):
         if images_per_building < 0:
             raise ValueError(f"images_per_building: must be >= 0, got {images_per_building}")
-        counts = np.full(n_buildings, int(images_per_building), dtype=np.int64)
+        counts = np.full(n_buildings, int(images_per_building), dtype=object)  # any size: exact sums below
     else:
         counts = np.asarray(images_per_building)
         if counts.shape != (n_buildings,):
@@ -369,7 +405,7 @@ def msrerank_ks(
             raise ValueError(f"images_per_building: expected integer counts, got dtype {counts.dtype}")
         if counts.size and counts.min() < 0:
             raise ValueError("images_per_building: counts must be >= 0")
-        counts = counts.astype(np.int64)
+        counts = counts.astype(object)
     try:
         mu = float(mu)
     except (TypeError, ValueError):
@@ -378,8 +414,14 @@ def msrerank_ks(
         raise ValueError(f"mu: must be a positive finite number, got {mu}")
     min_k = int_at_least("min_k", min_k, 1)
     ks = []
+    # int64 products are exact while counts × buildings² stay below 2**63; beyond, Python integers.
+    small = not counts.size or max(counts) * n_buildings * n_buildings < 2**62
+    exact_counts = counts.astype(np.int64) if small else counts
     for scale in range(top):
-        within = lv >= top - scale
-        total = int((within.astype(np.int64) @ counts).sum())
-        ks.append(max(min_k, math.floor(mu / n_buildings * total + 0.5)))
+        within = (lv >= top - scale).astype(np.int64 if small else object)
+        total = int((within @ exact_counts).sum())
+        if total < 2**53:  # as always: float arithmetic, halves rounded up
+            ks.append(max(min_k, math.floor(mu / n_buildings * total + 0.5)))
+        else:  # beyond float's integers: exact rational arithmetic, same rounding
+            ks.append(max(min_k, math.floor(Fraction(mu) * total / n_buildings + Fraction(1, 2))))
     return tuple(ks)

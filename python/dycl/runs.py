@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from ._files import atomic_open, json_safe, write_text_atomic
+from ._files import LOCK_FILE, atomic_open, json_safe, write_text_atomic
+from .tasks import TASK_FILES
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "last.pt"
@@ -43,6 +44,14 @@ EMBEDDINGS_DIR = "embeddings"
 #: Everything a run writes into its output folder (what ``--overwrite`` removes).
 RUN_ARTIFACTS = (CONFIG_FILE, CHECKPOINT_FILE, METRICS_FILE, LOG_FILE, TENSORBOARD_DIR, EMBEDDINGS_DIR)
 CHECKPOINT_FORMAT = "dycl-train-checkpoint/1"
+#: What a finished run has, in the order the trainer writes it: ``metrics.json`` last, as the
+#: completion marker (a run killed in between is resumed and writes what is missing).
+FINAL_FILES = (*(f"{EMBEDDINGS_DIR}/{name}" for name in TASK_FILES.values()), METRICS_FILE)
+
+
+def run_complete(folder: str | Path) -> bool:
+    """Whether a run folder holds every final file (:data:`FINAL_FILES`)."""
+    return all((Path(folder) / name).is_file() for name in FINAL_FILES)
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -63,12 +72,43 @@ def plain(value: Any) -> Any:
     return value
 
 
+class _WriteErrors:
+    """A file handle that remembers the ``OSError`` of a failed write.
+
+    ``torch.save`` turns an error of the file's ``write`` (a full disk) into a
+    ``RuntimeError`` about zip positions; this keeps the real reason.
+    """
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
 def save_checkpoint_atomic(path: Path, state: Mapping[str, Any]) -> None:
-    """``torch.save`` to a temporary file, flushed to disk, then renamed over ``path``."""
+    """``torch.save`` to a temporary file, flushed to disk, then renamed over ``path``.
+
+    A failed write (a full disk) raises its ``OSError`` and leaves ``path`` as it was.
+    """
     import torch
 
     with atomic_open(path, "wb", fsync=True) as handle:
-        torch.save(dict(state), handle)
+        writer = _WriteErrors(handle)
+        try:
+            torch.save(dict(state), writer)
+        except RuntimeError:
+            if writer.error is not None:
+                raise writer.error from None
+            raise
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -189,7 +229,7 @@ def check_output(output: Path, resume: bool, overwrite: bool) -> None:
                 f"resume: no checkpoint at {output / CHECKPOINT_FILE} (drop --resume to start a new run)"
             )
         return
-    if output.is_dir() and any(output.iterdir()) and not overwrite:
+    if output.is_dir() and any(p.name != LOCK_FILE for p in output.iterdir()) and not overwrite:
         raise ValueError(
             f"output: {output} is not empty; pass --resume to continue the run there "
             "or --overwrite to replace it"
@@ -197,10 +237,18 @@ def check_output(output: Path, resume: bool, overwrite: bool) -> None:
 
 
 def clear_run(output: Path) -> None:
-    """Remove a previous run's files (only those a run writes) before ``--overwrite``."""
+    """Remove a previous run's files before ``--overwrite``: only what a run writes, nothing of the user's.
+
+    In ``embeddings/`` only the task files go (and the folder, if that empties it).
+    """
     for name in RUN_ARTIFACTS:
         path = output / name
-        if path.is_dir():
+        if name == EMBEDDINGS_DIR and path.is_dir():
+            for file in TASK_FILES.values():
+                (path / file).unlink(missing_ok=True)
+            if not any(path.iterdir()):
+                path.rmdir()
+        elif path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
@@ -211,6 +259,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "CONFIG_FILE",
     "EMBEDDINGS_DIR",
+    "FINAL_FILES",
     "LOG_FILE",
     "METRICS_FILE",
     "RUN_ARTIFACTS",
@@ -223,6 +272,7 @@ __all__ = [
     "plain",
     "read_checkpoint",
     "read_json",
+    "run_complete",
     "save_checkpoint_atomic",
     "truncate_log",
 ]

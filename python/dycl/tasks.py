@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import numpy as np
 
 from ._files import atomic_open
-from ._validate import checked_levels, float_matrix, id_vector
+from ._validate import float_matrix, id_vector, relevance_levels
 from .geo import DEFAULT_THRESHOLDS, _coords, level_matrix, validate_thresholds
 from .metrics import DEFAULT_RECALL_AT, evaluate, evaluate_embeddings
 from .rerank import check_options, k_reciprocal_embeddings, msrerank_embeddings, msrerank_ks
@@ -235,9 +235,9 @@ def _file_relevance(arrays: Mapping[str, np.ndarray], thresholds: Sequence[float
         ts = validate_thresholds(np.atleast_1d(arrays["thresholds"]).tolist())
     else:
         ts = DEFAULT_THRESHOLDS
-    coords = _coords("coords", arrays["coords"]) if "coords" in arrays else None
+    coords = _coords("coords", arrays["coords"], building_coords=True) if "coords" in arrays else None
     if "levels" in arrays and not explicit:
-        levels = checked_levels("levels", arrays["levels"])
+        levels = relevance_levels("levels", arrays["levels"])
     elif coords is not None:
         levels = level_matrix(coords, ts)
     else:
@@ -245,8 +245,6 @@ def _file_relevance(arrays: Mapping[str, np.ndarray], thresholds: Sequence[float
             "thresholds: the file stores levels but no coords, so levels cannot be recomputed for other "
             "thresholds (drop --thresholds to use the stored levels)"
         )
-    if levels.max() == 0:
-        raise ValueError("levels: has no positive level (the same building should be level L >= 1)")
     if coords is not None and coords.shape[0] != levels.shape[0]:
         raise ValueError(
             f"coords: {coords.shape[0]} rows, but the level matrix has {levels.shape[0]} buildings")

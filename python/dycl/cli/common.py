@@ -7,6 +7,8 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
+from .._errors import error_line, os_error_line
+
 
 class CLIError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
@@ -43,18 +45,23 @@ def run_cli(
 ) -> int:
     """Parse ``argv``, call ``run`` and map expected failures to exit code 2.
 
-    ``ValueError``, ``FileNotFoundError`` and :class:`CLIError` are the
-    expected failures of bad input; they print ``prog: error: message``.
-    ``KeyboardInterrupt`` exits with 130. Anything else is a bug and keeps its
-    traceback.
+    Expected failures print one line, ``prog: error: message``, and exit 2:
+    bad input (``ValueError`` and :class:`CLIError`, also when a DataLoader
+    worker raised it: its original message, with the file, is shown), the
+    machine saying no (``OSError``: a full disk, a read-only folder, a missing
+    file; ``MemoryError``: too large for this machine). ``KeyboardInterrupt``
+    prints ``interrupted`` and exits 130 (temporary files are already removed
+    by the writers). Anything else is a bug and keeps its traceback.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         code = run(args)
-    except (CLIError, ValueError, FileNotFoundError, NotADirectoryError, FileExistsError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"{prog}: error: {message}", file=sys.stderr)
+    except (CLIError, ValueError, MemoryError) as exc:
+        print(f"{prog}: error: {error_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"{prog}: error: {os_error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

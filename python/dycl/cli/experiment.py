@@ -64,7 +64,7 @@ def _build_experiment_parser() -> argparse.ArgumentParser:
 
 
 def _run_experiment(args: argparse.Namespace) -> int:
-    from ..experiment import format_plan, get_suite, run_suite, suite_states, write_report
+    from ..experiment import format_plan, get_suite, report_suite, run_suite, suite_states
 
     suite = get_suite(args.suite)
     if args.command == "list":
@@ -74,7 +74,7 @@ def _run_experiment(args: argparse.Namespace) -> int:
         print(format_plan(suite, states, output=args.output))
         return 0
     if args.command == "report":
-        written = write_report(suite, args.output, data_dir=args.data_dir, docs=args.docs)
+        written = report_suite(suite, args.output, data_dir=args.data_dir, docs=args.docs)
         print(f"wrote {', '.join(str(p) for p in written.values())}")
         return 0
     for flag, value in (("--workers", args.workers), ("--max-runs", args.max_runs)):

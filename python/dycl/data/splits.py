@@ -14,6 +14,7 @@ whose message names the file and, where one is to blame, the line.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -154,6 +155,22 @@ def _header_index(header: list[str], required: Sequence[str], where: str) -> dic
     return {c: names.index(c) for c in required}
 
 
+def _read_text(path: Path) -> str:
+    """A list file as text: UTF-8, with or without the byte-order mark Excel writes ("CSV UTF-8").
+
+    Bytes that are not UTF-8 (e.g. a Latin-1 export) raise a :class:`DatasetError`
+    naming the file, the line and the byte.
+    """
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise DatasetError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8"
+        ) from None
+
+
 def _read_dacampus_table(path: Path) -> list[_Row]:
     """Rows of one DA-Campus platform file (space-separated, header first)."""
     if not path.is_file():
@@ -162,38 +179,37 @@ def _read_dacampus_table(path: Path) -> list[_Row]:
     cols: dict[str, int] | None = None
     width = 0
     seen: dict[str, int] = {}
-    with path.open("r", encoding="utf-8") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            fields = raw.split()
-            if not fields:
-                continue
-            where = f"{path}:{line_no}"
-            if cols is None:
-                cols = _header_index(fields, DACAMPUS_COLUMNS, where)
-                width = len(fields)
-                continue
-            if len(fields) != width:
-                raise DatasetError(
-                    f"{where}: expected {width} space-separated fields like the header, got {len(fields)}"
-                )
-            rel = fields[cols["path"]]
-            if rel in seen:
-                raise DatasetError(f"{where}: duplicate row for {rel} (first on line {seen[rel]})")
-            seen[rel] = line_no
-            building = fields[cols["class_id"]]
-            try:
-                int(building)
-            except ValueError:
-                raise DatasetError(f"{where}: class_id {building!r} is not an integer") from None
-            rows.append(
-                _Row(
-                    line_no,
-                    rel,
-                    building,
-                    _parse_coordinate(fields[cols["latitude"]], "latitude", where),
-                    _parse_coordinate(fields[cols["longitude"]], "longitude", where),
-                )
+    for line_no, raw in enumerate(io.StringIO(_read_text(path), newline=None), start=1):
+        fields = raw.split()
+        if not fields:
+            continue
+        where = f"{path}:{line_no}"
+        if cols is None:
+            cols = _header_index(fields, DACAMPUS_COLUMNS, where)
+            width = len(fields)
+            continue
+        if len(fields) != width:
+            raise DatasetError(
+                f"{where}: expected {width} space-separated fields like the header, got {len(fields)}"
             )
+        rel = fields[cols["path"]]
+        if rel in seen:
+            raise DatasetError(f"{where}: duplicate row for {rel} (first on line {seen[rel]})")
+        seen[rel] = line_no
+        building = fields[cols["class_id"]]
+        try:
+            int(building)
+        except ValueError:
+            raise DatasetError(f"{where}: class_id {building!r} is not an integer") from None
+        rows.append(
+            _Row(
+                line_no,
+                rel,
+                building,
+                _parse_coordinate(fields[cols["latitude"]], "latitude", where),
+                _parse_coordinate(fields[cols["longitude"]], "longitude", where),
+            )
+        )
     if cols is None:
         raise DatasetError(f"{path}:1: empty file (expected a header with {' '.join(DACAMPUS_COLUMNS)})")
     return rows
@@ -374,31 +390,30 @@ def _read_manifest_rows(csv_path: Path) -> tuple[dict[str, list[_Row]], dict[str
     sat_rows: dict[str, list[_Row]] = {}
     drone_rows: dict[str, list[_Row]] = {}
     seen: dict[tuple[str, str], int] = {}  # (view, path) -> line, to report duplicates
-    with csv_path.open("r", encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle)
-        cols: dict[str, int] | None = None
-        width = 0
-        for row in reader:
-            line_no = reader.line_num
-            if not row or all(not f.strip() for f in row):
-                continue
-            where = f"{csv_path}:{line_no}"
-            if cols is None:
-                cols = _header_index(row, MANIFEST_COLUMNS, where)
-                width = len(row)
-                continue
-            if len(row) != width:
-                raise DatasetError(
-                    f"{where}: expected {width} comma-separated fields like the header, got {len(row)}"
-                )
-            view, split_name, parsed = _parse_manifest_row(
-                [f.strip() for f in row], cols, line_no, where, seen
-            )
-            (sat_rows if view == "satellite" else drone_rows).setdefault(split_name, []).append(parsed)
+    reader = csv.reader(io.StringIO(_read_text(csv_path), newline=""))
+    cols: dict[str, int] | None = None
+    width = 0
+    for row in reader:
+        line_no = reader.line_num
+        if not row or all(not f.strip() for f in row):
+            continue
+        where = f"{csv_path}:{line_no}"
         if cols is None:
+            cols = _header_index(row, MANIFEST_COLUMNS, where)
+            width = len(row)
+            continue
+        if len(row) != width:
             raise DatasetError(
-                f"{csv_path}:1: empty file (expected a header with {', '.join(MANIFEST_COLUMNS)})"
+                f"{where}: expected {width} comma-separated fields like the header, got {len(row)}"
             )
+        view, split_name, parsed = _parse_manifest_row(
+            [f.strip() for f in row], cols, line_no, where, seen
+        )
+        (sat_rows if view == "satellite" else drone_rows).setdefault(split_name, []).append(parsed)
+    if cols is None:
+        raise DatasetError(
+            f"{csv_path}:1: empty file (expected a header with {', '.join(MANIFEST_COLUMNS)})"
+        )
     return sat_rows, drone_rows
 
 

@@ -13,7 +13,7 @@ aggregates the seeds into the paper's tables and figures.
 """
 
 from .report import BEGIN_MARK, END_MARK, default_command, report_markdown, splice_generated, write_report
-from .runner import format_plan, progress_line, run_suite, score_run, train_run
+from .runner import format_plan, progress_line, report_suite, run_suite, score_run, train_run
 from .state import (
     RunState,
     config_mismatch,
@@ -64,6 +64,7 @@ __all__ = [
     "planned_overrides",
     "progress_line",
     "report_markdown",
+    "report_suite",
     "resolve_data_dir",
     "run_state",
     "run_suite",

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from .._files import write_json_atomic
+from .._files import FolderLock, write_json_atomic
 from ..data import open_train_test
 from ..runs import EMBEDDINGS_DIR, epochs_logged, read_json
 from ..tables import write_results
@@ -217,7 +217,16 @@ def run_suite(suite: Suite, output: str | os.PathLike, data_dir: str | os.PathLi
     out = Path(output)
     if max_runs is not None and max_runs < 0:
         raise ValueError(f"max_runs: expected a non-negative integer, got {max_runs}")
-    out.mkdir(parents=True, exist_ok=True)
+    with FolderLock(out, "output"):  # one suite runner per folder; each run also locks its own folder
+        states = _run_unfinished(suite, out, data_dir, device, workers, max_runs, progress, log)
+        if report:
+            written = write_report(suite, out, data_dir=data_dir, docs=docs)
+            print(f"[{suite.name}] report: {written['markdown']}", file=log, flush=True)
+    return states
+
+
+def _run_unfinished(suite: Suite, out: Path, data_dir: str | os.PathLike | None, device: str,
+                    workers: int | None, max_runs: int | None, progress: bool, log: TextIO) -> list[RunState]:
     data = resolve_data_dir(suite, out, data_dir, create=True, progress=progress)
     states = [run_state(suite, r, out, data) for r in suite.runs()]
     stale = [s for s in states if s.state == "stale"]
@@ -247,14 +256,22 @@ def run_suite(suite: Suite, output: str | os.PathLike, data_dir: str | os.PathLi
         score_run(suite, states[i], train_split, log)
         states[i] = run_state(suite, state.run, out, data)
         print(progress_line(suite, states), file=log, flush=True)
-    if report:
-        written = write_report(suite, out, data_dir=data_dir, docs=docs)
-        print(f"[{suite.name}] report: {written['markdown']}", file=log, flush=True)
     return states
+
+
+def report_suite(suite: Suite, output: str | os.PathLike, data_dir: str | os.PathLike | None = None,
+                 docs: str | os.PathLike | None = None) -> dict[str, Path]:
+    """:func:`write_report` while holding the suite folder's lock (never while ``run`` writes there)."""
+    out = Path(output)
+    if not out.is_dir():
+        raise ValueError(f"output: {out} does not exist (run the suite first)")
+    with FolderLock(out, "output"):
+        return write_report(suite, out, data_dir=data_dir, docs=docs)
 
 
 __all__ = [
     "format_plan",
+    "report_suite",
     "progress_line",
     "run_suite",
     "score_run",

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from ..runs import CHECKPOINT_FILE, CONFIG_FILE, EMBEDDINGS_DIR, METRICS_FILE, epochs_logged, read_json
-from ..tasks import TASK_FILES, TASKS
+from .._files import LOCK_FILE
+from ..runs import CHECKPOINT_FILE, CONFIG_FILE, epochs_logged, read_json, run_complete
 from .suites import RunSpec, Suite
 
 # --------------------------------------------------------------------------- run folders and their state
@@ -78,7 +78,7 @@ class RunState:
 def run_state(suite: Suite, run: RunSpec, output: Path, data_dir: Path) -> RunState:
     """Inspect a run folder (reads small files only, never the checkpoint)."""
     folder = run.folder(output)
-    if not folder.is_dir() or not any(folder.iterdir()):
+    if not folder.is_dir() or not any(p.name != LOCK_FILE for p in folder.iterdir()):
         return RunState(run, folder, "pending")
     saved = read_json(folder / CONFIG_FILE)
     if saved is not None:
@@ -86,8 +86,7 @@ def run_state(suite: Suite, run: RunSpec, output: Path, data_dir: Path) -> RunSt
         if why is not None:
             return RunState(run, folder, "stale", message=why)
     record = read_json(folder / RECORD_FILE) or {}
-    trained = (folder / METRICS_FILE).is_file() and all(
-        (folder / EMBEDDINGS_DIR / TASK_FILES[t]).is_file() for t in TASKS)
+    trained = run_complete(folder)
     epochs = epochs_logged(folder)
     if trained:
         scored = all((folder / EVAL_DIR / f"{r}.json").is_file() for r in suite.rerankings)

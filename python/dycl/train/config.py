@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import check_writable
 from .._validate import int_at_least
 from ..data import DATASET_FORMATS
 from ..geo import validate_thresholds
@@ -296,7 +297,7 @@ def data_fingerprint(train, test) -> dict[str, Any]:
 
 
 def prepare_run(overrides: Mapping[str, Any], resume: bool = False, overwrite: bool = False):
-    """Resolve and check a run's configuration and data; writes nothing.
+    """Resolve and check a run's configuration and its output folder; writes nothing.
 
     Returns ``(config, checkpoint_state_or_None)``; the data is read by the caller.
     Raises ``ValueError`` (one-line messages) for every kind of bad input.
@@ -318,6 +319,7 @@ def prepare_run(overrides: Mapping[str, Any], resume: bool = False, overwrite: b
     else:
         base = TrainConfig(**(DEMO_TRAINING if demo else {}))
         config = validate_config(dataclasses.replace(base, **given))
+    check_writable(output_path, "output")  # a read-only folder fails now, not after the first epoch
     return config, state
 
 

@@ -7,6 +7,7 @@ several nodes, keep the data and the output folder on a shared filesystem.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 
 from .. import __version__
-from .._files import write_json_atomic
+from .._files import FolderLock, remove_stale_temporaries, write_json_atomic
 from ..data import open_train_test
 from ..distributed import DistInfo, barrier, cleanup, init_distributed
 from ..runs import (
@@ -25,6 +26,7 @@ from ..runs import (
     LOG_FILE,
     METRICS_FILE,
     TENSORBOARD_DIR,
+    check_output,
     clear_run,
     truncate_log,
 )
@@ -86,6 +88,23 @@ def _print_final(config: TrainConfig, results, test_split, out) -> None:
           f"{LOG_FILE}, {TENSORBOARD_DIR}/)", file=out)
 
 
+def _prepare_output(config: TrainConfig, trainer: Trainer, dist: DistInfo, fingerprint: dict[str, Any],
+                    resume: bool, overwrite: bool, held: contextlib.ExitStack) -> None:
+    """Lock the run folder for this process (held until the run ends), then write its config."""
+    output = Path(config.output)
+    held.enter_context(FolderLock(output, "output"))
+    check_output(output, resume, overwrite)  # again, under the lock: another run may have written meanwhile
+    for folder in (output, output / EMBEDDINGS_DIR):  # of a process killed while writing (none is live:
+        remove_stale_temporaries(folder)             # we hold the lock)
+    if overwrite:
+        clear_run(output)
+    _write_config(config, trainer, dist, fingerprint)
+    if resume:
+        truncate_log(output / LOG_FILE, trainer.epoch)
+        print(f"dycl-train: resuming {output} after epoch {trainer.epoch} of {config.epochs}",
+              file=sys.stderr)
+
+
 def run_training(overrides: Mapping[str, Any], resume: bool = False, overwrite: bool = False,
                  out=None) -> dict[str, dict[str, float]] | None:
     """Run ``dycl-train``: configure, train, evaluate. ``overrides`` are the options given explicitly.
@@ -117,20 +136,16 @@ def run_training(overrides: Mapping[str, Any], resume: bool = False, overwrite: 
             return Trainer(config, train_split, test_split, dist, resume_state=state), fingerprint
 
         trainer, fingerprint = _all_ranks(dist, build)
-        output = Path(config.output)
-        if dist.is_main:
-            if overwrite:
-                clear_run(output)
-            output.mkdir(parents=True, exist_ok=True)
-            _write_config(config, trainer, dist, fingerprint)
-            if resume:
-                truncate_log(output / LOG_FILE, trainer.epoch)
-                print(f"dycl-train: resuming {output} after epoch {trainer.epoch} of {config.epochs}",
-                      file=sys.stderr)
-        barrier()
-        results = trainer.fit()
-        if dist.is_main and results is not None:
-            _print_final(config, results, trainer.test_split, out)
+        with contextlib.ExitStack() as held:
+            # Every rank learns if rank 0 cannot have the folder (another writer holds it).
+            def prepare() -> None:
+                if dist.is_main:
+                    _prepare_output(config, trainer, dist, fingerprint, resume, overwrite, held)
+
+            _all_ranks(dist, prepare)
+            results = trainer.fit()
+            if dist.is_main and results is not None:
+                _print_final(config, results, trainer.test_split, out)
         return results
     finally:
         cleanup()

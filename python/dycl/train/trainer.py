@@ -45,6 +45,7 @@ from ..runs import (
     METRICS_FILE,
     RunLog,
     plain,
+    run_complete,
     save_checkpoint_atomic,
 )
 from ..tasks import TASKS, save_task_embeddings, score_tasks
@@ -422,8 +423,8 @@ class Trainer:
                     return None
                 self._fit_epoch(log)
                 barrier()
-            if main and not (self.output / METRICS_FILE).is_file():
-                # Resumed after the last checkpoint but before metrics.json was written.
+            if main and not run_complete(self.output):
+                # Resumed after the last checkpoint but before every final file was written.
                 results, sat, drone = self.evaluate()
                 self._record_eval(results)
                 self._write_final(results, sat, drone)
@@ -458,9 +459,10 @@ class Trainer:
             self._write_final(results, sat, drone)
 
     def _write_final(self, results, sat: np.ndarray, drone: np.ndarray) -> None:
-        write_json_atomic(self.output / METRICS_FILE, {task: results[task] for task in TASKS})
+        """The embeddings, then ``metrics.json``: the completion marker comes last (see dycl.runs)."""
         save_task_embeddings(self.output / EMBEDDINGS_DIR, sat, drone, self.test_split,
                              self.config.thresholds)
+        write_json_atomic(self.output / METRICS_FILE, {task: results[task] for task in TASKS})
 
 
 __all__ = ["EpochStats", "SeededAugmentation", "Trainer"]
