@@ -161,6 +161,14 @@ def _check_fits(nbytes: int, what: str, hint: str = _USE_EMBEDDINGS) -> None:
                           f"available; {hint}")
 
 
+def _k2(k2: int, n: int) -> int:
+    """The query-expansion size: 1..N (it averages over that many items, so more than N is an error)."""
+    k2 = int_at_least("k2", k2, 1)
+    if k2 > n:
+        raise ValueError(f"k2: must be in [1, N] = [1, {n}] (N = q + g items), got {k2}")
+    return k2
+
+
 def _clamped(name: str, k: int, limit: int) -> int:
     """``k`` checked and capped at ``limit - 1``: for ``n`` joint items a neighbourhood holds at most
     ``n - 1`` others (any larger size means "all of them", and must not overflow the core's integers)."""
@@ -257,7 +265,7 @@ def k_reciprocal(
     """
     blocks = _distance_blocks(q_g_dist, q_q_dist, g_g_dist)
     n = sum(blocks[0].shape)
-    k1, k2 = _clamped("k1", k1, n), _clamped("k2", k2, n + 1)
+    k1, k2 = _clamped("k1", k1, n), _k2(k2, n)
     return _call_core(_core.k_reciprocal, *blocks, k1, k2, _lambda(lambda_value), progress=progress)
 
 
@@ -286,7 +294,7 @@ def k_reciprocal_embeddings(
     """
     query, gallery = _embeddings(query_emb, gallery_emb)
     n = query.shape[0] + gallery.shape[0]
-    k1, k2 = _clamped("k1", k1, n), _clamped("k2", k2, n + 1)
+    k1, k2 = _clamped("k1", k1, n), _k2(k2, n)
     return _call_core(
         _core.k_reciprocal_embeddings, query, gallery, k1, k2, _lambda(lambda_value), progress=progress
     )
@@ -327,7 +335,7 @@ def msrerank(
     blocks = _distance_blocks(q_g_dist, q_q_dist, g_g_dist)
     n = sum(blocks[0].shape)
     ks_list = [min(k, n - 1) for k in _ks(ks)]
-    k2 = _clamped("k2", k2, n + 1)
+    k2 = _k2(k2, n)
     return _call_core(
         _core.msrerank, *blocks, ks_list, k2, _lambda(lambda_value), _variant(variant), progress=progress
     )
@@ -352,7 +360,7 @@ def msrerank_embeddings(
     query, gallery = _embeddings(query_emb, gallery_emb)
     n = query.shape[0] + gallery.shape[0]
     ks_list = [min(k, n - 1) for k in _ks(ks)]
-    k2 = _clamped("k2", k2, n + 1)
+    k2 = _k2(k2, n)
     return _call_core(
         _core.msrerank_embeddings,
         query,
