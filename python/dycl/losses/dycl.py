@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import PairLoss, cosine_similarity_matrix
+from .multiscale import active_scales, masked_logsumexp, relevant_at_scale, scales_repr
 
 PAPER_MARGINS = (0.45, 0.35, 0.25)
 
@@ -20,31 +21,6 @@ def default_margins(num_levels: int) -> tuple[float, ...]:
         return (PAPER_MARGINS[0],)
     step = (PAPER_MARGINS[0] - PAPER_MARGINS[-1]) / (num_levels - 1)
     return tuple(round(PAPER_MARGINS[0] - step * i, 10) for i in range(num_levels))
-
-
-def _masked_logsumexp(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row-wise log Σ_{mask} exp(x) and whether the row has any entry.
-
-    Empty rows return 0 (to be masked by the caller) with a zero, finite gradient:
-    their entries are replaced by constants before ``logsumexp`` so no NaN can leak.
-    """
-    nonempty = mask.any(dim=1)
-    filled = x.masked_fill(~mask, float("-inf"))
-    filled = torch.where(nonempty[:, None], filled, torch.zeros((), dtype=x.dtype, device=x.device))
-    return torch.logsumexp(filled, dim=1), nonempty
-
-
-def _active_scales(scales: Sequence[int] | None, num_levels: int) -> tuple[int, ...]:
-    """The sorted scale indices of the summed terms; all ``0..L-1`` when ``scales`` is None."""
-    if scales is None:
-        return tuple(range(num_levels))
-    items = list(scales) if isinstance(scales, (list, tuple)) else []
-    in_range = all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < num_levels for s in items)
-    if not items or not in_range or len(set(items)) != len(items):
-        raise ValueError(
-            f"scales: expected a list of distinct scale indices in [0, {num_levels - 1}], got {scales!r}"
-        )
-    return tuple(sorted(items))
 
 
 class DyCLLoss(PairLoss):
@@ -89,7 +65,7 @@ class DyCLLoss(PairLoss):
         self.margins = margins
         self.scale = float(scale)
         self.symmetric = bool(symmetric)
-        self.scales = _active_scales(scales, len(margins))
+        self.scales = active_scales(scales, len(margins))
 
     @property
     def num_levels(self) -> int:
@@ -99,20 +75,20 @@ class DyCLLoss(PairLoss):
         return self.num_levels
 
     def extra_repr(self) -> str:
-        active = "" if self.scales == tuple(range(self.num_levels)) else f", scales={self.scales}"
-        return f"margins={self.margins}, scale={self.scale}, symmetric={self.symmetric}{active}"
+        return (f"margins={self.margins}, scale={self.scale}, symmetric={self.symmetric}"
+                f"{scales_repr(self.scales, self.num_levels)}")
 
     def per_anchor(self, sim: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
         """ℓ_i for every row of ``sim`` (anchors) against its columns, shape (n,)."""
         L = self.num_levels
         tau = self.scale
         negatives = levels == 0
-        lse_neg, has_neg = _masked_logsumexp(tau * sim, negatives)
+        lse_neg, has_neg = masked_logsumexp(tau * sim, negatives)
         total = torch.zeros(sim.shape[0], dtype=sim.dtype, device=sim.device)
         for scale_index in self.scales:
             margin = self.margins[scale_index]
-            positives = levels >= L - scale_index
-            lse_pos, has_pos = _masked_logsumexp(-tau * sim, positives)
+            positives = relevant_at_scale(levels, L, scale_index)
+            lse_pos, has_pos = masked_logsumexp(-tau * sim, positives)
             term = F.softplus(lse_pos + lse_neg + tau * margin)
             total = total + torch.where(has_pos & has_neg, term, torch.zeros_like(term))
         return total
