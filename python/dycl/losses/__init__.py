@@ -15,7 +15,8 @@ building indices (needed by label/proxy-based losses). See
 * :class:`HAPPIERLoss` — smooth-rank 1 − H-AP surrogate.
 * Table II baselines: :class:`InfoNCELoss`, :class:`TripletLoss`,
   :class:`ContrastiveLoss`, :class:`MultiSimilarityLoss`,
-  :class:`NormalizedSoftmaxLoss`, :class:`SigmaTripletLoss`.
+  :class:`NormalizedSoftmaxLoss`, :class:`SigmaTripletLoss`,
+  :class:`SigmaMultiSimilarityLoss` (multi-scale MS).
 * :func:`build_loss` — ``"dycl:0.2,cluster:0.1,happier:0.9"`` → :class:`CombinedLoss`.
 
 Proxy parameters (``CombinedLoss.proxy_parameters()``) go on their own
@@ -39,6 +40,7 @@ from .happier import HAPPIERLoss, smooth_step
 from .infonce import InfoNCELoss
 from .multi_similarity import MultiSimilarityLoss
 from .normalized_softmax import NormalizedSoftmaxLoss
+from .sigma_multi_similarity import SigmaMultiSimilarityLoss
 from .sigma_triplet import SigmaTripletLoss
 from .triplet import TripletLoss
 
@@ -57,6 +59,7 @@ __all__ = [
     "MultiSimilarityLoss",
     "NormalizedSoftmaxLoss",
     "PairLoss",
+    "SigmaMultiSimilarityLoss",
     "SigmaTripletLoss",
     "TripletLoss",
     "batch_levels",

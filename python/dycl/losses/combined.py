@@ -18,6 +18,7 @@ from .happier import HAPPIERLoss
 from .infonce import InfoNCELoss
 from .multi_similarity import MultiSimilarityLoss
 from .normalized_softmax import NormalizedSoftmaxLoss
+from .sigma_multi_similarity import SigmaMultiSimilarityLoss
 from .sigma_triplet import SigmaTripletLoss
 from .triplet import TripletLoss
 
@@ -56,9 +57,11 @@ def _make_proxy(cls: type[ClusterLoss]) -> Callable[..., PairLoss]:
     return make
 
 
-def _make_sigma_triplet(ctx: _Context, **kw: Any) -> PairLoss:
-    kw.setdefault("num_levels", ctx.levels)
-    return SigmaTripletLoss(**kw)
+def _make_multiscale(cls: type[SigmaTripletLoss] | type[SigmaMultiSimilarityLoss]) -> Callable[..., PairLoss]:
+    def make(ctx: _Context, **kw: Any) -> PairLoss:
+        kw.setdefault("num_levels", ctx.levels)
+        return cls(**kw)
+    return make
 
 
 #: name -> factory(context, **options). Aliases map to the same factory.
@@ -71,7 +74,8 @@ LOSSES: dict[str, Callable[..., PairLoss]] = {
     "contrastive": lambda ctx, **kw: ContrastiveLoss(**kw),
     "multisimilarity": lambda ctx, **kw: MultiSimilarityLoss(**kw),
     "normsoftmax": _make_proxy(NormalizedSoftmaxLoss),
-    "sigmatriplet": _make_sigma_triplet,
+    "sigmatriplet": _make_multiscale(SigmaTripletLoss),
+    "sigmams": _make_multiscale(SigmaMultiSimilarityLoss),
 }
 ALIASES = {
     "ms": "multisimilarity",
@@ -81,6 +85,9 @@ ALIASES = {
     "normalised_softmax": "normsoftmax",
     "sigma_triplet": "sigmatriplet",
     "sigma-triplet": "sigmatriplet",
+    "sigma_ms": "sigmams",
+    "sigma-ms": "sigmams",
+    "multisimilarity_multiscale": "sigmams",
     "clustering": "cluster",
     "ntxent": "infonce",
 }
@@ -197,7 +204,7 @@ def build_loss(
         num_buildings, embedding_dim: needed by proxy losses (``cluster``, ``normsoftmax``).
         levels: ``L``, the number of positive levels (3 for thresholds (200, 500)).
             DyCL gets one margin per level (paper's margins for L = 3, see
-            :func:`~dycl.losses.dycl.default_margins` otherwise); Σ-Triplet one scale per level.
+            :func:`~dycl.losses.dycl.default_margins` otherwise); Σ-Triplet and Σ-MS one scale per level.
         options: per-loss constructor keywords,
             e.g. ``{"dycl": {"scale": 16}, "infonce": {"temperature": 0.1}}``.
 
