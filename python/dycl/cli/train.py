@@ -81,7 +81,8 @@ def _build_train_parser() -> argparse.ArgumentParser:
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--loss", metavar="SPEC",
                      help=f"weighted losses, e.g. {PAPER_LOSS} (the default); names: dycl, cluster, happier, "
-                          "infonce, triplet, contrastive, multisimilarity, normsoftmax, sigmatriplet")
+                          "infonce, triplet, softmargintriplet, contrastive, multisimilarity, sigmams, "
+                          "normsoftmax, instance, sigmatriplet, csl")
     opt.add_argument("--loss-options", type=_json_object, metavar="JSON",
                      help='per-loss options as JSON, e.g. \'{"dycl": {"scales": [1]}}\' (DyCL at the middle '
                           'scale only) or \'{"infonce": {"temperature": 0.1}}\'')

@@ -148,7 +148,9 @@ def check_loss_options(spec: str, options: Mapping[str, Any] | None, levels: int
     except (TypeError, ValueError):
         raise ValueError(f"loss_options: not JSON-compatible: {options!r}") from None
     try:
-        build_loss(spec, num_buildings=2, embedding_dim=embedding_dim, levels=levels, options=plain)
+        dummy_table = np.diag([levels, levels])  # two buildings farther apart than every threshold
+        build_loss(spec, num_buildings=2, embedding_dim=embedding_dim, levels=levels, options=plain,
+                   level_table=dummy_table)
     except ValueError as exc:
         raise ValueError(f"loss_options: {exc}") from None
     return plain

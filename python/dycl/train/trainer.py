@@ -201,13 +201,14 @@ class Trainer:
         self.loss = build_loss(
             config.loss, num_buildings=self.train_split.num_buildings, embedding_dim=config.embedding_dim,
             levels=self.n_levels, options=config.loss_options,
+            level_table=self.train_split.levels(config.thresholds),  # CSL compares proxies scale by scale
         ).to(self.device)  # before the proxy optimiser (see dycl.losses.cluster)
         self.level_table = torch.as_tensor(self.train_split.levels(config.thresholds), dtype=torch.long,
                                            device=self.device)
 
     def _build_optimizers(self) -> None:
         config = self.config
-        head = list(self.model.fc.parameters())
+        head = list(self.model.fc.parameters()) + self.loss.classifier_parameters()  # + instance classifier
         head_ids = {id(p) for p in head}
         backbone = [p for p in self.model.parameters() if p.requires_grad and id(p) not in head_ids]
         self.optimizer = torch.optim.Adam(
