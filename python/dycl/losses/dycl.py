@@ -7,10 +7,13 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .base import PairLoss, cosine_similarity_matrix
+from .base import PairLoss, as_compute_dtype, cosine_similarity_matrix
 from .multiscale import active_scales, masked_logsumexp, relevant_at_scale, scales_repr
 
 PAPER_MARGINS = (0.45, 0.35, 0.25)
+
+#: ``normalize`` choices: per embedding (the paper's cosine) or per feature over the batch (the release).
+NORMALIZATIONS = ("embedding", "batch")
 
 
 def default_margins(num_levels: int) -> tuple[float, ...]:
@@ -21,6 +24,14 @@ def default_margins(num_levels: int) -> tuple[float, ...]:
         return (PAPER_MARGINS[0],)
     step = (PAPER_MARGINS[0] - PAPER_MARGINS[-1]) / (num_levels - 1)
     return tuple(round(PAPER_MARGINS[0] - step * i, 10) for i in range(num_levels))
+
+
+def batch_normalized_similarity(emb_a: torch.Tensor, emb_b: torch.Tensor) -> torch.Tensor:
+    """The release's similarities: ``F.normalize(a, dim=0) @ F.normalize(b, dim=0).T``."""
+    a = as_compute_dtype(emb_a)
+    b = as_compute_dtype(emb_b)
+    dtype = torch.promote_types(a.dtype, b.dtype)
+    return F.normalize(a.to(dtype), dim=0) @ F.normalize(b.to(dtype), dim=0).t()
 
 
 class DyCLLoss(PairLoss):
@@ -43,14 +54,20 @@ class DyCLLoss(PairLoss):
         scale: the temperature-like factor τ (paper: 32).
         symmetric: average both directions (default, as in the paper) or use a→b only.
         scales: the scale terms ``l`` that are summed (default ``None``: all of them, Eq. 4).
-            ``scales=(s,)`` trains at the single scale ``s`` with its margin ``m^s``
-            (the single-scale runs of the paper's Fig. 6); the other terms are left out.
+            ``scales=(s,)`` trains at the single scale ``s`` with its margin ``m^s``; the other
+            terms are left out.
+        normalize: ``"embedding"`` (default, the paper): ``r`` are cosine similarities, each
+            embedding L2-normalised. ``"batch"``: the authors' release, which calls
+            ``F.normalize(x, dim=0)`` on each view's batch, i.e. normalises every *feature* over
+            the batch, and takes ``r = x̃_a · x̃_b``. On unit-norm embeddings that scales the
+            similarities by about ``d / n`` (≈ 4 at d 512, batch 128), so the effective τ and
+            margins change with the batch size; offered only to reproduce the release.
     """
 
     needs_levels = True
 
     def __init__(self, margins: Sequence[float] = PAPER_MARGINS, scale: float = 32.0, symmetric: bool = True,
-                 scales: Sequence[int] | None = None):
+                 scales: Sequence[int] | None = None, normalize: str = "embedding"):
         super().__init__()
         try:
             margins = tuple(float(m) for m in margins)
@@ -66,6 +83,9 @@ class DyCLLoss(PairLoss):
         self.scale = float(scale)
         self.symmetric = bool(symmetric)
         self.scales = active_scales(scales, len(margins))
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize: expected one of {', '.join(NORMALIZATIONS)}, got {normalize!r}")
+        self.normalize = normalize
 
     @property
     def num_levels(self) -> int:
@@ -75,8 +95,9 @@ class DyCLLoss(PairLoss):
         return self.num_levels
 
     def extra_repr(self) -> str:
+        batch = ", normalize='batch'" if self.normalize == "batch" else ""
         return (f"margins={self.margins}, scale={self.scale}, symmetric={self.symmetric}"
-                f"{scales_repr(self.scales, self.num_levels)}")
+                f"{scales_repr(self.scales, self.num_levels)}{batch}")
 
     def per_anchor(self, sim: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
         """ℓ_i for every row of ``sim`` (anchors) against its columns, shape (n,)."""
@@ -94,7 +115,10 @@ class DyCLLoss(PairLoss):
         return total
 
     def compute(self, emb_a, emb_b, levels, labels_a=None, labels_b=None) -> torch.Tensor:
-        sim = cosine_similarity_matrix(emb_a, emb_b)
+        if self.normalize == "batch":
+            sim = batch_normalized_similarity(emb_a, emb_b)
+        else:
+            sim = cosine_similarity_matrix(emb_a, emb_b)
         levels = levels.long()
         forward = self.per_anchor(sim, levels).mean()
         if not self.symmetric:
