@@ -13,7 +13,10 @@ import pytest
 import torch
 from test_losses import assert_close_loss, make_batch, symmetric
 
+from dycl.data import open_train_test
+from dycl.distributed import DistInfo
 from dycl.losses import DyCLLoss, build_loss
+from dycl.train import Trainer, prepare_run
 
 
 def batch_normalised(x):
@@ -76,3 +79,79 @@ def test_normalize_option_is_checked_and_reaches_build_loss():
     combined = build_loss("dycl:0.2", options={"dycl": {"normalize": "batch"}})
     assert combined.losses["dycl"].normalize == "batch" and "normalize='batch'" in repr(combined)
     assert math.isfinite(float(combined(*make_batch(seed=301)[:3])))
+
+
+# --------------------------------------------------------------------------- schedules
+
+TINY = {"backbone": "resnet18", "pretrained": False, "image_size": 32, "embedding_dim": 16, "batch_size": 8,
+        "thresholds": (100.0, 200.0), "workers": 0, "lr": 1e-4, "max_steps_per_epoch": 1, "progress": False,
+        "loss": "dycl:0.2,cluster:0.1"}
+
+
+def trainer_for(campus, tmp_path, **options) -> Trainer:
+    config, _ = prepare_run({"data_dir": str(campus), "output": str(tmp_path / "run"), **TINY, **options})
+    train, test = open_train_test(config.data_dir, config.dataset_format)
+    return Trainer(config, train, test, DistInfo(0, 1, 0, torch.device("cpu")))
+
+
+def half_cosine(base, t, horizon, minimum=0.0):
+    return minimum + (base - minimum) * 0.5 * (1.0 + math.cos(math.pi * t / horizon))
+
+
+def backbone_and_head(trainer):
+    trained = [p.detach().flatten() for p in trainer.model.backbone.parameters() if p.requires_grad]
+    backbone = torch.cat(trained)
+    return backbone.clone(), trainer.model.fc.weight.detach().clone()
+
+
+def test_release_schedule_steps_per_epoch_after_the_warm_up_and_holds_the_backbone(campus, tmp_path):
+    trainer = trainer_for(campus, tmp_path, epochs=6, schedule="release", schedule_epochs=4, warmup_epochs=2)
+    assert (trainer.config.schedule_epochs, trainer.config.warmup_epochs) == (4, 2)
+    backbone_group = next(g for g in trainer.optimizer.param_groups if g["name"] == "backbone")
+    for epoch in range(6):
+        lrs = trainer.current_lrs()  # the rates this epoch's steps use
+        t = max(0, epoch - 2)  # the release steps its cosine after every epoch past the warm-up
+        assert lrs["backbone"] == pytest.approx(half_cosine(1e-4, t, 4), rel=1e-9, abs=1e-15), epoch
+        assert lrs["head"] == pytest.approx(half_cosine(2e-4, t, 4), rel=1e-9, abs=1e-15), epoch
+        assert lrs["proxies"] == pytest.approx(half_cosine(10.0, t, 4, minimum=0.1), rel=1e-9), epoch
+        before_backbone, before_head = backbone_and_head(trainer)
+        trainer._fit_epoch(None)  # one epoch of one step, as on a non-main rank (no files)
+        after_backbone, after_head = backbone_and_head(trainer)
+        assert not torch.equal(before_head, after_head), epoch  # the head trains in every epoch
+        if epoch < 2:  # warm-up: the backbone does not move and its Adam state does not start
+            assert torch.equal(before_backbone, after_backbone), epoch
+            assert all(p not in trainer.optimizer.state for p in backbone_group["params"])
+        else:
+            assert not torch.equal(before_backbone, after_backbone), epoch
+    first = backbone_group["params"][0]
+    assert int(trainer.optimizer.state[first]["step"]) == 4  # 6 epochs of one step, 2 of them held
+
+
+def test_paper_schedule_anneals_every_step_to_zero_and_never_holds(campus, tmp_path):
+    trainer = trainer_for(campus, tmp_path, epochs=3, max_steps_per_epoch=2)
+    assert (trainer.config.schedule, trainer.config.schedule_epochs, trainer.config.warmup_epochs) == (
+        "paper", None, 0)
+    batch = next(iter(trainer.epoch_loader(0)))
+    for step in range(6):
+        lrs = trainer.current_lrs()
+        assert lrs["backbone"] == pytest.approx(half_cosine(1e-4, step, 6), rel=1e-9, abs=1e-15)
+        assert lrs["proxies"] == pytest.approx(half_cosine(10.0, step, 6, minimum=0.1), rel=1e-9)
+        before, _ = backbone_and_head(trainer)
+        trainer.train_step(batch)
+        trainer.schedule.after_epoch((trainer.scheduler, trainer.proxy_scheduler), step + 1)  # no-op here
+        if step < 5:  # the last step runs at lr 0
+            assert not torch.equal(before, backbone_and_head(trainer)[0]), step
+    assert trainer.current_lrs()["backbone"] == pytest.approx(0.0, abs=1e-15)
+
+
+def test_schedule_options_are_checked(campus, tmp_path):
+    base = {"data_dir": str(campus), **TINY}
+    with pytest.raises(ValueError, match="schedule: expected one of paper, release"):
+        prepare_run({**base, "output": str(tmp_path / "a"), "schedule": "step"})
+    with pytest.raises(ValueError, match="schedule_epochs: only used with schedule 'release'"):
+        prepare_run({**base, "output": str(tmp_path / "b"), "schedule_epochs": 300})
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        prepare_run({**base, "output": str(tmp_path / "c"), "warmup_epochs": -1})
+    config, _ = prepare_run({**base, "output": str(tmp_path / "d"), "schedule": "release"})
+    assert (config.schedule_epochs, config.warmup_epochs) == (300, 5)  # the release's README command
+    assert not any((tmp_path / x).exists() for x in "abcd")
