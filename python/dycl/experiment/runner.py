@@ -105,6 +105,9 @@ def format_plan(suite: Suite, states: Sequence[RunState] | None = None, output: 
     lines.append("")
     for group, keys in suite.groups.items():
         lines.append(f"{_GROUP_TITLES.get(group, group)}: " + ", ".join(suite.config(k).label for k in keys))
+    for sweep in suite.sweeps.values():
+        points = ", ".join(f"{value:g} ({key})" for key, value in sweep.points)
+        lines.append(f"Fig. 8 sweep of {sweep.parameter}: {points}")
     if states is not None:
         lines += ["", progress_line(suite, states)]
     return "\n".join(lines)
@@ -112,7 +115,8 @@ def format_plan(suite: Suite, states: Sequence[RunState] | None = None, output: 
 
 _GROUP_TITLES = {
     "methods": "Tables II/III (methods)",
-    "scales": "Fig. 6 (single- vs multi-scale)",
+    "scales": "Fig. 6 (single-scale Triplet vs Σ-Triplet)",
+    "scales_dycl": "extra (not Fig. 6): single-scale DyCL terms vs DyCL",
     "sampler": "batch sampler (random vs geo)",
 }
 
