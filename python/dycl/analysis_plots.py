@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ def sweep_figure(series: Mapping[str, Sequence[tuple[float, float, float, float]
         values += x.tolist()
     if values and min(values) > 0 and max(values) / min(values) >= 4:
         ax.set_xscale("log")
+        ax.xaxis.set_minor_locator(NullLocator())  # only the swept values are labelled
     ax.set_xticks(sorted(set(values)))
     ax.set_xticklabels([f"{v:g}" for v in sorted(set(values))])
     ax.set_xlabel(parameter)
