@@ -87,7 +87,7 @@ def _sweep_figures(results: SuiteResults, img: Path) -> dict[str, list[str]]:
 
 def _rank_profile_figures(results: SuiteResults, img: Path, data_dir: Path | None) -> dict[str, list]:
     """Fig. 7 in the paper's form: the training set embedded by the first seed of the full model."""
-    from ..embed import embed_split
+    from ..embed import embed_split, resolve_device
     from ..models import load_model
 
     suite = results.suite
@@ -103,8 +103,10 @@ def _rank_profile_figures(results: SuiteResults, img: Path, data_dir: Path | Non
     if not checkpoint.is_file():
         return {}
     model, info = load_model(checkpoint)
-    sat, drone = embed_split(model, train_split, info["image_size"], batch_size=256, device="cpu",
-                             amp=False, workers=0, progress=False)
+    device = resolve_device("auto")  # the training set at DA-Campus size wants a GPU when there is one
+    model.to(device)
+    sat, drone = embed_split(model, train_split, info["image_size"], batch_size=256, device=device,
+                             amp=device != "cpu", workers=0, progress=False)
     thresholds = tuple(info.get("thresholds") or suite.training.get("thresholds", (200.0, 500.0)))
     label = f"{suite.config(key).label} (seed {seed}), training set"
     files = write_rank_shift_profiles(img, tasks_from_split(sat, drone, train_split, thresholds),
