@@ -240,7 +240,7 @@ def _run_eval(o: EvalOptions, out: TextIO, log: TextIO) -> Evaluation:
     if o.rerank.method == "msrerank" and o.rerank.ks is None and o.data_dir is not None:
         train_split, why = _training_split(o.data_dir, o.dataset_format, o.split)
         if train_split is None:
-            print(f"dycl-eval: no training split for Eq. 6 ({why}); ks from the gallery", file=log)
+            print(f"dycl-eval: no training split for Eq. 6 ({why}); ks from the evaluated images", file=log)
     evaluation = evaluate_tasks(tasks, o.rerank, train_split, o.recall_at, progress=o.progress, log=log)
     evaluation.seconds.update(timings)
     _settings_after(evaluation, tasks, settings)

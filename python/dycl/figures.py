@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .analysis_plots import RankShiftProfile
 from .geo import level_matrix
 from .metrics import ranked_gallery
 from .rerank import DEFAULT_KS, k_reciprocal_embeddings
@@ -116,6 +117,57 @@ def _rank_shifts(out: Path, name: str, task: RetrievalTask, evaluation: Evaluati
     return save_figure(fig, out / f"rank_shifts_{task_slug(name)}.png", dpi=dpi)
 
 
+def rank_shift_profile(base_distances: np.ndarray, reranked: np.ndarray) -> RankShiftProfile:
+    """Fig. 7's statistics over every query (row): the mean shift of the item at each initial rank.
+
+    Ranks are 1-based, ascending distance, ties by gallery index. For the item at initial rank ``r`` of
+    a query, its shift is (its rank in ``reranked``) − ``r``; the profile averages the shift and its
+    absolute value over the queries, and Kendall's τ-b of each query's two complete rankings.
+    """
+    from .plots import kendall_tau_rows
+
+    base = np.asarray(base_distances, dtype=np.float64)
+    after = np.asarray(reranked, dtype=np.float64)
+    if base.ndim != 2 or base.size == 0:
+        raise ValueError(f"base_distances: expected a non-empty (q, g) matrix, got shape {base.shape}")
+    if after.shape != base.shape:
+        raise ValueError(f"reranked: expected shape {base.shape}, got {after.shape}")
+    rows = np.arange(base.shape[0])[:, None]
+    initial_order = np.argsort(base, axis=1, kind="stable")  # item at each initial rank
+    new_ranks = np.empty_like(initial_order)
+    new_ranks[rows, np.argsort(after, axis=1, kind="stable")] = np.arange(1, base.shape[1] + 1)[None, :]
+    shift = new_ranks[rows, initial_order] - np.arange(1, base.shape[1] + 1)[None, :]
+    tau = kendall_tau_rows(base, after)
+    tau = tau[np.isfinite(tau)]  # a query with a constant ranking has no τ
+    return RankShiftProfile(mean_shift=shift.mean(axis=0), mean_abs_shift=np.abs(shift).mean(axis=0),
+                            tau=float(tau.mean()) if tau.size else float("nan"), queries=int(base.shape[0]))
+
+
+def write_rank_shift_profiles(out_dir: str | os.PathLike, tasks: Mapping[str, RetrievalTask],
+                              ks: Sequence[int] = DEFAULT_KS, k2: int = 6, lambda_value: float = 0.3,
+                              prefix: str = "rank_profile", label: str = "", progress: bool = False,
+                              dpi: int = 100) -> list[Path]:
+    """The paper's Fig. 7 for each task: every query, k-reciprocal re-ranking with each ``k`` in ``ks``.
+
+    Writes ``<prefix>_<task>.png`` into ``out_dir`` and returns the files. The paper draws it on the
+    training set (``tasks_from_split`` of the training split's embeddings); any task works.
+    """
+    from .analysis_plots import rank_shift_profile_figure
+    from .plots import save_figure
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, task in tasks.items():
+        base = cosine_rows(task, np.arange(task.query.shape[0]))
+        profiles = {int(k): rank_shift_profile(base, k_reciprocal_embeddings(
+            task.query, task.gallery, int(k), k2, lambda_value, progress=progress)) for k in ks}
+        title = f"{label + ': ' if label else ''}{name}, position shifts after k-reciprocal re-ranking"
+        written.append(save_figure(rank_shift_profile_figure(profiles, title=title),
+                                   out / f"{prefix}_{task_slug(name)}.png", dpi=dpi))
+    return written
+
+
 def _building_map(out: Path, task: RetrievalTask, map_building: str | None, dpi: int) -> Path:
     from .plots import building_map_figure, save_figure
 
@@ -178,4 +230,5 @@ def write_plots(
     return written
 
 
-__all__ = ["cosine_rows", "sample_rows", "task_images", "write_plots"]
+__all__ = ["cosine_rows", "rank_shift_profile", "sample_rows", "task_images", "write_plots",
+           "write_rank_shift_profiles"]

@@ -57,6 +57,9 @@ EMBEDDING_ARRAYS: tuple[str, ...] = ("query", "gallery", "query_ids", "gallery_i
 #: ``--rerank`` choices.
 RERANK_METHODS: tuple[str, ...] = ("none", "k-reciprocal", "msrerank")
 
+#: ``--ks-from`` choices: whose images per building Eq. 6 counts (see :func:`eq6_ks`).
+KS_SOURCES: tuple[str, ...] = ("drone", "gallery")
+
 
 # --------------------------------------------------------------------------- the task type
 
@@ -356,7 +359,7 @@ def random_embedding_baseline(test_split: Split, dim: int, thresholds: Sequence[
 
 @dataclass(frozen=True)
 class RerankConfig:
-    """Re-ranking of a task (DESIGN §5). ``ks=None`` means Eq. 6 (``--ks auto``).
+    """Re-ranking of a task (DESIGN §5). ``ks=None`` means Eq. 6 (``--ks auto``), read as ``ks_from`` says.
 
     The values are checked on creation by :func:`dycl.rerank.check_options`
     (the re-ranking's own checks), so bad options fail before any work.
@@ -368,10 +371,13 @@ class RerankConfig:
     k1: int = 20
     k2: int = 6
     lambda_value: float = 0.3
+    ks_from: str = "drone"
 
     def __post_init__(self) -> None:
         if self.method not in RERANK_METHODS:
             raise ValueError(f"rerank: expected one of {', '.join(RERANK_METHODS)}, got {self.method!r}")
+        if self.ks_from not in KS_SOURCES:
+            raise ValueError(f"ks_from: expected one of {', '.join(KS_SOURCES)}, got {self.ks_from!r}")
         check_options(self.k1, self.k2, self.lambda_value, self.ks, self.variant)
 
     def describe(self, ks: Sequence[int] | None = None) -> str:
@@ -387,25 +393,38 @@ class RerankConfig:
 
 
 def eq6_ks(
-    task: RetrievalTask, train_split: Split | None = None, mu: float = 0.1, min_k: int = 20
+    task: RetrievalTask, train_split: Split | None = None, mu: float = 0.1, min_k: int = 20,
+    ks_from: str = "gallery",
 ) -> tuple[tuple[int, ...], str]:
-    """Eq. 6 neighbourhood sizes for ``task`` and where they come from.
+    """Eq. 6 neighbourhood sizes for ``task`` and where they come from (docs/evaluation.md).
 
-    With a training split and one of the two DA-Campus tasks: the training
-    buildings' levels (for ``task.thresholds``) with the gallery view's images
-    per building (drone views for ``"satellite->drone"``, one tile for
-    ``"drone->satellite"``), as ``dycl-data stats`` reports them. Otherwise the
-    task's own gallery: its buildings and their images in the gallery.
+    Levels: the training buildings' (for ``task.thresholds``) when a training split is given and the
+    task is one of the two DA-Campus tasks, else the task's own buildings. Images per building:
+
+    * ``ks_from="gallery"``: those of the task's gallery view (drone views for ``"satellite->drone"``,
+      one tile for ``"drone->satellite"``, which gives ``min_k`` at every scale);
+    * ``ks_from="drone"``: those of the drone view for both tasks, so one set of ks per dataset, as the
+      authors' release uses (20, 62, 292 on DA-Campus for both tasks). The default of
+      :class:`RerankConfig`, ``dycl-eval`` and the experiment suites; a task whose views are not known
+      falls back to its gallery.
     """
+    if ks_from not in KS_SOURCES:
+        raise ValueError(f"ks_from: expected one of {', '.join(KS_SOURCES)}, got {ks_from!r}")
+    drone_side = ks_from == "drone" and task.name in TASKS
     if train_split is not None and task.name in TASKS:
         levels = train_split.levels(task.thresholds)
-        counts: np.ndarray | int = train_split.drone_counts() if task.name == "satellite->drone" else 1
-        source = f"Eq. 6 on the {train_split.name} split"
+        from_drone = drone_side or task.name == "satellite->drone"
+        counts: np.ndarray | int = train_split.drone_counts() if from_drone else 1
+        view = ", drone view" if drone_side and task.name == "drone->satellite" else ""
+        source = f"Eq. 6 on the {train_split.name} split{view}"
     else:
-        present = np.unique(task.gallery_ids)
+        queries_are_drone = drone_side and task.name == "drone->satellite"
+        ids = task.query_ids if queries_are_drone else task.gallery_ids
+        present = np.unique(ids)
         levels = task.levels[np.ix_(present, present)]
-        counts = np.bincount(task.gallery_ids, minlength=task.levels.shape[0])[present].astype(np.int64)
-        source = "Eq. 6 on the gallery"
+        counts = np.bincount(ids, minlength=task.levels.shape[0])[present].astype(np.int64)
+        unknown = " (views unknown)" if ks_from == "drone" and task.name not in TASKS else ""
+        source = "Eq. 6 on the " + ("queries (drone view)" if queries_are_drone else f"gallery{unknown}")
     ks = msrerank_ks(levels, counts, mu=mu, min_k=min_k)
     if len(ks) != task.n_levels:
         raise ValueError(
@@ -467,7 +486,7 @@ def evaluate_tasks(
     Args:
         tasks: ``{name: task}``, e.g. from :func:`tasks_from_split` or :func:`load_embeddings`.
         rerank: the re-ranking; MSRerank with ``ks=None`` uses :func:`eq6_ks`
-            (from ``train_split`` when given).
+            (from ``train_split`` when given, images per building as ``rerank.ks_from`` says).
         train_split: the training split, for Eq. 6.
         recall_at: the ``K`` of Recall@K.
         progress: progress output for the re-ranking.
@@ -483,7 +502,7 @@ def evaluate_tasks(
         ks = None
         if rerank.method == "msrerank":
             given = (tuple(rerank.ks), "given") if rerank.ks is not None else None
-            ks, out.notes[name] = given or eq6_ks(task, train_split)
+            ks, out.notes[name] = given or eq6_ks(task, train_split, ks_from=rerank.ks_from)
             out.ks[name] = tuple(ks)
         start = time.perf_counter()
         distances = out.distances[name] = rerank_task(task, rerank, ks, progress=progress)
@@ -501,7 +520,7 @@ def evaluate_tasks(
 
 
 __all__ = [
-    "EMBEDDING_ARRAYS", "RERANK_METHODS", "TASKS", "TASK_FILES", "Evaluation", "RerankConfig",
+    "EMBEDDING_ARRAYS", "KS_SOURCES", "RERANK_METHODS", "TASKS", "TASK_FILES", "Evaluation", "RerankConfig",
     "RetrievalTask", "eq6_ks", "evaluate_tasks", "load_embeddings", "random_embedding_baseline",
     "read_task_file", "rerank_task", "save_task_embeddings", "score_task", "score_tasks", "task_slug",
     "tasks_from_split",

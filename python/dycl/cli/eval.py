@@ -12,6 +12,7 @@ examples:
   dycl-eval --checkpoint runs/dycl/last.pt --data-dir DA-Campus --output runs/dycl/eval/metrics.json
   dycl-eval --checkpoint net.pth --data-dir DA-Campus --rerank msrerank   # the authors' net_state file
   dycl-eval --embeddings runs/dycl/embeddings --rerank msrerank --ks 20,62,292 --output rerank/metrics.json
+  dycl-eval --embeddings runs/dycl/embeddings --data-dir DA-Campus --rerank msrerank --ks-from gallery
   dycl-eval --embeddings other_model.npz --thresholds 200 500 --plots figures/
   dycl-eval --compare runs/a/metrics.json runs/b/metrics.json --labels A B --out map_by_scale.png
 
@@ -39,7 +40,7 @@ def _ks_option(text: str) -> tuple[int, ...] | None:
 
 def _build_eval_parser() -> argparse.ArgumentParser:
     from ..rerank import VARIANTS
-    from ..tasks import RERANK_METHODS  # no torch import: scoring embeddings files does not need it
+    from ..tasks import KS_SOURCES, RERANK_METHODS  # no torch import: scoring embeddings files needs none
 
     p = argparse.ArgumentParser(
         prog="dycl-eval",
@@ -89,6 +90,10 @@ def _build_eval_parser() -> argparse.ArgumentParser:
     rr.add_argument("--ks", type=_ks_option, default=None, metavar="auto|K0,K1,...",
                     help="MSRerank neighbourhood per scale; auto (default) = Eq. 6 from the training split "
                          "of --data-dir, else from the gallery")
+    rr.add_argument("--ks-from", choices=KS_SOURCES, default="drone",
+                    help="with --ks auto, whose images per building Eq. 6 counts: drone (default: the drone "
+                         "view for both tasks, one set of ks per dataset as in the authors' release) or "
+                         "gallery (each task's gallery view: 20,20,20 for drone->satellite on DA-Campus)")
     rr.add_argument("--k1", type=int, default=20, metavar="K", help="k-reciprocal neighbourhood (default 20)")
     rr.add_argument("--k2", type=int, default=6, metavar="K", help="query expansion size (default 6)")
     rr.add_argument("--lambda", dest="lambda_value", type=float, default=0.3, metavar="L",
@@ -135,7 +140,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         raise CLIError("--labels/--out: only used with --compare")
     with flag_errors(_EVAL_FLAGS):
         rerank = RerankConfig(method=args.rerank, variant=args.msrerank_variant, ks=args.ks, k1=args.k1,
-                              k2=args.k2, lambda_value=args.lambda_value)
+                              k2=args.k2, lambda_value=args.lambda_value, ks_from=args.ks_from)
         options = EvalOptions(
             checkpoint=args.checkpoint, embeddings=args.embeddings, data_dir=args.data_dir,
             dataset_format=args.dataset_format, split=args.split, backbone=args.backbone,

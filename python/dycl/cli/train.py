@@ -81,7 +81,8 @@ def _build_train_parser() -> argparse.ArgumentParser:
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--loss", metavar="SPEC",
                      help=f"weighted losses, e.g. {PAPER_LOSS} (the default); names: dycl, cluster, happier, "
-                          "infonce, triplet, contrastive, multisimilarity, normsoftmax, sigmatriplet")
+                          "infonce, triplet, softmargintriplet, contrastive, multisimilarity, sigmams, "
+                          "normsoftmax, instance, sigmatriplet, csl")
     opt.add_argument("--loss-options", type=_json_object, metavar="JSON",
                      help='per-loss options as JSON, e.g. \'{"dycl": {"scales": [1]}}\' (DyCL at the middle '
                           'scale only) or \'{"infonce": {"temperature": 0.1}}\'')
@@ -92,6 +93,15 @@ def _build_train_parser() -> argparse.ArgumentParser:
                      help="Adam learning rate of the backbone (default 5e-5), cosine schedule")
     opt.add_argument("--head-lr", type=float, help="learning rate of the embedding head (default 2 x --lr)")
     opt.add_argument("--weight-decay", type=float, help="Adam weight decay (default 1e-4)")
+    opt.add_argument("--schedule", choices=("paper", "release"),
+                     help="paper (default): cosine to 0 over every step of the run; release: the authors' "
+                          "code, cosine per epoch over --schedule-epochs, backbone held for --warmup-epochs")
+    opt.add_argument("--schedule-epochs", type=int, metavar="N",
+                     help="with --schedule release: length of the cosine in epochs (default 300, the "
+                          "release's max_iter)")
+    opt.add_argument("--warmup-epochs", type=int, metavar="N",
+                     help="epochs with the backbone held while the head and proxies train (default 5 with "
+                          "--schedule release, else 0)")
     opt.add_argument("--proxy-lr", type=float,
                      help="Adam learning rate of the building proxies (default 10, cosine to --proxy-lr-min)")
     opt.add_argument("--proxy-lr-min", type=float, help="final proxy learning rate (default 0.1)")

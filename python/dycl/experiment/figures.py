@@ -1,4 +1,5 @@
-"""The report's figures: per-scale bars of the methods, re-rankings, scales and samplers; examples."""
+"""The report's figures: per-scale bars of the methods, re-rankings, scales and samplers; the Fig. 8
+sweeps; Fig. 7 on the training set; examples."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from ..data import open_train_test
-from ..figures import write_plots
-from ..runs import EMBEDDINGS_DIR
-from ..tasks import TASK_FILES, TASKS, RerankConfig, evaluate_tasks, load_embeddings
-from .stats import SuiteResults
+from ..figures import write_plots, write_rank_shift_profiles
+from ..runs import CHECKPOINT_FILE, EMBEDDINGS_DIR
+from ..tasks import TASK_FILES, TASKS, RerankConfig, evaluate_tasks, load_embeddings, tasks_from_split
+from .stats import SuiteResults, mean_interval
 from .suites import RERANKINGS, RunSpec
 
 
@@ -42,18 +43,77 @@ def write_figures(results: SuiteResults, img: Path, data_dir: Path | None) -> di
         bars("rerank", {RERANKINGS[r][0]: results.mean_results(best, r) for r in suite.rerankings
                         if results.has(best, r)},
              f"{suite.config(best).label}: mAP per scale with each re-ranking")
-    scale_keys = [k for k in suite.groups.get("scales", ()) if results.has(k)]
-    if len(scale_keys) > 1:
-        labels = {k: suite.config(k).label for k in scale_keys}
-        labels[scale_keys[-1]] = "multi-scale (" + labels[scale_keys[-1]] + ")"
-        bars("scales", {labels[k]: results.mean_results(k) for k in scale_keys},
-             "Fig. 6 analogue: single- vs multi-scale DyCL, mAP per scale")
+    for group, title in (("scales", "Fig. 6 analogue: single-scale Triplet vs Σ-Triplet, mAP per scale"),
+                         ("scales_dycl", "extra: single DyCL terms vs DyCL, mAP per scale")):
+        scale_keys = [k for k in suite.groups.get(group, ()) if results.has(k)]
+        if len(scale_keys) > 1:
+            labels = {k: suite.config(k).label for k in scale_keys}
+            labels[scale_keys[-1]] = "multi-scale (" + labels[scale_keys[-1]] + ")"
+            bars(group, {labels[k]: results.mean_results(k) for k in scale_keys}, title)
     sampler_keys = [k for k in suite.groups.get("sampler", ()) if results.has(k)]
     if len(sampler_keys) > 1:
         bars("sampler", {suite.config(k).label: results.mean_results(k) for k in sampler_keys},
              "DyCL: random vs geo batch sampler, mAP per scale")
+    figures.update(_sweep_figures(results, img))
+    figures.update(_rank_profile_figures(results, img, data_dir))
     figures.update(_example_figures(results, img, data_dir))
     return figures
+
+
+def _sweep_figures(results: SuiteResults, img: Path) -> dict[str, list[str]]:
+    """Fig. 8: overall mAP against each swept parameter, mean and 95 % t interval over seeds, per task."""
+    from ..analysis_plots import sweep_figure
+    from ..plots import save_figure
+
+    out: dict[str, list[str]] = {}
+    for name, sweep in results.suite.sweeps.items():
+        points = [(k, v) for k, v in sweep.points if results.has(k)]
+        if len(points) < 2:
+            continue
+        series = {}
+        for task in TASKS:
+            series[task] = []
+            for key, value in points:
+                stat = results.stat(key, task, "mAP_overall")
+                interval = mean_interval(stat.values)
+                lo, hi = (interval.lo, interval.hi) if interval is not None else (stat.mean, stat.mean)
+                series[task].append((value, stat.mean, lo, hi))
+        file = f"results_sweep_{name}.png"
+        save_figure(sweep_figure(series, sweep.parameter, "mAP overall",
+                                 title=f"Fig. 8 analogue: {sweep.parameter}"), img / file)
+        out[f"sweep_{name}"] = [f"img/{file}"]
+    return out
+
+
+def _rank_profile_figures(results: SuiteResults, img: Path, data_dir: Path | None) -> dict[str, list]:
+    """Fig. 7 in the paper's form: the training set embedded by the first seed of the full model."""
+    from ..embed import embed_split, resolve_device
+    from ..models import load_model
+
+    suite = results.suite
+    key = next((k for k in ("dycl-happier", "dycl") if results.has(k)), None)
+    if key is None or data_dir is None:
+        return {}
+    seed = results.seeds_of(key)[0]
+    checkpoint = RunSpec(suite.config(key), seed).folder(results.output) / CHECKPOINT_FILE
+    try:
+        train_split = open_train_test(data_dir)[0]
+    except ValueError:
+        return {}
+    if not checkpoint.is_file():
+        return {}
+    model, info = load_model(checkpoint)
+    device = resolve_device("auto")  # the training set at DA-Campus size wants a GPU when there is one
+    model.to(device)
+    sat, drone = embed_split(model, train_split, info["image_size"], batch_size=256, device=device,
+                             amp=device != "cpu", workers=0, progress=False)
+    thresholds = tuple(info.get("thresholds") or suite.training.get("thresholds", (200.0, 500.0)))
+    label = f"{suite.config(key).label} (seed {seed}), training set"
+    files = write_rank_shift_profiles(img, tasks_from_split(sat, drone, train_split, thresholds),
+                                      prefix="results_rank_profile", label=label)
+    captions = [f.stem.removeprefix("results_rank_profile_").replace("_to_", " → ") for f in files]
+    pairs = zip(captions, files, strict=True)
+    return {"rank_profile": [(f"{label}: {c}", f"img/{f.name}") for c, f in pairs]}
 
 
 def _example_figures(results: SuiteResults, img: Path, data_dir: Path | None) -> dict[str, list]:
@@ -84,8 +144,9 @@ def _example_figures(results: SuiteResults, img: Path, data_dir: Path | None) ->
                                             "top 8, frames coloured by level", target))
             elif stem.startswith("rank_shifts_") and key == candidates[-1]:
                 target = img / f"results_{stem}_{key}.png"
-                out["rank_shifts"].append((f"{suite.config(key).label}: where the initial top results "
-                                           "move after k-reciprocal re-ranking (Fig. 7 analogue)", target))
+                out["rank_shifts"].append((f"extra: {suite.config(key).label}, sampled test queries: where "
+                                           "the initial top results move after k-reciprocal re-ranking",
+                                           target))
             elif stem == "map" and key == candidates[-1]:
                 target = img / "results_test_map.png"
                 out["map"].append(("The test buildings around the densest one, 200 m and 500 m circles "

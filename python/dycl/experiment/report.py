@@ -21,13 +21,26 @@ import numpy as np
 
 from .._files import write_text_atomic
 from ..data import open_train_test
-from ..metrics import PAPER_SCALE_NAMES, scale_count
+from ..metrics import scale_count
 from ..runs import CONFIG_FILE, epoch_records, read_json
 from ..tables import markdown_table, write_results
 from ..tasks import TASKS, random_embedding_baseline
 from .figures import write_figures
+from .paper import paper_cell, paper_value
+from .sections import embed as _embed
+from .sections import metric_label as _metric_label
+from .sections import paper_table_iv, rank_shift_section, scale_section, sweep_section
 from .state import RECORD_FILE, REPORT_DIR, estimate_progress, resolve_data_dir
-from .stats import TIE, Stat, SuiteResults, beyond_spread, collect_results, consistent_sign
+from .stats import (
+    TIE,
+    Stat,
+    SuiteResults,
+    beyond_spread,
+    collect_results,
+    consistent_sign,
+    paired_interval,
+    welch_interval,
+)
 from .suites import RERANKINGS, Suite
 
 
@@ -61,7 +74,7 @@ def _random_baseline(results: SuiteResults, data_dir: Path | None, seeds: int = 
 
 def _unpaired_rows(results: SuiteResults, pairs: Sequence[tuple[str, str, str]], metrics: Sequence[str],
                    rerank: str = "none") -> list[list[str]]:
-    """Rows ``claim | metric | task: Δ, beyond spread`` for configuration pairs (a − b)."""
+    """Rows ``claim | metric | task: Δ [Welch 95 % CI], beyond spread`` for configuration pairs (a − b)."""
     rows = []
     for a, b, text in pairs:
         if not (results.has(a, rerank) and results.has(b, rerank)):
@@ -70,23 +83,17 @@ def _unpaired_rows(results: SuiteResults, pairs: Sequence[tuple[str, str, str]],
             row = [text, _metric_label(metric)]
             for task in TASKS:
                 sa, sb = results.stat(a, task, metric, rerank), results.stat(b, task, metric, rerank)
-                row += [_pp(sa.mean - sb.mean), _yes_no(beyond_spread(sa, sb))]
+                interval = welch_interval(sa, sb)
+                row += [interval.cell() if interval is not None else _pp(sa.mean - sb.mean),
+                        _yes_no(beyond_spread(sa, sb))]
             rows.append(row)
     return rows
 
 
-def _metric_label(metric: str) -> str:
-    name, _, scale = metric.partition("_")
-    if scale.isdigit():
-        names = list(PAPER_SCALE_NAMES)
-        return f"{name} {names[int(scale)] if int(scale) < len(names) else scale}"
-    return metric.replace("_", " ")
-
-
 def _paired_rows(results: SuiteResults, keys: Sequence[str], a: str, b: str, metrics: Sequence[str]
                  ) -> list[list[str]]:
-    """Rows ``configuration | metric | task: mean Δ, consistent`` for re-ranking a − b on the same runs,
-    then one row per metric over all runs (``k/n > 0``: in how many runs the difference is positive)."""
+    """Rows ``configuration | metric | task: mean Δ [paired t 95 % CI], consistent`` for re-ranking a − b on
+    the same runs, then one row per metric over all runs (``k/n > 0``: in how many runs Δ is positive)."""
     rows = []
     pooled: dict[tuple[str, str], list[float]] = {}
     for key in keys:
@@ -99,7 +106,7 @@ def _paired_rows(results: SuiteResults, keys: Sequence[str], a: str, b: str, met
                 diffs = [float(results.metrics[(key, s, a)][task].get(metric, float("nan")))
                          - float(results.metrics[(key, s, b)][task].get(metric, float("nan"))) for s in seeds]
                 pooled.setdefault((metric, task), []).extend(diffs)
-                row += [_pp(float(np.mean(diffs)), 2), _yes_no(consistent_sign(diffs))]
+                row += [_paired_cell(diffs, 2), _yes_no(consistent_sign(diffs))]
             rows.append(row)
     for metric in metrics:
         if not any((metric, task) in pooled for task in TASKS):
@@ -108,9 +115,20 @@ def _paired_rows(results: SuiteResults, keys: Sequence[str], a: str, b: str, met
         for task in TASKS:
             diffs = [d for d in pooled.get((metric, task), []) if math.isfinite(d)]
             positive = sum(1 for d in diffs if d > TIE)
-            row += [_pp(float(np.mean(diffs)), 2) if diffs else "–", f"{positive}/{len(diffs)} > 0"]
+            row += [_paired_cell(diffs, 2) if diffs else "–", f"{positive}/{len(diffs)} > 0"]
         rows.append(row)
     return rows
+
+
+def _paired_cell(diffs: Sequence[float], digits: int) -> str:
+    """Mean paired difference with its t interval (just the mean with fewer than two runs)."""
+    interval = paired_interval(diffs)
+    if interval is None:
+        finite = [d for d in diffs if math.isfinite(d)]
+        return _pp(float(np.mean(finite)), digits) if finite else "–"
+    if max(abs(interval.lo), abs(interval.hi)) < TIE:  # float32 rounding only: a tie, not an interval
+        return _pp(0.0, digits)
+    return interval.cell(digits=digits)
 
 
 def _compute_summary(results: SuiteResults) -> list[str]:
@@ -141,7 +159,7 @@ def _compute_summary(results: SuiteResults) -> list[str]:
                      f"{c.get('embedding_dim')}-d embeddings, {c.get('image_size')} px, "
                      f"{c.get('epochs')} epochs × {c.get('steps_per_epoch')} steps of {c.get('batch_size')} "
                      f"pairs, Adam lr {c.get('lr'):g} (head {c.get('head_lr'):g}), weight decay "
-                     f"{c.get('weight_decay'):g}, cosine schedule, thresholds "
+                     f"{c.get('weight_decay'):g}, {_schedule_text(c)}, thresholds "
                      f"{', '.join(f'{t:g} m' for t in c.get('thresholds', []))}, frozen BatchNorm "
                      f"{c.get('freeze_batchnorm', True)}, device {c.get('device_used')}, "
                      f"{c.get('workers')} loader worker(s), package {c.get('version')}")
@@ -164,22 +182,26 @@ def _compute_summary(results: SuiteResults) -> list[str]:
     return lines
 
 
+def _schedule_text(config: Mapping[str, Any]) -> str:
+    if config.get("schedule", "paper") == "paper":
+        held = config.get("warmup_epochs") or 0
+        return "cosine schedule per step" + (f", backbone held {held} epochs" if held else "")
+    return (f"the release's schedule (cosine per epoch over {config.get('schedule_epochs')} epochs, backbone "
+            f"held {config.get('warmup_epochs')} epochs)")
+
+
 def _ks_lines(results: SuiteResults) -> list[str]:
-    seen: dict[str, set[str]] = {}
+    seen: dict[tuple[str, str], set[str]] = {}
     for state in results.states:
         record = read_json(state.folder / RECORD_FILE) or {}
-        for per_task in (record.get("ks") or {}).values():
+        readings = record.get("ks_from") or {}
+        for rerank, per_task in (record.get("ks") or {}).items():
             for task, ks in per_task.items():
-                seen.setdefault(task, set()).add(",".join(map(str, ks)))
-    return [f"- MSRerank ks (Eq. 6 on the training split) for {task}: {' / '.join(sorted(v))}"
-            for task, v in seen.items()]
-
-
-def _embed(figures: Mapping[str, Any], name: str, caption: str) -> list[str]:
-    lines: list[str] = []
-    for path in figures.get(name) or []:
-        lines += [f"![{caption}]({path})", ""]
-    return lines
+                reading = readings.get(rerank, "gallery")
+                seen.setdefault((task, reading), set()).add(",".join(map(str, ks)))
+    return [f"- MSRerank ks (Eq. 6 on the training split, images per building of the {reading} view"
+            f"{' of each task' if reading == 'gallery' else ''}) for {task}: {' / '.join(sorted(v))}"
+            for (task, reading), v in seen.items()]
 
 
 def _method_tables(results: SuiteResults, figures: Mapping[str, Any],
@@ -191,23 +213,31 @@ def _method_tables(results: SuiteResults, figures: Mapping[str, Any],
     if not methods:
         return []
     lines: list[str] = []
-    lines += ["### Table II analogue: hierarchical metrics, no re-ranking", ""]
-    header = ["method"] + [f"{t} {m}" for t in TASKS for m in ("H-AP", "ASI", "NDCG")]
-    rows = [[suite.config(k).label] + [results.stat(k, t, m).cell() for t in TASKS
-                                       for m in ("H-AP", "ASI", "NDCG")] for k in methods]
+    lines += ["### Table II analogue: hierarchical metrics, no re-ranking", "",
+              "The *paper* columns are the paper's DA-Campus values for the same method (n/a: not sourced, "
+              "see `dycl/experiment/paper.py`); they are ResNet-50 at 256 px on DA-Campus, not this suite's "
+              "setting, so compare orderings, not values.", ""]
+    hier = ("H-AP", "ASI", "NDCG")
+    header = (["method"] + [f"{t} {m}" for t in TASKS for m in hier]
+              + [f"paper {t} H-AP" for t in TASKS])
+    rows = [[suite.config(k).label] + [results.stat(k, t, m).cell() for t in TASKS for m in hier]
+            + [paper_cell(paper_value(k, t, "H-AP")) for t in TASKS] for k in methods]
     if random_baseline is not None:
-        rows.append(["*random embeddings*"] + [random_baseline[t][m].cell() for t in TASKS
-                                               for m in ("H-AP", "ASI", "NDCG")])
+        rows.append(["*random embeddings*"] + [random_baseline[t][m].cell() for t in TASKS for m in hier]
+                    + ["", ""])
     lines += markdown_table(header, rows)
     for task in TASKS:
         lines += [f"### Table III analogue: {task}, mAP and R@1 per scale, no re-ranking", ""]
         metric_keys = ([f"mAP_{s}" for s in scales] + ["mAP_overall"] + [f"R@1_{s}" for s in scales]
                        + ["R@1_overall"])
-        header = ["method"] + [_metric_label(m) for m in metric_keys]
+        paper_keys = ("mAP_overall", "R@1_overall")
+        header = ["method"] + [_metric_label(m) for m in metric_keys] + [f"paper {_metric_label(m)}"
+                                                                         for m in paper_keys]
         rows = [[suite.config(k).label] + [results.stat(k, task, m).cell() for m in metric_keys]
-                for k in methods]
+                + [paper_cell(paper_value(k, task, m)) for m in paper_keys] for k in methods]
         if random_baseline is not None:
-            rows.append(["*random embeddings*"] + [random_baseline[task][m].cell() for m in metric_keys])
+            rows.append(["*random embeddings*"] + [random_baseline[task][m].cell() for m in metric_keys]
+                        + ["", ""])
         lines += markdown_table(header, rows)
     lines += _embed(figures, "methods", "mAP per scale of every method, no re-ranking")
 
@@ -243,21 +273,18 @@ def report_markdown(results: SuiteResults, figures: Mapping[str, Any], command: 
     lines += _compute_summary(results)
     lines += _ks_lines(results)
     lines.append(f"- **seeds**: {', '.join(map(str, suite.seeds))}; cells are mean ± sample standard "
-                 "deviation over seeds, in %. *Beyond spread* = the seed ranges of the two configurations "
-                 "do not overlap; for re-rankings of the same runs, *consistent* = same sign in every run.")
+                 "deviation over seeds, in %.")
+    lines.append("- **intervals**: a difference between two *configurations* (different runs) is the "
+                 "difference of their seed means with **Welch's t interval** (95 %, unequal variances); a "
+                 "difference between two *re-rankings of the same runs* is the mean per-run difference with "
+                 "a **paired t interval** (95 %). Bold: the interval excludes 0. *Beyond spread*: the seed "
+                 "ranges of the two configurations do not overlap; *consistent*: the paired difference has "
+                 "the same sign in every run.")
     lines.append("")
 
     lines += _method_tables(results, figures, random_baseline, scales)
 
-    scale_keys = [k for k in suite.groups.get("scales", ()) if results.has(k)]
-    if scale_keys:
-        lines += ["### Fig. 6 analogue: single-scale vs multi-scale training, mAP at every scale", ""]
-        metric_keys = [f"mAP_{s}" for s in scales] + ["mAP_overall"]
-        header = ["training"] + [f"{t} {_metric_label(m)}" for t in TASKS for m in metric_keys]
-        rows = [[suite.config(k).label] + [results.stat(k, t, m).cell() for t in TASKS for m in metric_keys]
-                for k in scale_keys]
-        lines += markdown_table(header, rows)
-        lines += _embed(figures, "scales", "Single-scale vs multi-scale DyCL, mAP per scale")
+    lines += scale_section(results, figures, scales)
 
     sampler_keys = [k for k in suite.groups.get("sampler", ()) if results.has(k)]
     if len(sampler_keys) > 1:
@@ -269,7 +296,10 @@ def report_markdown(results: SuiteResults, figures: Mapping[str, Any], command: 
         lines += markdown_table(header, rows)
         lines += _embed(figures, "sampler", "DyCL with the random and the geo sampler, mAP per scale")
 
+    lines += sweep_section(results, figures)
     lines += _comparisons(results, scales)
+    lines += rank_shift_section(figures)
+    lines += paper_table_iv()
     examples = figures.get("examples") or []
     if examples:
         lines += ["### Examples", ""]
@@ -283,32 +313,36 @@ def _comparisons(results: SuiteResults, scales: Sequence[int]) -> list[str]:
     suite = results.suite
     cfg = {c.key for c in suite.configs}
     lines = ["### Differences behind the paper's claims (percentage points, no re-ranking unless stated)", ""]
-    header = ["comparison", "metric"] + [f"{t} {h}" for t in TASKS for h in ("Δ", "beyond spread")]
+    header = ["comparison", "metric"] + [f"{t} {h}" for t in TASKS for h in ("Δ [95 % CI]", "beyond spread")]
     per_scale = [f"mAP_{s}" for s in scales] + ["mAP_overall"]
     rows: list[list[str]] = []
-    baselines = [k for k in ("infonce", "triplet", "multisimilarity", "normsoftmax") if k in cfg]
+    baselines = [k for k in ("infonce", "triplet", "softmargintriplet", "contrastive", "multisimilarity",
+                             "normsoftmax", "instance", "sigmatriplet", "sigmams", "csl") if k in cfg]
     for base in baselines:
         if "dycl" in cfg:
             rows += _unpaired_rows(results, [("dycl", base, f"DyCL − {suite.config(base).label}")], per_scale)
-    if {"dycl", "sigmatriplet"} <= cfg:
-        rows += _unpaired_rows(results, [("dycl", "sigmatriplet", "DyCL − Σ-Triplet")], per_scale)
+    if {"sigmams", "multisimilarity"} <= cfg:
+        rows += _unpaired_rows(results, [("sigmams", "multisimilarity", "Σ-MS − Multi-Similarity")],
+                               per_scale)
     if {"dycl-happier", "dycl", "happier"} <= cfg:
         rows += _unpaired_rows(results, [("dycl-happier", "dycl", "DyCL+HAPPIER − DyCL"),
                                          ("dycl-happier", "happier", "DyCL+HAPPIER − HAPPIER")],
                                ["H-AP", "mAP_overall"])
-    multi = suite.groups.get("scales", ())
-    if multi:
+    for group, name in (("scales", "Fig. 6"), ("scales_dycl", "extra")):
+        multi = suite.groups.get(group, ())
         for single in multi[:-1]:
-            rows += _unpaired_rows(results, [(multi[-1], single,
-                                              f"multi-scale − {suite.config(single).label}")], per_scale)
+            rows += _unpaired_rows(results, [(multi[-1], single, f"{name}: {suite.config(multi[-1]).label} − "
+                                              f"{suite.config(single).label}")], per_scale)
     sampler = suite.groups.get("sampler", ())
     if len(sampler) == 2:
         rows += _unpaired_rows(results, [(sampler[1], sampler[0], "geo − random sampler")],
                                ["H-AP"] + per_scale)
     if rows:
+        lines += ["Configurations (different runs): Δ of the seed means [Welch 95 % interval].", ""]
         lines += markdown_table(header, rows)
     methods = list(suite.groups.get("methods", ()))
-    paired_header = ["method", "metric"] + [f"{t} {h}" for t in TASKS for h in ("mean Δ", "consistent")]
+    paired_header = ["method", "metric"] + [f"{t} {h}" for t in TASKS
+                                            for h in ("mean Δ [paired 95 % CI]", "consistent")]
     for a, b, title in (("msrerank-paper", "k-reciprocal", "MSRerank (paper) − k-reciprocal"),
                         ("msrerank-paper", "none", "MSRerank (paper) − no re-ranking"),
                         ("k-reciprocal", "none", "k-reciprocal − no re-ranking"),

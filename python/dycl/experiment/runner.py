@@ -37,6 +37,7 @@ from .state import (
     RunState,
     estimate_progress,
     planned_overrides,
+    rerankings_to_score,
     resolve_data_dir,
     run_state,
 )
@@ -104,6 +105,9 @@ def format_plan(suite: Suite, states: Sequence[RunState] | None = None, output: 
     lines.append("")
     for group, keys in suite.groups.items():
         lines.append(f"{_GROUP_TITLES.get(group, group)}: " + ", ".join(suite.config(k).label for k in keys))
+    for sweep in suite.sweeps.values():
+        points = ", ".join(f"{value:g} ({key})" for key, value in sweep.points)
+        lines.append(f"Fig. 8 sweep of {sweep.parameter}: {points}")
     if states is not None:
         lines += ["", progress_line(suite, states)]
     return "\n".join(lines)
@@ -111,7 +115,8 @@ def format_plan(suite: Suite, states: Sequence[RunState] | None = None, output: 
 
 _GROUP_TITLES = {
     "methods": "Tables II/III (methods)",
-    "scales": "Fig. 6 (single- vs multi-scale)",
+    "scales": "Fig. 6 (single-scale Triplet vs Σ-Triplet)",
+    "scales_dycl": "extra (not Fig. 6): single-scale DyCL terms vs DyCL",
     "sampler": "batch sampler (random vs geo)",
 }
 
@@ -172,13 +177,16 @@ def train_run(suite: Suite, state: RunState, output: Path, data_dir: Path, devic
 
 
 def score_run(suite: Suite, state: RunState, train_split, log: TextIO) -> None:
-    """Score the run's saved embeddings with every re-ranking that has no result file yet."""
-    missing = [r for r in suite.rerankings if not (state.folder / EVAL_DIR / f"{r}.json").is_file()]
+    """Score the run's saved embeddings with every re-ranking that has no result file yet (or one whose
+    Eq. 6 ks were read another way than the suite plans, see :func:`~.state.rerankings_to_score`)."""
+    missing = rerankings_to_score(suite, state.folder)
     if not missing:
         return
     start = time.perf_counter()
     tasks = load_embeddings(state.folder / EMBEDDINGS_DIR)
-    ks_used: dict[str, dict[str, list[int]]] = {}
+    record = read_json(state.folder / RECORD_FILE) or {}
+    ks_used: dict[str, dict[str, list[int]]] = dict(record.get("ks") or {})
+    readings: dict[str, str] = dict(record.get("ks_from") or {})
     for name in missing:
         label, rerank = RERANKINGS[name]
         evaluation = evaluate_tasks(tasks, rerank, train_split, progress=False)
@@ -186,9 +194,12 @@ def score_run(suite: Suite, state: RunState, train_split, log: TextIO) -> None:
         for task, ks in evaluation.ks.items():
             settings[f"ks {task}"] = f"{','.join(map(str, ks))} ({evaluation.notes[task]})"
             ks_used.setdefault(name, {})[task] = list(ks)
+        if rerank.method == "msrerank" and rerank.ks is None:
+            readings[name] = rerank.ks_from
         write_results(state.folder / EVAL_DIR / f"{name}.json", evaluation.results, settings)
     seconds = time.perf_counter() - start
-    _update_record(state.folder, eval_seconds=seconds, **({"ks": ks_used} if ks_used else {}))
+    eq6 = {"ks": ks_used, "ks_from": readings} if ks_used else {}
+    _update_record(state.folder, eval_seconds=seconds, **eq6)
     print(f"[{suite.name}] {state.run.name}: scored {', '.join(missing)} in {seconds:.1f} s",
           file=log, flush=True)
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from .._files import LOCK_FILE
 from ..runs import CHECKPOINT_FILE, CONFIG_FILE, epochs_logged, read_json, run_complete
-from .suites import RunSpec, Suite
+from .suites import RERANKINGS, RunSpec, Suite
 
 # --------------------------------------------------------------------------- run folders and their state
 
@@ -62,6 +62,26 @@ def config_mismatch(saved: Mapping[str, Any], planned: Mapping[str, Any]) -> str
     return None
 
 
+def rerankings_to_score(suite: Suite, folder: Path) -> list[str]:
+    """The re-rankings of a run without a result file, or whose Eq. 6 ks were read another way.
+
+    ``experiment.json`` records, per MSRerank re-ranking, which images per building Eq. 6 counted
+    (``ks_from``); a file scored before that was recorded used the gallery reading, so a suite that
+    now plans the drone reading scores it again instead of mixing the two.
+    """
+    record = read_json(folder / RECORD_FILE) or {}
+    readings = record.get("ks_from") or {}
+    todo = []
+    for name in suite.rerankings:
+        rerank = RERANKINGS[name][1]
+        if not (folder / EVAL_DIR / f"{name}.json").is_file():
+            todo.append(name)
+        elif (rerank.method == "msrerank" and rerank.ks is None
+              and readings.get(name, "gallery") != rerank.ks_from):
+            todo.append(name)
+    return todo
+
+
 @dataclass
 class RunState:
     """Where one planned run stands: ``pending``, ``started`` (no checkpoint yet), ``partial``
@@ -89,7 +109,7 @@ def run_state(suite: Suite, run: RunSpec, output: Path, data_dir: Path) -> RunSt
     trained = run_complete(folder)
     epochs = epochs_logged(folder)
     if trained:
-        scored = all((folder / EVAL_DIR / f"{r}.json").is_file() for r in suite.rerankings)
+        scored = not rerankings_to_score(suite, folder)
         return RunState(run, folder, "done" if scored else "trained", epochs_done=epochs)
     if record.get("failed"):
         return RunState(run, folder, "failed", epochs_done=epochs, message=str(record["failed"]))
@@ -194,6 +214,7 @@ __all__ = [
     "config_mismatch",
     "estimate_progress",
     "planned_overrides",
+    "rerankings_to_score",
     "resolve_data_dir",
     "run_state",
     "suite_states",

@@ -1,10 +1,17 @@
 """Statistics over seeds: the metrics of every finished run, their means, spreads and comparisons.
 
-Significance: with a few seeds per configuration, a difference between two
-configurations is called *larger than the spread* when their ranges over seeds
-do not overlap (every seed of one beats every seed of the other). Re-rankings
-of the same run are compared per run (paired): *consistent* when the
-difference has the same sign in every run.
+Two kinds of comparison, two kinds of interval:
+
+* **Configurations** (two losses, two samplers, ...) are trained on different runs, so their
+  difference is *unpaired*: :func:`welch_interval` gives Welch's t interval for the difference of
+  the seed means (unequal variances, Welch–Satterthwaite degrees of freedom). A difference is also
+  called *larger than the spread* when the seed ranges do not overlap (:func:`beyond_spread`).
+* **Re-rankings of the same run** are *paired*: :func:`paired_interval` is the one-sample t
+  interval of the per-run differences. *Consistent* (:func:`consistent_sign`): the difference has
+  the same sign in every run.
+
+Intervals need at least two values on each side (three seeds are planned: with two, a t interval
+has one degree of freedom and is very wide).
 """
 
 from __future__ import annotations
@@ -56,6 +63,66 @@ class Stat:
         if self.n > 1:
             text += f" ± {scale * self.sd:.{digits}f}"
         return text
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A difference and its confidence interval; ``method`` says which (``"Welch t"``, ``"paired t"``)."""
+
+    estimate: float
+    lo: float
+    hi: float
+    n: int
+    method: str
+    level: float = 0.95
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.lo > 0 or self.hi < 0
+
+    def cell(self, scale: float = 100.0, digits: int = 1) -> str:
+        """``"+2.4 [+1.1, +3.7]"`` (bold estimate when the interval excludes 0)."""
+        def signed(v: float) -> str:
+            x = round(scale * v, digits)
+            return f"{0.0:.{digits}f}" if x == 0 else f"{x:+.{digits}f}"  # no "-0.0"
+        head = f"**{signed(self.estimate)}**" if self.excludes_zero else signed(self.estimate)
+        return f"{head} [{signed(self.lo)}, {signed(self.hi)}]"
+
+
+def _t_quantile(level: float, df: float) -> float:
+    from scipy.stats import t  # a dependency of the report only
+
+    return float(t.ppf(0.5 + level / 2.0, df))
+
+
+def welch_interval(a: Stat, b: Stat, level: float = 0.95) -> Interval | None:
+    """Welch's t interval of ``mean(a) − mean(b)`` for two independent samples; None below 2 values each."""
+    if a.n < 2 or b.n < 2:
+        return None
+    va, vb = a.sd ** 2 / a.n, b.sd ** 2 / b.n
+    diff = a.mean - b.mean
+    se = math.sqrt(va + vb)
+    if se == 0.0:
+        return Interval(diff, diff, diff, a.n + b.n, "Welch t", level)
+    df = (va + vb) ** 2 / (va ** 2 / (a.n - 1) + vb ** 2 / (b.n - 1))
+    half = _t_quantile(level, df) * se
+    return Interval(diff, diff - half, diff + half, a.n + b.n, "Welch t", level)
+
+
+def mean_interval(values: Sequence[float], level: float = 0.95, method: str = "t") -> Interval | None:
+    """The one-sample t interval of the mean of ``values``; None below 2 finite values."""
+    d = np.asarray([x for x in values if math.isfinite(x)], dtype=np.float64)
+    if d.size < 2:
+        return None
+    mean = float(d.mean())
+    se = float(d.std(ddof=1)) / math.sqrt(d.size)
+    half = _t_quantile(level, d.size - 1) * se if se > 0 else 0.0
+    return Interval(mean, mean - half, mean + half, int(d.size), method, level)
+
+
+def paired_interval(differences: Sequence[float], level: float = 0.95) -> Interval | None:
+    """The t interval of the mean of paired differences (same runs); None below 2 finite differences."""
+    return mean_interval(differences, level, method="paired t")
 
 
 def beyond_spread(a: Stat, b: Stat) -> bool | None:
@@ -131,9 +198,13 @@ def collect_results(suite: Suite, output: str | os.PathLike, data_dir: str | os.
 
 __all__ = [
     "TIE",
+    "Interval",
     "Stat",
     "SuiteResults",
     "beyond_spread",
     "collect_results",
     "consistent_sign",
+    "mean_interval",
+    "paired_interval",
+    "welch_interval",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,12 +67,23 @@ RERANKINGS: dict[str, tuple[str, RerankConfig]] = {
 
 
 @dataclass(frozen=True)
+class Sweep:
+    """A parameter swept over configurations (the paper's Fig. 8): its name, ``(config, value)`` points."""
+
+    parameter: str
+    points: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True)
 class Suite:
     """An experiment plan. ``groups`` name the comparisons of the report (keys of ``configs``):
 
     * ``"methods"`` — Tables II/III: one row per method;
     * ``"scales"`` — Fig. 6: single-scale runs, then the multi-scale run (last);
+    * ``"scales_dycl"`` — the same shape for an extra comparison (single-scale DyCL terms);
     * ``"sampler"`` — batch composition: the ``random`` run, then the ``geo`` run.
+
+    ``sweeps`` name the parameter sweeps of Fig. 8 (:class:`Sweep`).
     """
 
     name: str
@@ -83,6 +94,7 @@ class Suite:
     seeds: tuple[int, ...]
     groups: Mapping[str, tuple[str, ...]]
     rerankings: tuple[str, ...] = tuple(RERANKINGS)
+    sweeps: Mapping[str, Sweep] = field(default_factory=dict)
     #: Seconds per training epoch measured in the pilot (for the ETA before any run has finished).
     expected_epoch_s: float | None = None
 
@@ -115,40 +127,85 @@ class RunSpec:
 
 
 _DYCL = "dycl:0.2,cluster:0.1"  # the paper's recipe without HAPPIER
+# HAPPIER's own recipe (its release); the paper's DyCL+HAPPIER adds 0.2 DyCL to it.
+_HAPPIER = "happier:0.9,cluster:0.1"
+
+
+def _method_configs() -> tuple[RunConfig, ...]:
+    """Tables II/III: the single-scale baselines, then the multi-scale methods."""
+    return (
+        RunConfig("infonce", "InfoNCE", "infonce"),
+        RunConfig("triplet", "Triplet", "triplet", note="same-building triplets; also S⁰ of Fig. 6"),
+        RunConfig("softmargintriplet", "Soft-Margin Triplet", "softmargintriplet"),
+        RunConfig("contrastive", "Contrastive", "contrastive"),
+        RunConfig("multisimilarity", "Multi-Similarity", "multisimilarity"),
+        RunConfig("normsoftmax", "Normalised Softmax", "normsoftmax"),
+        RunConfig("instance", "Instance loss", "instance"),
+        RunConfig("sigmatriplet", "Σ-Triplet", "sigmatriplet"),
+        RunConfig("sigmams", "Σ-Multi-Similarity", "sigmams", note="a Multi-Similarity term per scale"),
+        RunConfig("csl", "CSL", "csl"),
+        RunConfig("happier", "HAPPIER", _HAPPIER, note="0.9 H-AP surrogate + 0.1 clustering, its recipe"),
+        RunConfig("dycl", "DyCL", _DYCL, note="DyCL (Eq. 4) + clustering (Eq. 5), the paper's weights"),
+        RunConfig("dycl-happier", "DyCL+HAPPIER", PAPER_LOSS, note="full loss: HAPPIER + 0.2 DyCL"),
+    )
+
+
+def _scale_configs() -> tuple[RunConfig, ...]:
+    """Fig. 6: single-scale Triplet at S¹ and S² (S⁰ is the Triplet baseline); DyCL's variant as an extra."""
+    triplet = tuple(
+        RunConfig(f"triplet-scale{s}", f"Triplet at S{s} ({PAPER_SCALE_NAMES[s]})", "sigmatriplet",
+                  loss_options={"sigmatriplet": {"scales": [s]}},
+                  note=f"the Σ-Triplet term of scale {s} alone: positives within scale {s}")
+        for s in (1, 2)
+    )
+    dycl = tuple(
+        RunConfig(f"dycl-scale{s}", f"extra: DyCL term S{s} only", _DYCL,
+                  loss_options={"dycl": {"scales": [s]}},
+                  note=f"not the paper's Fig. 6: only the DyCL term of scale {s} (its positives against the "
+                       "level-0 items; nearer non-positives are ignored)")
+        for s in range(len(PAPER_SCALE_NAMES))
+    )
+    return triplet + dycl
+
+
+#: Fig. 8 sweeps on the full loss: τ (DyCL's scale) and λ₁ (DyCL's weight); 32 and 0.2 are dycl-happier.
+_TAUS = (16.0, 64.0)
+_LAMBDAS = (0.1, 0.4)
+
+
+def _sweep_configs() -> tuple[RunConfig, ...]:
+    taus = tuple(RunConfig(f"dycl-happier-tau{t:g}", f"DyCL+HAPPIER, τ = {t:g}", PAPER_LOSS,
+                           loss_options={"dycl": {"scale": t}}, note="Fig. 8: DyCL's τ") for t in _TAUS)
+    lambdas = tuple(RunConfig(f"dycl-happier-l{w:g}", f"DyCL+HAPPIER, λ₁ = {w:g}",
+                              f"dycl:{w:g},cluster:0.1,happier:0.9", note="Fig. 8: DyCL's weight λ₁")
+                    for w in _LAMBDAS)
+    return taus + lambdas
 
 
 def _paper_configs() -> tuple[RunConfig, ...]:
-    methods = (
-        RunConfig("infonce", "InfoNCE", "infonce"),
-        RunConfig("triplet", "Triplet", "triplet"),
-        RunConfig("multisimilarity", "Multi-Similarity", "multisimilarity"),
-        RunConfig("normsoftmax", "Normalised Softmax", "normsoftmax"),
-        RunConfig("sigmatriplet", "Σ-Triplet", "sigmatriplet"),
-        RunConfig("happier", "HAPPIER", "happier"),
-        RunConfig("dycl", "DyCL", _DYCL, note="DyCL (Eq. 4) + clustering (Eq. 5), the paper's weights"),
-        RunConfig("dycl-happier", "DyCL+HAPPIER", PAPER_LOSS, note="the paper's full loss"),
-    )
-    single = tuple(
-        RunConfig(f"dycl-scale{s}", f"single-scale {name}", _DYCL, loss_options={"dycl": {"scales": [s]}},
-                  note=f"only the DyCL term of scale {s} (margin m^{s})")
-        for s, name in enumerate(PAPER_SCALE_NAMES)
-    )
     geo = (RunConfig("dycl-geo", "DyCL, geo sampler", _DYCL, sampler="geo"),)
-    return methods + single + geo
+    return _method_configs() + _scale_configs() + geo + _sweep_configs()
 
 
 _PAPER_GROUPS = {
-    "methods": ("infonce", "triplet", "multisimilarity", "normsoftmax", "sigmatriplet", "happier", "dycl",
-                "dycl-happier"),
-    "scales": ("dycl-scale0", "dycl-scale1", "dycl-scale2", "dycl"),
+    "methods": tuple(c.key for c in _method_configs()),
+    "scales": ("triplet", "triplet-scale1", "triplet-scale2", "sigmatriplet"),
+    "scales_dycl": ("dycl-scale0", "dycl-scale1", "dycl-scale2", "dycl"),
     "sampler": ("dycl", "dycl-geo"),
+}
+
+_PAPER_SWEEPS = {
+    "tau": Sweep("τ (DyCL scale)", tuple(sorted(
+        [(f"dycl-happier-tau{t:g}", t) for t in _TAUS] + [("dycl-happier", 32.0)], key=lambda p: p[1]))),
+    "lambda": Sweep("λ₁ (DyCL weight)", tuple(sorted(
+        [(f"dycl-happier-l{w:g}", w) for w in _LAMBDAS] + [("dycl-happier", 0.2)], key=lambda p: p[1]))),
 }
 
 #: The paper in miniature on a 2-core CPU (measured: docs/results.md).
 PAPER_MINI = Suite(
     name="paper-mini",
-    description="Tables II/III, Fig. 6 and the sampler question on a synthetic campus, ResNet-18 from "
-                "scratch at 48 px on a CPU",
+    description="Tables II/III, Fig. 6, Fig. 8 and the sampler question on a synthetic campus, ResNet-18 "
+                "from scratch at 48 px on a CPU",
     # 440 buildings on 4 campuses: the test campus is large enough that the 500 m scale is not most
     # of it (about 49 of 200 buildings), 16 views keep an epoch at 120 steps.
     campus=CampusSpec(train_buildings=240, test_buildings=200, drone_views=16, image_size=96, seed=0),
@@ -159,8 +216,9 @@ PAPER_MINI = Suite(
         "batch_size": 32, "lr": 1e-4, "thresholds": [200.0, 500.0], "workers": 1,
     },
     configs=_paper_configs(),
-    seeds=(0, 1),
+    seeds=(0, 1, 2),  # three seeds at least: t intervals over seeds need n - 1 >= 2 degrees of freedom
     groups=_PAPER_GROUPS,
+    sweeps=_PAPER_SWEEPS,
     expected_epoch_s=30.0,
 )
 
@@ -175,8 +233,9 @@ PAPER_FULL = Suite(
         "batch_size": 128, "lr": 5e-5, "thresholds": [200.0, 500.0],
     },
     configs=_paper_configs(),
-    seeds=(0, 1),
+    seeds=(0, 1, 2),
     groups=_PAPER_GROUPS,
+    sweeps=_PAPER_SWEEPS,
 )
 
 #: Two one-step runs on a tiny campus: checks the whole pipeline in under a minute.
@@ -213,5 +272,6 @@ __all__ = [
     "RunConfig",
     "RunSpec",
     "Suite",
+    "Sweep",
     "get_suite",
 ]

@@ -15,11 +15,15 @@ building indices (needed by label/proxy-based losses). See
 * :class:`HAPPIERLoss` — smooth-rank 1 − H-AP surrogate.
 * Table II baselines: :class:`InfoNCELoss`, :class:`TripletLoss`,
   :class:`ContrastiveLoss`, :class:`MultiSimilarityLoss`,
-  :class:`NormalizedSoftmaxLoss`, :class:`SigmaTripletLoss`.
+  :class:`NormalizedSoftmaxLoss`, :class:`SigmaTripletLoss`,
+  :class:`SigmaMultiSimilarityLoss` (multi-scale MS), :class:`SoftMarginTripletLoss`,
+  :class:`InstanceLoss` (shared building classifier), :class:`CSLLoss` (cross-scale learning).
 * :func:`build_loss` — ``"dycl:0.2,cluster:0.1,happier:0.9"`` → :class:`CombinedLoss`.
 
 Proxy parameters (``CombinedLoss.proxy_parameters()``) go on their own
-optimiser: :func:`make_proxy_optimizer` (Adam, lr 10, cosine decay to 0.1).
+optimiser: :func:`make_proxy_optimizer` (Adam, lr 10, cosine decay to 0.1);
+classifier parameters (``CombinedLoss.classifier_parameters()``, the instance
+loss) train with the network's head.
 """
 
 from .base import PairLoss, batch_levels
@@ -34,16 +38,22 @@ from .combined import (
     parse_loss_spec,
 )
 from .contrastive import ContrastiveLoss
+from .csl import CSL_MARGINS, CSLLoss
 from .dycl import PAPER_MARGINS, DyCLLoss, default_margins
 from .happier import HAPPIERLoss, smooth_step
 from .infonce import InfoNCELoss
+from .instance import InstanceLoss
 from .multi_similarity import MultiSimilarityLoss
 from .normalized_softmax import NormalizedSoftmaxLoss
+from .sigma_multi_similarity import SigmaMultiSimilarityLoss
 from .sigma_triplet import SigmaTripletLoss
+from .soft_margin_triplet import SoftMarginTripletLoss
 from .triplet import TripletLoss
 
 __all__ = [
     "ALIASES",
+    "CSL_MARGINS",
+    "CSLLoss",
     "LOSSES",
     "PAPER_LOSS",
     "PAPER_MARGINS",
@@ -54,10 +64,13 @@ __all__ = [
     "DyCLLoss",
     "HAPPIERLoss",
     "InfoNCELoss",
+    "InstanceLoss",
     "MultiSimilarityLoss",
     "NormalizedSoftmaxLoss",
     "PairLoss",
+    "SigmaMultiSimilarityLoss",
     "SigmaTripletLoss",
+    "SoftMarginTripletLoss",
     "TripletLoss",
     "batch_levels",
     "build_loss",

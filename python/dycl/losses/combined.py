@@ -13,12 +13,16 @@ from torch import nn
 from .base import PairLoss
 from .cluster import ClusterLoss
 from .contrastive import ContrastiveLoss
+from .csl import CSLLoss, csl_margins
 from .dycl import DyCLLoss, default_margins
 from .happier import HAPPIERLoss
 from .infonce import InfoNCELoss
+from .instance import InstanceLoss
 from .multi_similarity import MultiSimilarityLoss
 from .normalized_softmax import NormalizedSoftmaxLoss
+from .sigma_multi_similarity import SigmaMultiSimilarityLoss
 from .sigma_triplet import SigmaTripletLoss
+from .soft_margin_triplet import SoftMarginTripletLoss
 from .triplet import TripletLoss
 
 #: The paper's default combination (DESIGN §6).
@@ -30,6 +34,7 @@ class _Context:
     num_buildings: int | None
     embedding_dim: int | None
     levels: int
+    level_table: Any | None = None
 
 
 def _needs(ctx: _Context, name: str) -> tuple[int, int]:
@@ -49,16 +54,31 @@ def _make_dycl(ctx: _Context, **kw: Any) -> PairLoss:
     return DyCLLoss(**kw)
 
 
-def _make_proxy(cls: type[ClusterLoss]) -> Callable[..., PairLoss]:
+def _make_csl(ctx: _Context, **kw: Any) -> PairLoss:
+    num_buildings, embedding_dim = _needs(ctx, "CSLLoss")
+    if ctx.level_table is None:
+        raise ValueError("loss: 'csl' compares with the proxies of every scale; build_loss needs level_table "
+                         "(the training buildings' (B, B) levels)")
+    table = torch.as_tensor(ctx.level_table)
+    if tuple(table.shape) != (num_buildings, num_buildings):
+        raise ValueError(f"level_table: expected shape ({num_buildings}, {num_buildings}) (num_buildings), "
+                         f"got {tuple(table.shape)}")
+    kw.setdefault("margins", csl_margins(ctx.levels))
+    return CSLLoss(level_table=table, embedding_dim=embedding_dim, **kw)
+
+
+def _make_proxy(cls: type[ClusterLoss] | type[InstanceLoss]) -> Callable[..., PairLoss]:
     def make(ctx: _Context, **kw: Any) -> PairLoss:
         num_buildings, embedding_dim = _needs(ctx, cls.__name__)
         return cls(num_buildings=num_buildings, embedding_dim=embedding_dim, **kw)
     return make
 
 
-def _make_sigma_triplet(ctx: _Context, **kw: Any) -> PairLoss:
-    kw.setdefault("num_levels", ctx.levels)
-    return SigmaTripletLoss(**kw)
+def _make_multiscale(cls: type[SigmaTripletLoss] | type[SigmaMultiSimilarityLoss]) -> Callable[..., PairLoss]:
+    def make(ctx: _Context, **kw: Any) -> PairLoss:
+        kw.setdefault("num_levels", ctx.levels)
+        return cls(**kw)
+    return make
 
 
 #: name -> factory(context, **options). Aliases map to the same factory.
@@ -71,7 +91,11 @@ LOSSES: dict[str, Callable[..., PairLoss]] = {
     "contrastive": lambda ctx, **kw: ContrastiveLoss(**kw),
     "multisimilarity": lambda ctx, **kw: MultiSimilarityLoss(**kw),
     "normsoftmax": _make_proxy(NormalizedSoftmaxLoss),
-    "sigmatriplet": _make_sigma_triplet,
+    "sigmatriplet": _make_multiscale(SigmaTripletLoss),
+    "sigmams": _make_multiscale(SigmaMultiSimilarityLoss),
+    "softmargintriplet": lambda ctx, **kw: SoftMarginTripletLoss(**kw),
+    "instance": _make_proxy(InstanceLoss),
+    "csl": _make_csl,
 }
 ALIASES = {
     "ms": "multisimilarity",
@@ -81,7 +105,15 @@ ALIASES = {
     "normalised_softmax": "normsoftmax",
     "sigma_triplet": "sigmatriplet",
     "sigma-triplet": "sigmatriplet",
+    "sigma_ms": "sigmams",
+    "sigma-ms": "sigmams",
+    "multisimilarity_multiscale": "sigmams",
     "clustering": "cluster",
+    "soft_margin_triplet": "softmargintriplet",
+    "soft-margin-triplet": "softmargintriplet",
+    "weighted_soft_margin": "softmargintriplet",
+    "instance_loss": "instance",
+    "cross_scale": "csl",
     "ntxent": "infonce",
 }
 
@@ -162,6 +194,14 @@ class CombinedLoss(nn.Module):
                 params.extend(module.proxy_parameters())
         return params
 
+    def classifier_parameters(self) -> list[nn.Parameter]:
+        """Parameters of classifier terms (the instance loss): trained with the network's head."""
+        params: list[nn.Parameter] = []
+        for module in self.losses.values():
+            if hasattr(module, "classifier_parameters"):
+                params.extend(module.classifier_parameters())
+        return params
+
     def forward(
         self,
         emb_a: torch.Tensor,
@@ -188,25 +228,30 @@ def build_loss(
     embedding_dim: int | None = None,
     levels: int = 3,
     options: Mapping[str, Mapping[str, Any]] | None = None,
+    level_table: Any | None = None,
 ) -> CombinedLoss:
     """Build a :class:`CombinedLoss` from a spec string.
 
     Args:
         spec: comma-separated ``name[:weight]`` terms; names in :data:`LOSSES`
             (aliases in :data:`ALIASES`). Default: the paper's ``dycl:0.2,cluster:0.1,happier:0.9``.
-        num_buildings, embedding_dim: needed by proxy losses (``cluster``, ``normsoftmax``).
+        num_buildings, embedding_dim: needed by proxy and classifier losses (``cluster``, ``normsoftmax``,
+            ``csl``, ``instance``).
         levels: ``L``, the number of positive levels (3 for thresholds (200, 500)).
             DyCL gets one margin per level (paper's margins for L = 3, see
-            :func:`~dycl.losses.dycl.default_margins` otherwise); Σ-Triplet one scale per level.
+            :func:`~dycl.losses.dycl.default_margins` otherwise); Σ-Triplet and Σ-MS one scale per level.
         options: per-loss constructor keywords,
             e.g. ``{"dycl": {"scale": 16}, "infonce": {"temperature": 0.1}}``.
+        level_table: ``(B, B)`` levels between the training buildings, needed by ``csl`` (its
+            proxies are compared scale by scale).
 
     Raises:
         ValueError: unknown name, bad weight, duplicate term, missing sizes, bad options.
     """
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
         raise ValueError(f"levels: expected a positive number of levels, got {levels!r}")
-    ctx = _Context(num_buildings=num_buildings, embedding_dim=embedding_dim, levels=levels)
+    ctx = _Context(num_buildings=num_buildings, embedding_dim=embedding_dim, levels=levels,
+                   level_table=level_table)
     opts = {canonical_loss_name(k): dict(v) for k, v in (options or {}).items()}
     terms = parse_loss_spec(spec)
     unused = set(opts) - {name for name, _ in terms}

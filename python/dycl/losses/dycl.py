@@ -7,9 +7,13 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .base import PairLoss, cosine_similarity_matrix
+from .base import PairLoss, as_compute_dtype, cosine_similarity_matrix
+from .multiscale import active_scales, masked_logsumexp, relevant_at_scale, scales_repr
 
 PAPER_MARGINS = (0.45, 0.35, 0.25)
+
+#: ``normalize`` choices: per embedding (the paper's cosine) or per feature over the batch (the release).
+NORMALIZATIONS = ("embedding", "batch")
 
 
 def default_margins(num_levels: int) -> tuple[float, ...]:
@@ -22,29 +26,12 @@ def default_margins(num_levels: int) -> tuple[float, ...]:
     return tuple(round(PAPER_MARGINS[0] - step * i, 10) for i in range(num_levels))
 
 
-def _masked_logsumexp(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row-wise log Σ_{mask} exp(x) and whether the row has any entry.
-
-    Empty rows return 0 (to be masked by the caller) with a zero, finite gradient:
-    their entries are replaced by constants before ``logsumexp`` so no NaN can leak.
-    """
-    nonempty = mask.any(dim=1)
-    filled = x.masked_fill(~mask, float("-inf"))
-    filled = torch.where(nonempty[:, None], filled, torch.zeros((), dtype=x.dtype, device=x.device))
-    return torch.logsumexp(filled, dim=1), nonempty
-
-
-def _active_scales(scales: Sequence[int] | None, num_levels: int) -> tuple[int, ...]:
-    """The sorted scale indices of the summed terms; all ``0..L-1`` when ``scales`` is None."""
-    if scales is None:
-        return tuple(range(num_levels))
-    items = list(scales) if isinstance(scales, (list, tuple)) else []
-    in_range = all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < num_levels for s in items)
-    if not items or not in_range or len(set(items)) != len(items):
-        raise ValueError(
-            f"scales: expected a list of distinct scale indices in [0, {num_levels - 1}], got {scales!r}"
-        )
-    return tuple(sorted(items))
+def batch_normalized_similarity(emb_a: torch.Tensor, emb_b: torch.Tensor) -> torch.Tensor:
+    """The release's similarities: ``F.normalize(a, dim=0) @ F.normalize(b, dim=0).T``."""
+    a = as_compute_dtype(emb_a)
+    b = as_compute_dtype(emb_b)
+    dtype = torch.promote_types(a.dtype, b.dtype)
+    return F.normalize(a.to(dtype), dim=0) @ F.normalize(b.to(dtype), dim=0).t()
 
 
 class DyCLLoss(PairLoss):
@@ -67,14 +54,20 @@ class DyCLLoss(PairLoss):
         scale: the temperature-like factor τ (paper: 32).
         symmetric: average both directions (default, as in the paper) or use a→b only.
         scales: the scale terms ``l`` that are summed (default ``None``: all of them, Eq. 4).
-            ``scales=(s,)`` trains at the single scale ``s`` with its margin ``m^s``
-            (the single-scale runs of the paper's Fig. 6); the other terms are left out.
+            ``scales=(s,)`` trains at the single scale ``s`` with its margin ``m^s``; the other
+            terms are left out.
+        normalize: ``"embedding"`` (default, the paper): ``r`` are cosine similarities, each
+            embedding L2-normalised. ``"batch"``: the authors' release, which calls
+            ``F.normalize(x, dim=0)`` on each view's batch, i.e. normalises every *feature* over
+            the batch, and takes ``r = x̃_a · x̃_b``. On unit-norm embeddings that scales the
+            similarities by about ``d / n`` (≈ 4 at d 512, batch 128), so the effective τ and
+            margins change with the batch size; offered only to reproduce the release.
     """
 
     needs_levels = True
 
     def __init__(self, margins: Sequence[float] = PAPER_MARGINS, scale: float = 32.0, symmetric: bool = True,
-                 scales: Sequence[int] | None = None):
+                 scales: Sequence[int] | None = None, normalize: str = "embedding"):
         super().__init__()
         try:
             margins = tuple(float(m) for m in margins)
@@ -89,7 +82,10 @@ class DyCLLoss(PairLoss):
         self.margins = margins
         self.scale = float(scale)
         self.symmetric = bool(symmetric)
-        self.scales = _active_scales(scales, len(margins))
+        self.scales = active_scales(scales, len(margins))
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize: expected one of {', '.join(NORMALIZATIONS)}, got {normalize!r}")
+        self.normalize = normalize
 
     @property
     def num_levels(self) -> int:
@@ -99,26 +95,30 @@ class DyCLLoss(PairLoss):
         return self.num_levels
 
     def extra_repr(self) -> str:
-        active = "" if self.scales == tuple(range(self.num_levels)) else f", scales={self.scales}"
-        return f"margins={self.margins}, scale={self.scale}, symmetric={self.symmetric}{active}"
+        batch = ", normalize='batch'" if self.normalize == "batch" else ""
+        return (f"margins={self.margins}, scale={self.scale}, symmetric={self.symmetric}"
+                f"{scales_repr(self.scales, self.num_levels)}{batch}")
 
     def per_anchor(self, sim: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
         """ℓ_i for every row of ``sim`` (anchors) against its columns, shape (n,)."""
         L = self.num_levels
         tau = self.scale
         negatives = levels == 0
-        lse_neg, has_neg = _masked_logsumexp(tau * sim, negatives)
+        lse_neg, has_neg = masked_logsumexp(tau * sim, negatives)
         total = torch.zeros(sim.shape[0], dtype=sim.dtype, device=sim.device)
         for scale_index in self.scales:
             margin = self.margins[scale_index]
-            positives = levels >= L - scale_index
-            lse_pos, has_pos = _masked_logsumexp(-tau * sim, positives)
+            positives = relevant_at_scale(levels, L, scale_index)
+            lse_pos, has_pos = masked_logsumexp(-tau * sim, positives)
             term = F.softplus(lse_pos + lse_neg + tau * margin)
             total = total + torch.where(has_pos & has_neg, term, torch.zeros_like(term))
         return total
 
     def compute(self, emb_a, emb_b, levels, labels_a=None, labels_b=None) -> torch.Tensor:
-        sim = cosine_similarity_matrix(emb_a, emb_b)
+        if self.normalize == "batch":
+            sim = batch_normalized_similarity(emb_a, emb_b)
+        else:
+            sim = cosine_similarity_matrix(emb_a, emb_b)
         levels = levels.long()
         forward = self.per_anchor(sim, levels).mean()
         if not self.symmetric:

@@ -8,6 +8,7 @@ contract of :mod:`dycl.runs`.
 
 * :mod:`dycl.train.config` — :class:`TrainConfig`, its checks, resuming, the demo;
 * :mod:`dycl.train.trainer` — :class:`Trainer`, the loop, checkpoints, evaluation;
+* :mod:`dycl.train.schedule` — the learning-rate schedules (the paper's, the release's) and the warm-up;
 * :mod:`dycl.train.run` — :func:`run_training`, the command as a function.
 
 Multi-GPU: ``torchrun --nproc-per-node N -m dycl train ...`` (see :mod:`dycl.__main__`).
@@ -26,12 +27,15 @@ from .config import (
     validate_config,
 )
 from .run import run_training
+from .schedule import SCHEDULES, Schedule
 from .trainer import SeededAugmentation, Trainer
 
 __all__ = [
     "CONFIG_FIELDS",
     "DEMO_TRAINING",
     "RUNTIME_FIELDS",
+    "SCHEDULES",
+    "Schedule",
     "SeededAugmentation",
     "TrainConfig",
     "Trainer",

@@ -28,6 +28,7 @@ from ..geo import validate_thresholds
 from ..losses import PAPER_LOSS, PROXY_OPTIMIZER, build_loss, parse_loss_spec
 from ..models import BACKBONES
 from ..runs import CHECKPOINT_FILE, check_output, read_checkpoint
+from .schedule import RELEASE_EPOCHS, RELEASE_WARMUP, SCHEDULES
 
 SAMPLERS = ("random", "geo")
 DEVICES = ("auto", "cpu", "cuda")
@@ -68,6 +69,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     proxy_lr: float = PROXY_OPTIMIZER["lr"]
     proxy_lr_min: float = PROXY_OPTIMIZER["lr_min"]
+    schedule: str = "paper"  # or "release": cosine per epoch over schedule_epochs, backbone warm-up
+    schedule_epochs: int | None = None  # release: T_max in epochs (None: 300, its README command)
+    warmup_epochs: int | None = None  # epochs with the backbone held (None: 5 for release, 0 for paper)
     sampler: str = "random"
     rotation: str = "quarter"
     thresholds: tuple[float, ...] = (200.0, 500.0)
@@ -148,10 +152,26 @@ def check_loss_options(spec: str, options: Mapping[str, Any] | None, levels: int
     except (TypeError, ValueError):
         raise ValueError(f"loss_options: not JSON-compatible: {options!r}") from None
     try:
-        build_loss(spec, num_buildings=2, embedding_dim=embedding_dim, levels=levels, options=plain)
+        dummy_table = np.diag([levels, levels])  # two buildings farther apart than every threshold
+        build_loss(spec, num_buildings=2, embedding_dim=embedding_dim, levels=levels, options=plain,
+                   level_table=dummy_table)
     except ValueError as exc:
         raise ValueError(f"loss_options: {exc}") from None
     return plain
+
+
+def _check_schedule(c: TrainConfig) -> None:
+    """``schedule``, ``schedule_epochs`` and ``warmup_epochs``, with the release's defaults filled in."""
+    c.schedule = _check_choice("schedule", c.schedule, SCHEDULES)
+    if c.schedule == "paper" and c.schedule_epochs is not None:
+        raise ValueError("schedule_epochs: only used with schedule 'release' (the paper's cosine runs over "
+                         "the steps of the run)")
+    if c.schedule == "release":
+        c.schedule_epochs = int_at_least("schedule_epochs", RELEASE_EPOCHS if c.schedule_epochs is None
+                                         else c.schedule_epochs, 1)
+    default_warmup = RELEASE_WARMUP if c.schedule == "release" else 0
+    c.warmup_epochs = int_at_least("warmup_epochs", default_warmup if c.warmup_epochs is None
+                                   else c.warmup_epochs, 0)
 
 
 def validate_config(config: TrainConfig) -> TrainConfig:
@@ -176,6 +196,7 @@ def validate_config(config: TrainConfig) -> TrainConfig:
     c.weight_decay = _check_float("weight_decay", c.weight_decay, positive=False)
     c.proxy_lr = _check_float("proxy_lr", c.proxy_lr)
     c.proxy_lr_min = _check_float("proxy_lr_min", c.proxy_lr_min, positive=False)
+    _check_schedule(c)
     c.sampler = _check_choice("sampler", c.sampler, SAMPLERS)
     c.rotation = _check_choice("rotation", c.rotation, ROTATIONS)
     c.thresholds = tuple(validate_thresholds(c.thresholds))

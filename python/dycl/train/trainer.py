@@ -50,6 +50,7 @@ from ..runs import (
 )
 from ..tasks import TASKS, save_task_embeddings, score_tasks
 from .config import TrainConfig, data_fingerprint
+from .schedule import schedule_of
 
 
 class SeededAugmentation(Dataset):
@@ -201,13 +202,14 @@ class Trainer:
         self.loss = build_loss(
             config.loss, num_buildings=self.train_split.num_buildings, embedding_dim=config.embedding_dim,
             levels=self.n_levels, options=config.loss_options,
+            level_table=self.train_split.levels(config.thresholds),  # CSL compares proxies scale by scale
         ).to(self.device)  # before the proxy optimiser (see dycl.losses.cluster)
         self.level_table = torch.as_tensor(self.train_split.levels(config.thresholds), dtype=torch.long,
                                            device=self.device)
 
     def _build_optimizers(self) -> None:
         config = self.config
-        head = list(self.model.fc.parameters())
+        head = list(self.model.fc.parameters()) + self.loss.classifier_parameters()  # + instance classifier
         head_ids = {id(p) for p in head}
         backbone = [p for p in self.model.parameters() if p.requires_grad and id(p) not in head_ids]
         self.optimizer = torch.optim.Adam(
@@ -215,12 +217,13 @@ class Trainer:
              {"params": head, "lr": config.head_lr, "name": "head"}],
             weight_decay=config.weight_decay,
         )
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=self.total_steps)
+        self.schedule = schedule_of(config, self.steps_per_epoch)  # paper (per step) or release (per epoch)
+        self.scheduler = self.schedule.lr_scheduler(self.optimizer)
         proxies = self.loss.proxy_parameters()
         self.proxy_optimizer = self.proxy_scheduler = None
         if proxies:
             self.proxy_optimizer, self.proxy_scheduler = make_proxy_optimizer(
-                proxies, self.total_steps, lr=config.proxy_lr, lr_min=config.proxy_lr_min)
+                proxies, self.schedule.horizon, lr=config.proxy_lr, lr_min=config.proxy_lr_min)
         # fp16 needs loss scaling; bf16 and float32 do not.
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
@@ -317,13 +320,12 @@ class Trainer:
         if self.proxy_optimizer is not None:
             self.proxy_optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        self.schedule.hold_backbone(self.optimizer, self.epoch)  # warm-up: the backbone's step is skipped
         self.scaler.step(self.optimizer)
         if self.proxy_optimizer is not None:
             self.scaler.step(self.proxy_optimizer)
         self.scaler.update()
-        self.scheduler.step()
-        if self.proxy_scheduler is not None:
-            self.proxy_scheduler.step()
+        self.schedule.after_step((self.scheduler, self.proxy_scheduler))
         self.global_step += 1
         return loss.detach()
 
@@ -439,6 +441,7 @@ class Trainer:
         cfg = self.config
         stats = self.train_epoch(self.epoch, log.writer if log is not None else None)
         self.epoch += 1
+        self.schedule.after_epoch((self.scheduler, self.proxy_scheduler), self.epoch)
         if log is None:
             return
         final = self.epoch == cfg.epochs
