@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: test install develop rust-test py-test bench lint demo clean
+.PHONY: test install develop rust-test py-test wheel-check bench lint demo clean
 
 test: install rust-test py-test
 
@@ -29,6 +29,11 @@ rust-test:
 py-test:
 	$(BIN)/python -m pytest -q
 
+# Build the abi3 wheel into dist/ and check that it installs and works without Rust, on another
+# Python minor version (a fresh venv from pyenv; see .ci/wheel-check).
+wheel-check: $(BIN)/python
+	VENV_BIN=$(BIN) .ci/wheel-check
+
 bench:
 	cargo bench -p dycl-core
 	$(BIN)/python benches/bench_metrics.py
@@ -43,4 +48,4 @@ demo:
 	$(BIN)/dycl-train --demo
 
 clean:
-	rm -rf target $(VENV) .pytest_cache
+	rm -rf target $(VENV) .pytest_cache dist

@@ -15,8 +15,17 @@ Why this gives the single-process gradients: the backward of the all-gather
 sums, over ranks, the gradient each rank computed for a rank's rows, i.e.
 ``world_size × dL/d(rows)``; DDP then averages parameter gradients over ranks,
 dividing by ``world_size``. Parameters outside DDP that see only gathered
-tensors — the clustering loss's proxies — get the identical full-batch gradient
-on every rank, so they stay in sync without communication.
+tensors — the clustering loss's proxies — get the same full-batch gradient on
+every rank in exact arithmetic, but nothing guarantees the same *bits* (other
+kernels, other reduction orders on other GPUs); :func:`average_gradients`
+all-reduces their gradients so they cannot drift apart, and
+:func:`check_same_on_all_ranks` verifies it before a checkpoint is written.
+
+Failing together: a rank that raises while the others enter a collective
+leaves them waiting for the process-group timeout (30 minutes).
+:func:`all_ranks` runs a step everywhere and shares one error flag, so every
+rank fails at once; :func:`local_main_first` runs a step (a download) on one
+process per node before the others.
 
 Outside a distributed run every helper degrades to the single-process
 behaviour (rank 0, world size 1, gathers return their input).
@@ -26,11 +35,15 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -175,15 +188,146 @@ def all_gather_no_grad(tensor: torch.Tensor, equal_sizes: bool = False) -> torch
     return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)], dim=0)
 
 
+# --------------------------------------------------------------------------- failing together
+
+
+def _collective_device() -> torch.device:
+    """Where small tensors for a collective live: the current GPU under NCCL, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _any_rank(flag: int) -> int:
+    """The largest ``flag`` over all ranks (a barrier, too)."""
+    value = torch.tensor([int(flag)], device=_collective_device())
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return int(value.item())
+
+
+class PeerFailed(RuntimeError):
+    """Another process of the run failed in a step that every process runs (see its message)."""
+
+
+def all_ranks(step: Callable[[], T], errors: tuple[type[BaseException], ...] = (Exception,),
+              peer_error: Callable[[], BaseException] | None = None) -> T:
+    """Run ``step()`` on every rank; if it raises one of ``errors`` on any rank, raise on all of them.
+
+    The rank that failed re-raises its own exception; the others raise
+    ``peer_error()`` (default: :class:`PeerFailed`) at once instead of waiting
+    in their next collective until the timeout. ``step`` must not itself run
+    collectives that a failing rank would skip. Outside a distributed run this
+    is ``step()``.
+    """
+    if not is_distributed():
+        return step()
+    error: BaseException | None = None
+    result = None
+    try:
+        result = step()
+    except errors as exc:
+        error = exc
+    if _any_rank(error is not None):
+        if error is not None:
+            raise error
+        raise (peer_error() if peer_error is not None
+               else PeerFailed("another process of this run failed (see its message)"))
+    return result  # type: ignore[return-value]
+
+
+def local_main_first(step: Callable[[], T], local_rank: int,
+                     errors: tuple[type[BaseException], ...] = (Exception,)) -> T:
+    """Run ``step()`` on the first process of each node, then, once every one of them succeeded, on the rest.
+
+    For work that fills a node-local cache, such as downloading pretrained
+    weights: one process per node downloads, the others then read the cache. A
+    failure of a first process raises on every rank (the others raise
+    ``ValueError`` naming it, without running ``step``).
+    """
+    if not is_distributed():
+        return step()
+    first = local_rank == 0
+    result = None
+    error: BaseException | None = None
+    if first:
+        try:
+            result = step()
+        except errors as exc:
+            error = exc
+    if _any_rank(error is not None):
+        if error is not None:
+            raise error
+        raise ValueError("the first process of a node failed in a step the others wait for (see its message)")
+    return result if first else step()  # type: ignore[return-value]
+
+
+def main_decides(value: bool) -> bool:
+    """Rank 0's ``value`` on every rank (a barrier, too), for decisions only rank 0 can make."""
+    if not is_distributed():
+        return bool(value)
+    flag = torch.tensor([int(bool(value))], device=_collective_device())
+    dist.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
+# --------------------------------------------------------------------------- parameters outside DDP
+
+
+def _flat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.detach().reshape(-1) for t in tensors])
+
+
+def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
+    """All-reduce-average the gradients of ``params`` in place (one collective for all of them).
+
+    For parameters that live outside DDP (the proxies): every rank then steps
+    with the same gradient, bit for bit. Parameters without a gradient are
+    skipped (the same ones on every rank, as every rank runs the same loss).
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not is_distributed() or not grads:
+        return
+    flat = _flat(grads)
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat.div_(get_world_size())
+    offset = 0
+    for grad in grads:
+        grad.copy_(flat[offset:offset + grad.numel()].view_as(grad))
+        offset += grad.numel()
+
+
+def check_same_on_all_ranks(tensors: Iterable[torch.Tensor], what: str) -> None:
+    """Raise ``RuntimeError`` on every rank when ``tensors`` differ from rank 0's (bit for bit)."""
+    tensors = list(tensors)
+    if not is_distributed() or not tensors:
+        return
+    mine = _flat(tensors)
+    reference = mine.clone()
+    dist.broadcast(reference, src=0)
+    gap = (mine.double() - reference.double()).abs().max().reshape(1)
+    unequal = torch.tensor([float(not torch.equal(mine, reference))], dtype=torch.float64, device=mine.device)
+    summary = torch.cat([unequal, gap])
+    dist.all_reduce(summary, op=dist.ReduceOp.MAX)
+    if summary[0].item():
+        raise RuntimeError(f"{what}: differ between processes (largest difference from rank 0: "
+                           f"{summary[1].item():.3g}); the checkpoint is not written")
+
+
 __all__ = [
     "DistInfo",
+    "PeerFailed",
     "all_gather_no_grad",
     "all_gather_with_grad",
+    "all_ranks",
+    "average_gradients",
     "barrier",
+    "check_same_on_all_ranks",
     "cleanup",
     "get_rank",
     "get_world_size",
     "init_distributed",
     "is_distributed",
     "is_main_process",
+    "local_main_first",
+    "main_decides",
 ]

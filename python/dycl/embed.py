@@ -27,8 +27,23 @@ if TYPE_CHECKING:  # pragma: no cover
     from .data import Split
 
 
+def native_bf16(device: torch.device | str = "cuda") -> bool:
+    """Whether the CUDA device computes bf16 natively (compute capability 8.0 or later: A100, H100, ...).
+
+    ``torch.cuda.is_bf16_supported()`` alone also answers True where bf16 is only
+    *emulated* (V100, T4: no bf16 convolutions in cuDNN), so emulation is not counted here.
+    """
+    import torch
+
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # torch < 2.4 has no including_emulation: ask the hardware
+        return torch.cuda.get_device_capability(torch.device(device)) >= (8, 0)
+
+
 def autocast_dtype(device: torch.device | str, amp: bool = True) -> torch.dtype | None:
-    """The autocast dtype for ``device``: bf16 on CUDA when supported, else fp16; None = full precision.
+    """The autocast dtype for ``device``: bf16 on CUDA when native (:func:`native_bf16`), else fp16
+    (with loss scaling in training); None = full precision.
 
     Mixed precision is only used on CUDA: on CPU the engines stay in float32,
     which keeps CPU runs bit-reproducible.
@@ -38,7 +53,7 @@ def autocast_dtype(device: torch.device | str, amp: bool = True) -> torch.dtype 
     dev = torch.device(device)
     if not amp or dev.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if native_bf16(dev) else torch.float16
 
 
 def resolve_device(device: str) -> str:
@@ -71,6 +86,9 @@ def extract_embeddings(
         image_set: yields ``(image, building)`` items in a fixed order, e.g.
             :func:`dycl.data.satellite_set` / :func:`dycl.data.drone_set` with
             :func:`dycl.data.eval_transforms`. Rows of the result follow it.
+            uint8 images (``eval_transforms(normalize=False)``) are converted and
+            normalised on ``device``, batch by batch (:class:`dycl.data.transforms.BatchNormalizer`);
+            float images are used as they are.
         batch_size: images per forward pass.
         device: where the model lives.
         amp: autocast on CUDA (see :func:`autocast_dtype`); ignored on CPU.
@@ -82,6 +100,7 @@ def extract_embeddings(
     from torch.utils.data import DataLoader
 
     from ._progress import bar
+    from .data.transforms import BatchNormalizer
 
     batch_size = _positive("batch_size", batch_size)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
@@ -93,6 +112,7 @@ def extract_embeddings(
     dtype = autocast_dtype(dev, amp)
     loader = DataLoader(image_set, batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=on_cuda, persistent_workers=False)
+    normalize = BatchNormalizer(dev)
     was_training = model.training
     model.eval()
     rows: list[np.ndarray] = []
@@ -102,6 +122,8 @@ def extract_embeddings(
                 images = images.to(dev, non_blocking=on_cuda)
                 if on_cuda:
                     images = images.contiguous(memory_format=torch.channels_last)
+                if images.dtype == torch.uint8:
+                    images = normalize(images)
                 with torch.autocast(device_type=dev.type, dtype=dtype, enabled=dtype is not None):
                     emb = model(images)
                 rows.append(emb.float().cpu().numpy())
@@ -117,6 +139,27 @@ def _positive(name: str, value: object) -> int:
         raise ValueError(f"{name}: expected a positive integer, got {value!r}") from None
 
 
+def shard_rows(count: int, rank: int = 0, world_size: int = 1) -> range:
+    """The contiguous rows of ``count`` that process ``rank`` of ``world_size`` handles.
+
+    The sizes of ``numpy.array_split`` (the first ``count % world_size`` shards
+    one row longer); concatenated in rank order, the shards are ``range(count)``.
+    """
+    world_size = int_at_least("world_size", world_size, 1)
+    rank = int_at_least("rank", rank, 0)
+    if rank >= world_size:
+        raise ValueError(f"rank: must be < world_size ({world_size}), got {rank}")
+    base, extra = divmod(int(count), world_size)
+    start = rank * base + min(rank, extra)
+    return range(start, start + base + (rank < extra))
+
+
+def _embed_rows(model: torch.nn.Module, images: Any, desc: str, kwargs: dict[str, Any]) -> np.ndarray:
+    if len(images) == 0:  # a shard of a set smaller than the number of processes
+        return np.zeros((0, int(model.embedding_dim)), dtype=np.float32)
+    return extract_embeddings(model, images, desc=desc, **kwargs)
+
+
 def embed_split(
     model: torch.nn.Module,
     split: Split,
@@ -126,20 +169,31 @@ def embed_split(
     amp: bool = True,
     workers: int = 0,
     progress: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Satellite ``(B, d)`` and drone ``(N, d)`` embeddings of ``split`` (each image set once).
 
-    Evaluation transforms at ``image_size``; batched, AMP on CUDA. An
+    Evaluation transforms at ``image_size``; images travel as uint8 and are
+    normalised on ``device``; batched, AMP on CUDA. With ``world_size > 1``
+    only this ``rank``'s rows of each set (:func:`shard_rows`) are embedded;
+    concatenating the ranks' results in rank order gives the whole sets. An
     unreadable image raises ``ValueError`` with its path (also from workers).
     """
+    from torch.utils.data import Subset
+
     from .data import drone_set, eval_transforms, satellite_set
 
-    transform = eval_transforms(image_size)
+    transform = eval_transforms(image_size, normalize=False)
     kwargs: dict[str, Any] = {"batch_size": batch_size, "device": device, "amp": amp, "workers": workers,
                               "progress": progress}
+    sets = {"satellite": satellite_set(split, transform), "drone": drone_set(split, transform)}
+    if world_size > 1:
+        sets = {view: Subset(images, shard_rows(len(images), rank, world_size))
+                for view, images in sets.items()}
     try:
-        sat = extract_embeddings(model, satellite_set(split, transform), desc="embedding satellite", **kwargs)
-        drone = extract_embeddings(model, drone_set(split, transform), desc="embedding drone", **kwargs)
+        sat, drone = (_embed_rows(model, images, f"embedding {view}", kwargs)
+                      for view, images in sets.items())
     except ValueError as exc:
         message = error_line(exc)
         # Drop the frames' references to the DataLoader iterator now, so that its workers are shut
@@ -149,4 +203,11 @@ def embed_split(
     return sat, drone
 
 
-__all__ = ["autocast_dtype", "embed_split", "extract_embeddings", "resolve_device"]
+__all__ = [
+    "autocast_dtype",
+    "embed_split",
+    "extract_embeddings",
+    "native_bf16",
+    "resolve_device",
+    "shard_rows",
+]

@@ -121,7 +121,12 @@ def _build_train_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-amp", dest="amp", action="store_false", default=None,
                      help="no mixed precision on CUDA (default: bf16 where supported, else fp16 with "
                           "loss scaling)")
-    run.add_argument("--workers", type=int, help="DataLoader worker processes (default min(8, CPU count))")
+    run.add_argument("--workers", type=int,
+                     help="DataLoader worker processes per training process (default: the CPUs divided by "
+                          "the processes on the node, minus one; kept alive across epochs)")
+    run.add_argument("--deterministic", action="store_true", default=None,
+                     help="bit-exact reruns on CUDA, slower: no cuDNN benchmarking, deterministic algorithms "
+                          "(for tests; CPU runs are always exact)")
     run.add_argument("--eval-every", type=int, metavar="N",
                      help="also evaluate after every N epochs (default 0: only after the last epoch)")
     run.add_argument("--eval-batch-size", type=int, metavar="IMAGES",

@@ -32,9 +32,11 @@ is a :class:`DatasetError` (a ``ValueError``) whose message starts with
 
 Torch datasets (``dycl.data.datasets``; importing them imports torch)::
 
-    PairDataset(split, satellite_transform=None, drone_transform=None)
+    PairDataset(split, satellite_transform=None, drone_transform=None, satellite_prepare=None)
         [i] -> Pair(satellite, drone, building, coords)   # a NamedTuple; default_collate stacks it to
                                     # (b,3,S,S) float32, (b,3,S,S) float32, (b,) int64, (b,2) float64
+                                    # (uint8 images with normalize=False transforms, as the trainer uses)
+        # satellite_prepare: a deterministic transform (resize_transform) applied once per building, cached
     ImageSet(paths, buildings, transform=None)      [i] -> (image, building)
     satellite_set(split, transform=None) -> ImageSet    # B satellite tiles, building index = row
     drone_set(split, transform=None) -> ImageSet        # N drone views with their building indices
@@ -50,6 +52,9 @@ Transforms (torchvision.transforms.v2, ``dycl.data.transforms``)::
         -> float32 in [0, 1] -> ImageNet normalisation.  rotation: "quarter" (k * 90 deg, lossless, the
         default), "any" (uniform angle, corners filled with the mean colour), "none".
     eval_transforms(image_size=256)       # resize + normalisation only
+    normalize=False (both): stop at the resized uint8 image; BatchNormalizer(device)(uint8 batch) then
+        gives the same float32 values on the device; resize_transform(size) / train_transforms(resize=False)
+        split the training satellite transform around PairDataset's tile cache
     IMAGENET_MEAN, IMAGENET_STD
     seed_worker(worker_id)                # DataLoader(worker_init_fn=seed_worker): seeds numpy/random
     loader_generator(seed, epoch=0, rank=0) -> torch.Generator   # DataLoader(generator=...), one per epoch
@@ -73,9 +78,16 @@ are a pure function of (seed, epoch, configuration); every rank computes the
 same global schedule and takes its own disjoint share, and all ranks get the
 same number of batches: ``ceil(num_pairs / (batch_size * world_size))`` for
 both kinds (``floor`` for random with ``drop_last``), the same every epoch.
-``batch_size`` is per rank. ``random`` uses every pair once per epoch;
-``geo`` gives every anchor in-batch partners at every level and uses all but
-a few pairs (see ``epoch_summary``).
+``batch_size`` is per rank; both kinds build the *global* batch of a step
+(``batch_size * world_size`` pairs) and give rank ``r`` its ``r``-th slice, so
+``W`` ranks see exactly the batches of one process. ``random`` uses every pair
+once per epoch; ``geo`` gives every anchor in-batch partners at every level and
+uses all but a few pairs (see ``epoch_summary``).
+
+Loader sizing (``dycl.data.loading``; standard library only)::
+
+    default_workers(processes=None, cpus=None)   # CPUs // LOCAL_WORLD_SIZE - 1, at least 1
+    check_shared_memory(workers, bytes_per_batch, processes=1)   # ValueError when /dev/shm is too small
 
 Synthetic campus (``dycl.data.synth``)::
 

@@ -29,6 +29,14 @@ class GeoPairBatchSampler(EpochBatchSampler):
     every scale has in-batch positives beyond the exact building and pure
     negatives exist.
 
+    Under DDP the batch that is assembled is the **global** batch of a step,
+    ``batch_size * world_size`` pairs, and rank ``r`` takes its ``r``-th slice
+    (the pairs of a batch are in random order, so a slice is a random share of
+    every neighbourhood). The losses see the global batch (gathered
+    embeddings), so the batches, and what each anchor finds in them, do not
+    depend on the number of processes: ``W`` ranks of ``batch_size / W`` pairs
+    see exactly the batches of one process of ``batch_size``.
+
     An epoch has ``ceil(num_pairs / (batch_size * world_size))`` steps, as
     with ``random``, so ``len(sampler)`` is the same in every epoch. Pairs are
     drawn without replacement, buildings with the most unused pairs first.
@@ -37,15 +45,16 @@ class GeoPairBatchSampler(EpochBatchSampler):
     filled up the same way, and as many pairs as were repeated mid-epoch stay
     unused that epoch (``unused``; about 1 % on DA-Campus-sized data, a
     different random set each epoch). Apart from repeats, ranks' shards are
-    disjoint. Every batch holds exactly ``batch_size`` distinct pairs (all
-    pairs if there are fewer).
+    disjoint. Every global batch holds exactly ``batch_size * world_size``
+    distinct pairs (all pairs if there are fewer; they are then split as
+    evenly as possible over the ranks).
 
     Args:
         pair_buildings: ``(N,)`` building index of each pair (``split.drone_buildings``).
         levels: ``(B, B)`` level matrix (``split.levels(thresholds)``); the diagonal is ``L``.
         batch_size: pairs per batch and rank.
         pairs_per_building: pairs a building brings when it joins a batch.
-        blocks_per_batch: neighbourhoods per batch.
+        blocks_per_batch: neighbourhoods per (global) batch.
     """
 
     kind = "geo"
@@ -98,6 +107,11 @@ class GeoPairBatchSampler(EpochBatchSampler):
             self._has_level[:, level] = (active_levels == level).any(axis=1)
         self._summary: dict[int, dict] = {}
 
+    @property
+    def global_batch_size(self) -> int:
+        """Pairs in the batch of one step, all ranks together."""
+        return self.batch_size * self.world_size
+
     def _config(self) -> dict:
         return {
             **super()._config(),
@@ -118,15 +132,22 @@ class GeoPairBatchSampler(EpochBatchSampler):
         rng = np.random.default_rng([self.seed, epoch, _TAG_GEO])
         state = _GeoEpoch(self, rng)
         # A fixed number of steps, like ``random``: len(sampler) depends on the configuration only.
-        steps = -(-self.num_pairs // (self.batch_size * self.world_size))
-        batches = [state.build_batch() for _ in range(steps * self.world_size)]
+        steps = -(-self.num_pairs // self.global_batch_size)
+        batches = [state.build_batch() for _ in range(steps)]
         self._summary[epoch] = {
             "batches": steps,
             "pairs": int(sum(len(b) for b in batches)),
             "repeats": state.repeats,
             "unused": state.remaining_total,
         }
-        return [batches[i : i + self.world_size] for i in range(0, len(batches), self.world_size)]
+        return [self._slices(batch) for batch in batches]
+
+    def _slices(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Each rank's share of a global batch: consecutive ``batch_size`` slices (even split if short)."""
+        size = self.batch_size
+        if len(batch) == self.global_batch_size:
+            return [batch[r * size : (r + 1) * size] for r in range(self.world_size)]
+        return list(np.array_split(batch, self.world_size))
 
 
 class _GeoEpoch:
@@ -185,7 +206,8 @@ class _GeoEpoch:
 
     # -- batch
     def build_batch(self) -> np.ndarray:
-        """One batch of ``batch_size`` pairs (fewer only if the dataset holds fewer), in random order."""
+        """One global batch of ``global_batch_size`` pairs (fewer only if the dataset holds fewer), in
+        random order."""
         batch = _Batch(self.s)
         self._grow_blocks(batch)
         self._fill_up(batch)
@@ -225,7 +247,7 @@ class _GeoEpoch:
         """``blocks_per_batch`` neighbourhoods, each up to its share of the batch: a seed building, then
         partners for missing levels of the block's members, else buildings near the block."""
         s = self.s
-        capacity = s.batch_size
+        capacity = s.global_batch_size
         block_cap = -(-capacity // s.blocks_per_batch)
         for block in range(s.blocks_per_batch):
             limit = min(capacity, (block + 1) * block_cap)
@@ -275,7 +297,7 @@ class _GeoEpoch:
     def _fill_up(self, batch: _Batch) -> None:
         """Fill up (few pairs left in the epoch): more pairs of the batch's buildings, then any building."""
         s = self.s
-        while batch.size < s.batch_size:
+        while batch.size < s.global_batch_size:
             with_unused = [b for b in batch.members if self.remaining[b] > 0]
             if with_unused:
                 self._add(batch, max(with_unused, key=lambda b: (self.remaining[b], -b)), 1)
@@ -297,7 +319,7 @@ class _GeoEpoch:
     def _repair(self, batch: _Batch) -> None:
         """Every member gets a building at every level it has (including pure negatives), making room
         in a full batch."""
-        capacity = self.s.batch_size
+        capacity = self.s.global_batch_size
         for _ in range(4 * capacity):
             need = self._needs(batch, list(batch.members), with_negatives=True)
             if need is None:

@@ -50,11 +50,16 @@ class PairLoss(nn.Module):
 
     Subclasses set ``needs_labels`` / ``needs_levels`` and implement
     :meth:`compute`. Checks are shape/dtype checks (no device sync) plus, when
-    ``max_level`` is known, one range check of ``levels`` (a single sync).
+    ``max_level`` is known, one range check of ``levels`` (a device sync).
+    A training loop that has checked its level table and labels once sets
+    :attr:`check_values` to False (``CombinedLoss.set_value_checks(False)``):
+    the value checks, and with them every host-device sync, leave the step.
     """
 
     needs_labels: bool = False
     needs_levels: bool = True
+    #: Range checks of ``levels`` (and of proxy losses' labels), each a host-device sync.
+    check_values: bool = True
 
     def max_level(self) -> int | None:
         """The largest level this loss accepts (``L``), or None when any level works."""
@@ -96,7 +101,7 @@ class PairLoss(nn.Module):
             if levels.is_floating_point() or levels.is_complex():
                 raise ValueError(f"{name}: levels must be an integer tensor, got {levels.dtype}")
             top = self.max_level()
-            if top is not None:
+            if top is not None and self.check_values:
                 lo, hi = (int(v) for v in torch.aminmax(levels.long()))
                 if lo < 0 or hi > top:
                     raise ValueError(

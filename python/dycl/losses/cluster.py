@@ -107,7 +107,8 @@ class ClusterLoss(PairLoss):
                 f"{type(self).__name__}: embeddings have width {emb_a.shape[1]}, proxies {self.embedding_dim}"
             )
         labels = torch.cat([labels_a, labels_b]).long()
-        check_building_labels("labels_a/labels_b", labels, self.num_buildings)
+        if self.check_values:
+            check_building_labels("labels_a/labels_b", labels, self.num_buildings)
         # Keep the proxies' dtype: pml casts W to the embeddings' dtype otherwise.
         embeddings = torch.cat([emb_a, emb_b]).to(self.pml.W.dtype)
         return self.pml(embeddings, labels)

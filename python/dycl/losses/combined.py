@@ -186,6 +186,16 @@ class CombinedLoss(nn.Module):
     def extra_repr(self) -> str:
         return f"spec={self.spec!r}"
 
+    def set_value_checks(self, enabled: bool) -> None:
+        """Switch the terms' value checks (:attr:`PairLoss.check_values`: level and label ranges) on or off.
+
+        Each is a host-device sync; a training loop that checked its level table
+        and labels once turns them off, shape and dtype checks stay.
+        """
+        for module in self.losses.values():
+            if isinstance(module, PairLoss):
+                module.check_values = bool(enabled)
+
     def proxy_parameters(self) -> list[nn.Parameter]:
         """Parameters of proxy-based terms, for their own optimiser (see ``make_proxy_optimizer``)."""
         params: list[nn.Parameter] = []

@@ -20,17 +20,20 @@ The building proxies of the clustering loss live in
 from .backbones import BACKBONES, BackboneSpec, PretrainedWeightsUnavailable, build_backbone
 from .batchnorm import freeze_batchnorm, is_batchnorm_frozen
 from .checkpoint import CheckpointLoadReport, load_checkpoint, read_state_dict, unwrap_state_dict
+from .determinism import DeterministicMaxPool2d, deterministic_max_pools
 from .net import VIT_POOLINGS, EmbeddingNet, build_model, load_model
 
 __all__ = [
     "BACKBONES",
     "BackboneSpec",
     "CheckpointLoadReport",
+    "DeterministicMaxPool2d",
     "EmbeddingNet",
     "PretrainedWeightsUnavailable",
     "VIT_POOLINGS",
     "build_backbone",
     "build_model",
+    "deterministic_max_pools",
     "freeze_batchnorm",
     "is_batchnorm_frozen",
     "load_checkpoint",

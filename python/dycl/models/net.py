@@ -30,7 +30,11 @@ class EmbeddingNet(nn.Module):
     ``forward(x)`` embeds one batch; ``forward(x, y)`` embeds the two views of a
     batch of pairs with one backbone pass when their shapes agree (one call,
     so it goes through DDP's forward hooks) and returns ``(emb_x, emb_y)``.
-    Embeddings are float32 (float64 for a float64 model), also under autocast.
+    Embeddings are float32 (float64 for a float64 model), also under autocast:
+    only :meth:`trunk` (the backbone) runs in the autocast dtype; :meth:`head`
+    (pooling, LayerNorm, the linear layer and the L2 normalisation) always runs
+    in float32, because bf16 there costs cosine errors of up to 1e-3 and flips
+    pairwise orders in evaluation.
     """
 
     def __init__(
@@ -67,25 +71,47 @@ class EmbeddingNet(nn.Module):
         return {"backbone": self.backbone_name, "embedding_dim": self.embedding_dim,
                 "vit_pooling": self.vit_pooling}
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled, standardised backbone features, shape (B, feature_dim)."""
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's output, in the caller's autocast dtype: ``(B, C, h, w)`` feature maps for
+        ResNets, ``(B, prefix + patches, D)`` tokens (after the final norm) for ViTs."""
         if self.family == "resnet":
-            pooled = torch.flatten(self.pooling(self.backbone(x)), 1)
+            return self.backbone(x)
+        return self.backbone.forward_features(x)
+
+    def _standardized(self, trunk_out: torch.Tensor) -> torch.Tensor:
+        out = trunk_out.to(torch.promote_types(trunk_out.dtype, torch.float32))
+        if self.family == "resnet":
+            pooled = torch.flatten(self.pooling(out), 1)
+        elif self.vit_pooling == "cls":
+            pooled = out[:, 0]
         else:
-            tokens = self.backbone.forward_features(x)  # (B, prefix + patches, D), after the final norm
-            if self.vit_pooling == "cls":
-                pooled = tokens[:, 0]
-            else:
-                pooled = tokens[:, self.backbone.num_prefix_tokens:].mean(dim=1)
+            pooled = out[:, self.backbone.num_prefix_tokens:].mean(dim=1)
         return self.standardize(pooled)
+
+    def head(self, trunk_out: torch.Tensor) -> torch.Tensor:
+        """Unit-norm embeddings ``(B, embedding_dim)`` from :meth:`trunk`'s output.
+
+        Pooling, LayerNorm, the linear layer and the L2 normalisation run in
+        float32 (float64 for a float64 model) with autocast switched off, so
+        the result does not depend on the autocast dtype of the backbone.
+        """
+        with torch.autocast(device_type=trunk_out.device.type, enabled=False):
+            features = self._standardized(trunk_out)
+            weight, bias = self.fc.weight, self.fc.bias
+            if weight.dtype != features.dtype:  # a half-precision model: its head still computes in float32
+                weight, bias = weight.to(features.dtype), bias.to(features.dtype)
+            return F.normalize(F.linear(features, weight, bias), p=2, dim=-1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled, standardised backbone features, shape (B, feature_dim), in float32 (see :meth:`head`)."""
+        trunk_out = self.trunk(x)
+        with torch.autocast(device_type=trunk_out.device.type, enabled=False):
+            return self._standardized(trunk_out)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"images: expected a (B, 3, H, W) tensor, got shape {tuple(x.shape)}")
-        out = self.fc(self.features(x))
-        # Normalise in at least float32: bf16/fp16 norms are too coarse for cosine losses.
-        out = out.to(torch.promote_types(out.dtype, torch.float32))
-        return F.normalize(out, p=2, dim=-1)
+        return self.head(self.trunk(x))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
         if y is None:

@@ -9,7 +9,10 @@ contract of :mod:`dycl.runs`.
 * :mod:`dycl.train.config` — :class:`TrainConfig`, its checks, resuming, the demo;
 * :mod:`dycl.train.trainer` — :class:`Trainer`, the loop, checkpoints, evaluation;
 * :mod:`dycl.train.schedule` — the learning-rate schedules (the paper's, the release's) and the warm-up;
-* :mod:`dycl.train.run` — :func:`run_training`, the command as a function.
+* :mod:`dycl.train.run` — :func:`run_training`, the command as a function;
+* :mod:`dycl.train.data` — the persistent loader, augmentation seeding, batches on the device;
+* :mod:`dycl.train.meter` — what an epoch logs, kept on the device until it ends;
+* :mod:`dycl.train.reproducibility` — RNG states, resume semantics on CUDA, ``--deterministic``.
 
 Multi-GPU: ``torchrun --nproc-per-node N -m dycl train ...`` (see :mod:`dycl.__main__`).
 """

@@ -24,6 +24,7 @@ import numpy as np
 from .._files import check_writable
 from .._validate import int_at_least
 from ..data import DATASET_FORMATS
+from ..data.loading import default_workers
 from ..geo import validate_thresholds
 from ..losses import PAPER_LOSS, PROXY_OPTIMIZER, build_loss, parse_loss_spec
 from ..models import BACKBONES
@@ -81,7 +82,8 @@ class TrainConfig:
     output: str = ""
     device: str = "auto"
     amp: bool = True
-    workers: int | None = None  # None: min(8, CPU count)
+    workers: int | None = None  # None: dycl.data.loading.default_workers() (CPUs per process on the node - 1)
+    deterministic: bool = False  # bit-exact CUDA reruns (slower), see dycl.train.reproducibility
     eval_every: int = 0
     eval_batch_size: int | None = None  # None: 2 × batch_size
     stop_after_epoch: int | None = None
@@ -98,7 +100,8 @@ class TrainConfig:
 #: by its fingerprint, not by its path.
 RUNTIME_FIELDS = frozenset({
     "data_dir", "dataset_format", "demo", "pretrained", "weights", "trust_checkpoint",
-    "output", "device", "amp", "workers", "eval_every", "eval_batch_size", "stop_after_epoch", "progress",
+    "output", "device", "amp", "workers", "deterministic", "eval_every", "eval_batch_size",
+    "stop_after_epoch", "progress",
 })
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
@@ -207,7 +210,8 @@ def validate_config(config: TrainConfig) -> TrainConfig:
     if not c.output:
         raise ValueError("output: no output folder given (pass --output DIR)")
     c.device = _check_choice("device", c.device, DEVICES)
-    c.workers = min(8, os.cpu_count() or 1) if c.workers is None else int_at_least("workers", c.workers, 0)
+    c.workers = default_workers() if c.workers is None else int_at_least("workers", c.workers, 0)
+    c.deterministic = bool(c.deterministic)
     c.eval_every = int_at_least("eval_every", c.eval_every, 0)
     c.eval_batch_size = (2 * c.batch_size if c.eval_batch_size is None
                          else int_at_least("eval_batch_size", c.eval_batch_size, 1))

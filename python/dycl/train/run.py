@@ -13,12 +13,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .. import __version__
 from .._files import FolderLock, remove_stale_temporaries, write_json_atomic
 from ..data import open_train_test
-from ..distributed import DistInfo, barrier, cleanup, init_distributed
+from ..distributed import DistInfo, all_ranks, barrier, cleanup, init_distributed
 from ..runs import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -52,22 +50,8 @@ def _all_ranks(dist: DistInfo, step):
     Without this, one rank failing on bad input would leave the others
     waiting in the next collective until the timeout.
     """
-    error: BaseException | None = None
-    result = None
-    try:
-        result = step()
-    except _INPUT_ERRORS as exc:
-        error = exc
-    if dist.distributed:
-        import torch.distributed as tdist
-
-        flag = torch.tensor([0 if error is None else 1], device=dist.device)
-        tdist.all_reduce(flag, op=tdist.ReduceOp.MAX)
-        if error is None and int(flag.item()):
-            raise ValueError("another process of this run rejected its input (see its message)")
-    if error is not None:
-        raise error
-    return result
+    return all_ranks(step, errors=_INPUT_ERRORS, peer_error=lambda: ValueError(
+        "another process of this run rejected its input (see its message)"))
 
 
 def _write_config(config: TrainConfig, trainer: Trainer, dist: DistInfo, fingerprint: dict[str, Any]) -> None:

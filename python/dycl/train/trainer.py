@@ -4,21 +4,32 @@ Reproducibility: every random choice is a pure function of the seed — the
 network and proxies are initialised after ``torch.manual_seed(seed)``, the
 batches of epoch ``e`` are a function of ``(seed, e)`` (the batch sampler),
 and the augmentation of pair ``i`` in epoch ``e`` is drawn from a generator
-seeded with ``(seed, e, i)``, independently of workers and ranks. A CPU run
-stopped after any epoch and resumed therefore ends with exactly the weights
-and metrics of an uninterrupted run.
+seeded with ``(seed, e, i)``, independently of workers and ranks (see
+:mod:`dycl.train.data`). A CPU run stopped after any epoch and resumed
+therefore ends with exactly the weights and metrics of an uninterrupted run.
 
-Multi-GPU / multi-node (``torchrun``): each rank embeds its share of the global
-batch, the embeddings are gathered with gradients
-(:func:`dycl.distributed.all_gather_with_grad`) so every loss sees the global
-batch, and DistributedDataParallel averages the gradients. Evaluation runs on
-rank 0 while the other ranks wait.
+On CUDA a resumed run is statistically equivalent, not bit-exact, unless
+``deterministic`` is set (see :mod:`dycl.train.reproducibility`).
+
+Multi-GPU / multi-node (``torchrun``): the batch sampler builds the global
+batch of each step and every rank embeds its slice; the embeddings are
+gathered with gradients (:func:`dycl.distributed.all_gather_with_grad`) so
+every loss sees the global batch; DistributedDataParallel averages the
+network's gradients and the proxies' gradients are all-reduced too
+(:func:`dycl.distributed.average_gradients`), then checked equal on every rank
+before each checkpoint. Evaluation is sharded: each rank embeds its share of
+the test images, rank 0 gathers and scores them; an error on any rank is
+raised on all of them at once.
+
+No host-device synchronisation happens inside a training step: the losses'
+value checks run once, on the level table, when the trainer is built; the
+gathers know their sizes; what an epoch logs stays on the device until the
+epoch ends (:mod:`dycl.train.meter`).
 """
 
 from __future__ import annotations
 
 import math
-import random
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -29,15 +40,26 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from .. import __version__
 from .._files import json_safe, write_json_atomic
 from .._progress import stderr_is_terminal
-from ..distributed import DistInfo, all_gather_no_grad, all_gather_with_grad, barrier
+from ..distributed import (
+    DistInfo,
+    PeerFailed,
+    all_gather_no_grad,
+    all_gather_with_grad,
+    all_ranks,
+    average_gradients,
+    barrier,
+    check_same_on_all_ranks,
+    local_main_first,
+    main_decides,
+)
 from ..embed import autocast_dtype, embed_split
 from ..losses import batch_levels, build_loss, make_proxy_optimizer
-from ..models import build_model, freeze_batchnorm
+from ..models import build_model, deterministic_max_pools, freeze_batchnorm
 from ..runs import (
     CHECKPOINT_FILE,
     CHECKPOINT_FORMAT,
@@ -50,53 +72,10 @@ from ..runs import (
 )
 from ..tasks import TASKS, save_task_embeddings, score_tasks
 from .config import TrainConfig, data_fingerprint
+from .data import SeededAugmentation, TrainData
+from .meter import EpochMeter
+from .reproducibility import capture_rng, restore_rng, use_deterministic_algorithms
 from .schedule import schedule_of
-
-
-class SeededAugmentation(Dataset):
-    """Wraps a dataset so that item ``i`` of epoch ``e`` is drawn with a generator seeded by ``(seed, e, i)``.
-
-    The random transforms (torchvision v2 draws from the global torch
-    generator) then do not depend on the order in which items are loaded,
-    the number of DataLoader workers or the number of ranks. The caller's RNG
-    state is restored after each item. Set :attr:`epoch` before creating the
-    epoch's DataLoader iterator (workers receive a copy of the dataset then).
-    """
-
-    def __init__(self, base: Dataset, seed: int) -> None:
-        self.base = base
-        self.seed = int(seed)
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.base)  # type: ignore[arg-type]
-
-    def item_seed(self, index: int) -> int:
-        return int(np.random.SeedSequence([self.seed, self.epoch, int(index)]).generate_state(1, np.uint64)[0]
-                   & 0x7FFF_FFFF_FFFF_FFFF)
-
-    def __getitem__(self, index: int):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.item_seed(index))
-            return self.base[index]
-
-
-def _capture_rng(cuda: bool) -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": plain(np.random.get_state()),
-             "torch": torch.get_rng_state()}
-    if cuda:
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _restore_rng(state: Mapping[str, Any]) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _mean_h_ap(results: Mapping[str, Mapping[str, Any]]) -> float:
@@ -135,15 +114,24 @@ class Trainer:
         self.amp_dtype = autocast_dtype(self.device, config.amp)
         self.n_levels = len(config.thresholds) + 1
         self.output = Path(config.output)
+        if config.deterministic:
+            use_deterministic_algorithms()
         # The order of these steps is part of reproducibility: model, then loss, draw from the seed.
-        self._build_data()
+        self.data = TrainData(config, train_split, dist)
+        self.sampler, self.dataset = self.data.sampler, self.data.dataset
+        self.steps_per_epoch = len(self.sampler)
+        if config.max_steps_per_epoch is not None:
+            self.steps_per_epoch = min(self.steps_per_epoch, config.max_steps_per_epoch)
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"batch_size: {config.batch_size} pairs leaves no full batch in an epoch")
+        self.total_steps = self.steps_per_epoch * config.epochs
         self._build_model_and_loss(fresh=resume_state is None)
         self._build_optimizers()
         self.train_model: nn.Module = self.model
         if dist.distributed:
             # Frozen BatchNorm changes no buffers, so there is nothing to broadcast; trained
             # BatchNorm normalises with per-rank batch statistics (DDP's usual behaviour) and
-            # takes rank 0's running statistics. The proxies stay outside DDP.
+            # takes rank 0's running statistics. The proxies stay outside DDP (see train_step).
             self.train_model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.on_cuda else None,
                 broadcast_buffers=not config.freeze_batchnorm,
@@ -156,56 +144,39 @@ class Trainer:
         if resume_state is not None:
             self.load_state(resume_state)
 
-    def _build_data(self) -> None:
-        """Batches are a function of (seed, epoch), augmentations of (seed, epoch, pair)."""
-        from ..data import PairDataset, make_batch_sampler, train_transforms
-
-        config, split, world = self.config, self.train_split, self.dist.world_size
-        if config.batch_size % world:
-            raise ValueError(f"batch_size: the global batch ({config.batch_size} pairs) must divide by the "
-                             f"number of processes ({world})")
-        if config.batch_size > split.num_pairs:
-            raise ValueError(f"batch_size: {config.batch_size} pairs is larger than the training set "
-                             f"({split.num_pairs} pairs in {config.data_dir})")
-        # The samplers take the per-rank batch; rank r gets the r-th slice of each global batch.
-        options = {"drop_last": True} if config.sampler == "random" else {}
-        self.sampler = make_batch_sampler(config.sampler, split, config.batch_size // world, seed=config.seed,
-                                          rank=self.dist.rank, world_size=world, thresholds=config.thresholds,
-                                          **options)
-        base = PairDataset(
-            split,
-            satellite_transform=train_transforms("satellite", config.image_size, rotation=config.rotation),
-            drone_transform=train_transforms("drone", config.image_size, rotation=config.rotation),
-        )
-        self.dataset = SeededAugmentation(base, config.seed)
-        self.steps_per_epoch = len(self.sampler)
-        if config.max_steps_per_epoch is not None:
-            self.steps_per_epoch = min(self.steps_per_epoch, config.max_steps_per_epoch)
-        if self.steps_per_epoch < 1:
-            raise ValueError(f"batch_size: {config.batch_size} pairs leaves no full batch in an epoch")
-        self.total_steps = self.steps_per_epoch * config.epochs
-
     def _build_model_and_loss(self, fresh: bool) -> None:
         """Initialised from the seed, identically on every rank."""
         config = self.config
         torch.manual_seed(config.seed)
-        self.model = build_model(config.backbone, embedding_dim=config.embedding_dim,
-                                 pretrained=config.pretrained and fresh,
-                                 weights=config.weights if fresh else None,
-                                 trusted=config.trust_checkpoint)
+
+        def build() -> nn.Module:
+            return build_model(config.backbone, embedding_dim=config.embedding_dim,
+                               pretrained=config.pretrained and fresh,
+                               weights=config.weights if fresh else None, trusted=config.trust_checkpoint)
+
+        # One process per node downloads pretrained weights into the cache; the others then read it.
+        self.model = local_main_first(build, self.dist.local_rank)
         if config.freeze_batchnorm:
             freeze_batchnorm(self.model)
+        if config.deterministic:
+            deterministic_max_pools(self.model)
         self.model.to(self.device)
         if self.on_cuda:
             self.model.to(memory_format=torch.channels_last)
-            torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
+            # fixed input sizes: let cuDNN pick its fastest kernels (by timing them: not reproducible)
+            torch.backends.cudnn.benchmark = not config.deterministic
         self.loss = build_loss(
             config.loss, num_buildings=self.train_split.num_buildings, embedding_dim=config.embedding_dim,
             levels=self.n_levels, options=config.loss_options,
             level_table=self.train_split.levels(config.thresholds),  # CSL compares proxies scale by scale
         ).to(self.device)  # before the proxy optimiser (see dycl.losses.cluster)
-        self.level_table = torch.as_tensor(self.train_split.levels(config.thresholds), dtype=torch.long,
-                                           device=self.device)
+        table = np.asarray(self.train_split.levels(config.thresholds))
+        if table.size and (table.min() < 0 or table.max() > self.n_levels):
+            raise ValueError(f"thresholds: the level table holds levels outside 0..{self.n_levels}")
+        # The table holds every level a batch can have and labels are building indices of the split:
+        # checked once here, so the losses skip their per-step range checks (a device sync each).
+        self.loss.set_value_checks(False)
+        self.level_table = torch.as_tensor(table, dtype=torch.long, device=self.device)
 
     def _build_optimizers(self) -> None:
         config = self.config
@@ -219,11 +190,11 @@ class Trainer:
         )
         self.schedule = schedule_of(config, self.steps_per_epoch)  # paper (per step) or release (per epoch)
         self.scheduler = self.schedule.lr_scheduler(self.optimizer)
-        proxies = self.loss.proxy_parameters()
+        self.proxies = self.loss.proxy_parameters()
         self.proxy_optimizer = self.proxy_scheduler = None
-        if proxies:
+        if self.proxies:
             self.proxy_optimizer, self.proxy_scheduler = make_proxy_optimizer(
-                proxies, self.schedule.horizon, lr=config.proxy_lr, lr_min=config.proxy_lr_min)
+                self.proxies, self.schedule.horizon, lr=config.proxy_lr, lr_min=config.proxy_lr_min)
         # fp16 needs loss scaling; bf16 and float32 do not.
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
@@ -245,7 +216,7 @@ class Trainer:
             "proxy_scheduler": self.proxy_scheduler.state_dict() if self.proxy_scheduler else None,
             "scaler": self.scaler.state_dict(),
             "sampler": plain(self.sampler.state_dict()),
-            "rng": _capture_rng(self.on_cuda),
+            "rng": capture_rng(self.on_cuda),
             "metrics": {"last": json_safe(self.last_metrics), "best": json_safe(self.best_metrics),
                         "best_epoch": self.best_epoch},
         }
@@ -270,57 +241,58 @@ class Trainer:
         self.last_metrics = metrics.get("last")
         self.best_metrics = metrics.get("best")
         self.best_epoch = metrics.get("best_epoch")
-        _restore_rng(state["rng"])
+        restore_rng(state["rng"])
+
+    def check_replicas(self) -> None:
+        """Raise on every rank if the proxies (kept outside DDP) differ between ranks (no-op alone)."""
+        check_same_on_all_ranks([p.detach() for p in self.proxies], "the clustering loss's proxies")
 
     # ----------------------------------------------------------------- training
 
     def epoch_loader(self, epoch: int) -> DataLoader:
-        """The DataLoader of ``epoch`` (0-based): this rank's share of the epoch's global batches."""
-        from ..data import loader_generator, seed_worker
+        """The DataLoader set to ``epoch`` (0-based): this rank's share of the epoch's global batches.
 
-        self.sampler.set_epoch(epoch)
-        self.dataset.epoch = epoch
-        workers = self.config.workers or 0
-        return DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=workers,
-                          pin_memory=self.on_cuda,
-                          worker_init_fn=seed_worker if workers else None,
-                          generator=loader_generator(self.config.seed, epoch, self.dist.rank),
-                          persistent_workers=False)
+        The same loader serves every epoch (its workers persist); batches hold uint8 images.
+        """
+        return self.data.loader(epoch)
 
-    def _to_device(self, images: torch.Tensor) -> torch.Tensor:
-        images = images.to(self.device, non_blocking=self.on_cuda)
-        if self.on_cuda:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return images
+    def close(self) -> None:
+        """Stop the training loader's workers."""
+        self.data.close()
 
     def batch_loss(self, batch) -> torch.Tensor:
         """The loss of the global batch that this rank's share ``batch`` belongs to (with its graph).
 
         Every rank embeds its share; the embeddings are gathered with gradients
         and every rank computes the same loss on the global batch (see
-        :mod:`dycl.distributed`).
+        :mod:`dycl.distributed`). Every rank's share has the same size (the
+        samplers' contract), so the gathers exchange no sizes.
         """
-        satellite, drone, labels = batch[0], batch[1], batch[2]
-        satellite, drone = self._to_device(satellite), self._to_device(drone)
-        labels = labels.to(self.device, non_blocking=self.on_cuda).long()
+        satellite, drone = self.data.images(batch[0]), self.data.images(batch[1])
+        labels = self.data.labels(batch[2])
         self.train_model.train()
         amp = self.amp_dtype is not None
         with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=amp):
             emb_sat, emb_drone = self.train_model(satellite, drone)
-        emb_sat = all_gather_with_grad(emb_sat.float())
-        emb_drone = all_gather_with_grad(emb_drone.float())
-        labels = all_gather_no_grad(labels)
+        emb_sat = all_gather_with_grad(emb_sat.float(), equal_sizes=True)
+        emb_drone = all_gather_with_grad(emb_drone.float(), equal_sizes=True)
+        labels = all_gather_no_grad(labels, equal_sizes=True)
         levels = batch_levels(self.level_table, labels, labels)
         return self.loss(emb_sat, emb_drone, levels, labels, labels)
 
     def train_step(self, batch) -> torch.Tensor:
-        """One optimisation step on this rank's share of a global batch; returns the global loss, detached."""
+        """One optimisation step on this rank's share of a global batch; returns the global loss, detached.
+
+        No host-device sync, except the loss scaler's inf check when training in fp16.
+        """
         loss = self.batch_loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         if self.proxy_optimizer is not None:
             self.proxy_optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.schedule.hold_backbone(self.optimizer, self.epoch)  # warm-up: the backbone's step is skipped
+        # The proxies live outside DDP: average their gradients too, so every rank takes the same step.
+        average_gradients(self.proxies)
         self.scaler.step(self.optimizer)
         if self.proxy_optimizer is not None:
             self.scaler.step(self.proxy_optimizer)
@@ -340,6 +312,7 @@ class Trainer:
         """Train one epoch (0-based ``epoch``) and return its statistics (global batch).
 
         A bar on a terminal; in a log file, one line per epoch instead of ``\\r`` updates.
+        The losses are read on the host once, after the last step.
         """
         from tqdm.auto import tqdm
 
@@ -347,40 +320,47 @@ class Trainer:
         show = cfg.progress and self.dist.is_main
         bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
                    disable=not (show and stderr_is_terminal()), dynamic_ncols=True, file=sys.stderr)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        term_sums: dict[str, torch.Tensor] = {}
-        images_per_step = 2 * cfg.batch_size  # a satellite and a drone image per pair, all ranks
+        meter = EpochMeter(self.steps_per_epoch, self.device)
+        first_step = self.global_step
         start = time.perf_counter()
-        steps = 0
         iterator: Iterator = iter(self.epoch_loader(epoch))
         try:
             for batch in iterator:
-                loss = self.train_step(batch)
-                steps += 1
-                loss_sum += loss.double()
-                for name, value in self.loss.last_terms.items():
-                    term_sums[name] = term_sums.get(name, torch.zeros_like(loss_sum)) + value.double()
+                meter.add(self.train_step(batch), self.loss.last_terms)
+                steps = meter.count
                 if not bar.disable and (steps % 5 == 0 or steps == self.steps_per_epoch or steps == 1):
-                    rate = steps * images_per_step / (time.perf_counter() - start)
-                    bar.set_postfix(loss=f"{float(loss):.4f}", img_s=f"{rate:.1f}")
-                if writer is not None and (steps % 10 == 0 or steps == 1):
-                    writer.add_scalar("train/loss_step", float(loss), self.global_step)
+                    rate = steps * 2 * cfg.batch_size / (time.perf_counter() - start)
+                    latest = meter.latest()
+                    bar.set_postfix(loss="…" if latest is None else f"{latest:.4f}", img_s=f"{rate:.1f}")
                 bar.update(1)
                 if steps >= self.steps_per_epoch:
                     break
         finally:
             del iterator
             bar.close()
+        if self.on_cuda:
+            torch.cuda.synchronize(self.device)  # the queued steps belong to this epoch's time
         seconds = time.perf_counter() - start
-        mean_loss = float(loss_sum) / max(steps, 1)
+        return self._epoch_stats(epoch, meter, seconds, first_step, writer)
+
+    def _epoch_stats(self, epoch: int, meter: EpochMeter, seconds: float, first_step: int,
+                     writer) -> EpochStats:
+        """The epoch's numbers from the meter (one transfer); step scalars to TensorBoard."""
+        cfg = self.config
+        record = meter.finish()
+        steps, mean_loss = record.steps, record.mean_loss
         if not math.isfinite(mean_loss):
             raise ValueError(f"training diverged in epoch {epoch + 1}: the loss is {mean_loss}; lower --lr "
                              "(the checkpoint of the previous epoch is kept)")
-        stats = EpochStats(epoch=epoch + 1, steps=steps, loss=mean_loss,
-                           terms={k: float(v) / max(steps, 1) for k, v in term_sums.items()},
-                           images_per_s=steps * images_per_step / seconds if seconds > 0 else float("nan"),
+        if writer is not None:
+            for i, value in enumerate(record.losses):
+                if (i + 1) % 10 == 0 or i == 0:
+                    writer.add_scalar("train/loss_step", value, first_step + i + 1)
+        images = steps * 2 * cfg.batch_size  # a satellite and a drone image per pair, all ranks
+        stats = EpochStats(epoch=epoch + 1, steps=steps, loss=mean_loss, terms=record.mean_terms(),
+                           images_per_s=images / seconds if seconds > 0 else float("nan"),
                            seconds=seconds, lr=self.current_lrs())
-        if show and bar.disable:
+        if cfg.progress and self.dist.is_main and not stderr_is_terminal():
             print(f"dycl-train: epoch {stats.epoch}/{cfg.epochs}: {steps} steps, loss {mean_loss:.4f}, "
                   f"{stats.images_per_s:.1f} img/s, {seconds:.1f} s", file=sys.stderr, flush=True)
         return stats
@@ -388,16 +368,43 @@ class Trainer:
     # ----------------------------------------------------------------- evaluation
 
     def embed_test_split(self) -> tuple[np.ndarray, np.ndarray]:
-        """Satellite ``(B, d)`` and drone ``(N, d)`` embeddings of the test split (this process only)."""
-        cfg = self.config
-        return embed_split(self.model, self.test_split, cfg.image_size, batch_size=cfg.eval_batch_size,
-                           device=self.device, amp=cfg.amp, workers=cfg.workers or 0,
-                           progress=cfg.progress and self.dist.is_main)
+        """Satellite ``(B, d)`` and drone ``(N, d)`` embeddings of the test split; call on every rank.
 
-    def evaluate(self) -> tuple[dict[str, dict[str, float]], np.ndarray, np.ndarray]:
-        """Embed the test split and score both tasks (call on the main process)."""
+        Under DDP each rank embeds its share of both image sets and every rank
+        gets the gathered result; an error on one rank (an unreadable image)
+        is raised on every rank at once.
+        """
+        cfg = self.config
+        rank, world = self.dist.rank, self.dist.world_size
+
+        def shard() -> tuple[np.ndarray, np.ndarray]:
+            return embed_split(self.model, self.test_split, cfg.image_size, batch_size=cfg.eval_batch_size,
+                               device=self.device, amp=cfg.amp, workers=cfg.workers or 0,
+                               progress=cfg.progress and self.dist.is_main, rank=rank, world_size=world)
+
+        sat, drone = all_ranks(shard, peer_error=lambda: PeerFailed(
+            "evaluation: another process failed while embedding the test split (see its message)"))
+        if world == 1:
+            return sat, drone
+        return tuple(all_gather_no_grad(torch.from_numpy(part).to(self.device)).cpu().numpy()
+                     for part in (sat, drone))  # type: ignore[return-value]
+
+    def evaluate(self) -> tuple[dict[str, dict[str, float]] | None, np.ndarray, np.ndarray]:
+        """Embed the test split (sharded) and score both tasks; call on every rank.
+
+        Returns ``(results, satellite, drone)``; ``results`` on the main process
+        only (None elsewhere). A scoring error on rank 0 is raised on every rank.
+        """
         sat, drone = self.embed_test_split()
-        return score_tasks(sat, drone, self.test_split, self.config.thresholds), sat, drone
+
+        def score() -> dict[str, dict[str, float]] | None:
+            if not self.dist.is_main:
+                return None
+            return score_tasks(sat, drone, self.test_split, self.config.thresholds)
+
+        results = all_ranks(score, peer_error=lambda: PeerFailed(
+            "evaluation: the main process failed while scoring (see its message)"))
+        return results, sat, drone
 
     def _record_eval(self, results: dict[str, dict[str, float]]) -> None:
         self.last_metrics = results
@@ -425,14 +432,16 @@ class Trainer:
                     return None
                 self._fit_epoch(log)
                 barrier()
-            if main and not run_complete(self.output):
-                # Resumed after the last checkpoint but before every final file was written.
+            # Resumed after the last checkpoint but before every final file was written?
+            if main_decides(main and not run_complete(self.output)):
                 results, sat, drone = self.evaluate()
-                self._record_eval(results)
-                self._write_final(results, sat, drone)
+                if main:
+                    self._record_eval(results)
+                    self._write_final(results, sat, drone)
             barrier()
             return self.last_metrics if main else None
         finally:
+            self.close()
             if log is not None:
                 log.close()
 
@@ -442,12 +451,14 @@ class Trainer:
         stats = self.train_epoch(self.epoch, log.writer if log is not None else None)
         self.epoch += 1
         self.schedule.after_epoch((self.scheduler, self.proxy_scheduler), self.epoch)
+        final = self.epoch == cfg.epochs
+        results = sat = drone = None
+        if final or (cfg.eval_every and self.epoch % cfg.eval_every == 0):
+            results, sat, drone = self.evaluate()  # every rank embeds its share
+        self.check_replicas()  # every rank: a checkpoint of drifted proxies would not resume
         if log is None:
             return
-        final = self.epoch == cfg.epochs
-        results = None
-        if final or (cfg.eval_every and self.epoch % cfg.eval_every == 0):
-            results, sat, drone = self.evaluate()
+        if results is not None:
             self._record_eval(results)
         # Log, then checkpoint: lines of an epoch whose checkpoint never landed are dropped on
         # resume (see dycl.runs.truncate_log), so no epoch is logged twice.
