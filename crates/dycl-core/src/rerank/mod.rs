@@ -37,6 +37,7 @@ pub use source::{
 };
 
 use crate::error::{DyclError, Result};
+pub use crate::memory::available_memory;
 use knn::{InLists, NeighbourLists};
 use kreciprocal::{half_to_even, query_expansion, reciprocal_all, weights, Inverted, SparseRows};
 use msrerank::{combine_levels, first_columns, Level};
@@ -148,14 +149,6 @@ fn check_ks(ks: &[usize]) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// Bytes of memory the system can still hand out (Linux `MemAvailable`), if known.
-pub fn available_memory() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }
 
 /// Rough peak bytes of [`rerank`] beyond its inputs.
