@@ -1,5 +1,6 @@
-//! One error type for the whole core. Every variant names the offending
-//! argument so the Python layer can turn it into a precise `ValueError`.
+//! One error type for the whole core. An invalid argument is named so the
+//! Python layer can turn it into a precise `ValueError`; a buffer that does
+//! not fit becomes a `MemoryError`, a cancelled call a `KeyboardInterrupt`.
 
 use thiserror::Error;
 
@@ -11,6 +12,10 @@ pub enum DyclError {
     /// The requested work would need more memory than is sensible to allocate.
     #[error("{0}")]
     OutOfMemory(String),
+    /// A progress sink asked to stop (under Python: Ctrl-C or a callback
+    /// that raised); nothing was returned.
+    #[error("computation cancelled by the progress callback")]
+    Cancelled,
 }
 
 impl DyclError {

@@ -5,7 +5,7 @@
 //! conversion, friendly messages) happens in the `dycl` Python wrappers;
 //! everything else is checked in the core and arrives here as a `DyclError`.
 
-use pyo3::exceptions::{PyMemoryError, PyValueError};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyMemoryError, PyValueError};
 use pyo3::prelude::*;
 
 use dycl_core::DyclError;
@@ -19,6 +19,7 @@ pub(crate) fn to_py_err(err: DyclError) -> PyErr {
     match err {
         DyclError::InvalidArgument { .. } => PyValueError::new_err(err.to_string()),
         DyclError::OutOfMemory(msg) => PyMemoryError::new_err(msg),
+        DyclError::Cancelled => PyKeyboardInterrupt::new_err(err.to_string()),
     }
 }
 

@@ -6,8 +6,8 @@
 
 use rayon::prelude::*;
 
-use super::progress::Tracker;
 use super::source::SquaredDistances;
+use crate::progress::Tracker;
 
 /// `(value, index)` as a `u64` whose integer order is value order, ties by
 /// index. `-0.0` counts as `+0.0`, as in NumPy's sort.

@@ -10,8 +10,8 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::knn::{InLists, NeighbourLists};
-use super::progress::Tracker;
 use super::source::SquaredDistances;
+use crate::progress::Tracker;
 
 /// Rows per parallel work item.
 const CHUNK: usize = 64;

@@ -25,8 +25,10 @@
 pub mod knn;
 pub mod kreciprocal;
 pub mod msrerank;
-pub mod progress;
 pub mod source;
+
+/// Progress and cancellation, shared with the other long calls of the core.
+pub use crate::progress;
 
 use ndarray::{Array2, ArrayView2};
 

@@ -8,8 +8,8 @@ use rayon::prelude::*;
 
 use super::knn::{normalise_row, NeighbourLists, SmallestK};
 use super::kreciprocal::{jaccard_row, Inverted, SparseRows};
-use super::progress::Tracker;
 use super::source::SquaredDistances;
+use crate::progress::Tracker;
 
 /// How levels are combined.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
