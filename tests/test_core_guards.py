@@ -1,0 +1,121 @@
+"""Guards of the Rust core (dycl._core) that keep the interpreter alive.
+
+A buffer that cannot be allocated must raise ``MemoryError`` (it used to abort
+the process), a neighbourhood size beyond the data must behave like ``N - 1``,
+a Rust panic must be an ordinary ``Exception``, and long calls must stop on
+Ctrl-C. The risky cases run in a fresh interpreter, so a regression fails the
+test instead of killing the test run; that interpreter is also limited in
+address space, so a regression cannot take the machine's memory either.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dycl
+
+PYTHON_DIR = Path(dycl.__file__).resolve().parent.parent
+
+#: Address space the isolated interpreter may add to what it has after its imports.
+HEADROOM_BYTES = 16 << 30
+
+PRELUDE = f"""
+import resource
+import numpy as np
+import dycl
+import dycl.geo
+import dycl.metrics
+import dycl.rerank
+from dycl import _core
+
+def _address_space():
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+_soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
+_limit = _address_space() + {HEADROOM_BYTES}
+if _hard == resource.RLIM_INFINITY or _hard > _limit:
+    resource.setrlimit(resource.RLIMIT_AS, (_limit, _hard))
+
+def expect_memory_error(call):
+    try:
+        call()
+    except MemoryError as exc:
+        print(f"MemoryError: {{exc}}")
+    else:
+        print("no error")
+"""
+
+
+def run_isolated(code: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` (after :data:`PRELUDE`) in a fresh interpreter with two rayon threads."""
+    env = dict(os.environ, RAYON_NUM_THREADS="2", PYTHONPATH=str(PYTHON_DIR))
+    return subprocess.run(
+        [sys.executable, "-c", PRELUDE + textwrap.dedent(code)],
+        capture_output=True, text=True, timeout=timeout, env=env,
+    )
+
+
+def assert_memory_error(code: str, *fragments: str) -> str:
+    """``code`` raised MemoryError with every fragment in its message, and the interpreter lived on."""
+    done = run_isolated(code + "\nprint('interpreter alive')\n")
+    assert done.returncode == 0, f"exit code {done.returncode}\nstdout: {done.stdout}\nstderr: {done.stderr[-2000:]}"
+    assert "MemoryError: " in done.stdout, done.stdout + done.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in done.stdout, done.stdout
+    assert "interpreter alive" in done.stdout
+    return done.stdout
+
+
+# --------------------------------------------------------------------------- allocations: geo
+
+#: 12M buildings (192 MB of coordinates, zero pages): a 12M × 12M float64 matrix is 1.15 PB.
+MANY_COORDS = "coords = np.zeros((12_000_000, 2))\n"
+
+#: Rows of one coordinate with zero strides (no memory behind them), for the core called directly.
+BROADCAST = "def rows(n):\n    return np.broadcast_to(np.array([[22.3, 114.2]]), (n, 2))\n"
+
+
+def test_geodesic_matrix_too_big_raises_memory_error():
+    out = assert_memory_error(
+        MANY_COORDS + "expect_memory_error(lambda: dycl.geo.geodesic_distances(coords, coords))",
+        "geodesic_distances: the distance matrix of 12000000 × 12000000 × f64 (1.2 PB)",
+        "pass fewer coordinates per call",
+    )
+    assert "no error" not in out
+
+
+def test_geodesic_self_matrix_too_big_raises_memory_error():
+    assert_memory_error(
+        MANY_COORDS + "expect_memory_error(lambda: dycl.geo.geodesic_distances(coords))",
+        "geodesic_distances: the distance matrix of 12000000 × 12000000 × f64",
+    )
+
+
+def test_level_matrix_too_big_raises_memory_error():
+    # 2^25 buildings: a 1.1 PB uint8 matrix
+    assert_memory_error(
+        BROADCAST + "expect_memory_error(lambda: _core.level_matrix(rows(1 << 25), [200.0, 500.0]))",
+        "level_matrix: the level matrix of 33554432 × 33554432 × u8 (1.1 PB)",
+        "pass fewer buildings per call",
+    )
+
+
+def test_geo_sizes_that_overflow_raise_memory_error():
+    # 2^33 × 2^33 cells overflow 64 bits: refused before the inputs are even scanned
+    assert_memory_error(
+        BROADCAST
+        + "expect_memory_error(lambda: _core.geodesic_distances(rows(1 << 33), rows(1 << 33)))\n"
+        + "expect_memory_error(lambda: _core.level_matrix(rows(1 << 33), [200.0]))",
+        "exceeds the address space",
+    )
