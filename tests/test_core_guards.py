@@ -119,3 +119,36 @@ def test_geo_sizes_that_overflow_raise_memory_error():
         + "expect_memory_error(lambda: _core.level_matrix(rows(1 << 33), [200.0]))",
         "exceeds the address space",
     )
+
+
+# --------------------------------------------------------------------------- allocations: metrics
+
+#: 2^45 queries with zero strides: their per-query buffers alone would be 256 TiB.
+MANY_QUERIES = """
+n = 1 << 45
+levels = np.array([[2, 1], [1, 2]], dtype=np.uint8)
+query_ids = np.broadcast_to(np.int64(0), (n,))
+gallery_ids = np.array([0, 1], dtype=np.int64)
+"""
+
+
+def test_metrics_with_impossibly_many_queries_raise_memory_error():
+    assert_memory_error(
+        MANY_QUERIES
+        + "dist = np.broadcast_to(np.array([[0.5, 0.25]]), (n, 2))\n"
+        + "expect_memory_error(lambda: _core.per_query(dist, query_ids, gallery_ids, levels))\n"
+        + "emb = np.broadcast_to(np.array([[1.0, 0.0]], dtype=np.float32), (n, 2))\n"
+        + "gallery = np.eye(2, dtype=np.float32)\n"
+        + "expect_memory_error(lambda: _core.per_query_embeddings(emb, gallery, query_ids, gallery_ids, levels))\n",
+        "metrics: the checked ids of 35184372088832 × usize",
+        "pass fewer queries per call",
+    )
+
+
+def test_ranked_gallery_too_big_raises_memory_error():
+    # a (2^58, 2) uint32 result is 2.3 EB: refused before the distances are scanned
+    assert_memory_error(
+        "dist = np.broadcast_to(np.array([[0.5, 0.25]]), (1 << 58, 2))\n"
+        + "expect_memory_error(lambda: _core.ranked_gallery(dist, 2))\n",
+        "metrics: the per-query results of 288230376151711744 × 2 × u32 (2.3 EB)",
+    )

@@ -28,3 +28,27 @@ impl DyclError {
 }
 
 pub type Result<T> = std::result::Result<T, DyclError>;
+
+/// The first error met by parallel workers that cannot return one (the
+/// scratch of a rayon `for_each_init`, say); later ones are dropped.
+#[derive(Default)]
+pub(crate) struct FirstError(std::sync::Mutex<Option<DyclError>>);
+
+impl FirstError {
+    pub(crate) fn record(&self, err: &DyclError) {
+        let mut slot = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        slot.get_or_insert_with(|| err.clone());
+    }
+
+    /// `Err` with the first recorded error, if any.
+    pub(crate) fn into_result(self) -> Result<()> {
+        match self.0.into_inner() {
+            Ok(None) => Ok(()),
+            Ok(Some(err)) => Err(err),
+            Err(poisoned) => poisoned.into_inner().map_or(Ok(()), Err),
+        }
+    }
+}

@@ -9,7 +9,7 @@ use ndarray::{Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 
 use crate::error::{DyclError, Result};
-use crate::memory::{checked_len, try_array2, Purpose, Zeroable};
+use crate::memory::{ensure_fits, try_array2, Purpose, Zeroable};
 
 /// Check an `(n, 2)` array of latitude/longitude degrees.
 pub fn validate_coords(arg: &'static str, coords: ArrayView2<f64>) -> Result<()> {
@@ -63,7 +63,7 @@ const ROW_BLOCK: usize = 16;
 /// row of `b` (both `(n, 2)` latitude/longitude in degrees).
 pub fn geodesic_distances(a: ArrayView2<f64>, b: ArrayView2<f64>) -> Result<Array2<f64>> {
     // An impossible size fails before the inputs are scanned.
-    checked_len::<f64>(&[a.nrows(), b.nrows()], DISTANCES)?;
+    ensure_fits::<f64>(&[a.nrows(), b.nrows()], DISTANCES)?;
     validate_coords("coords_a", a)?;
     validate_coords("coords_b", b)?;
     let mut out = try_array2::<f64>((a.nrows(), b.nrows()), DISTANCES)?;
@@ -98,7 +98,7 @@ fn symmetric<T: Zeroable + Send + Sync>(
     value: impl Fn(f64) -> T + Sync,
 ) -> Result<Array2<T>> {
     let n = coords.nrows();
-    checked_len::<T>(&[n, n], purpose)?;
+    ensure_fits::<T>(&[n, n], purpose)?;
     validate_coords("coords", coords)?;
     let mut out = try_array2::<T>((n, n), purpose)?;
     let geod = Geodesic::wgs84();

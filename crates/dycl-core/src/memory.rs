@@ -106,10 +106,18 @@ fn check_available<T>(len: usize, dims: &[usize], purpose: Purpose) -> Result<()
     }
 }
 
-/// An empty `Vec` with room for exactly the elements of `dims`.
-fn reserve<T>(dims: &[usize], purpose: Purpose) -> Result<(Vec<T>, usize)> {
+/// [`checked_len`], and also refuse a large request that exceeds the memory
+/// available: the check to make before a long scan of the inputs, so an
+/// impossible call fails at once.
+pub fn ensure_fits<T>(dims: &[usize], purpose: Purpose) -> Result<usize> {
     let len = checked_len::<T>(dims, purpose)?;
     check_available::<T>(len, dims, purpose)?;
+    Ok(len)
+}
+
+/// An empty `Vec` with room for exactly the elements of `dims`.
+fn reserve<T>(dims: &[usize], purpose: Purpose) -> Result<(Vec<T>, usize)> {
+    let len = ensure_fits::<T>(dims, purpose)?;
     let mut v = Vec::new();
     v.try_reserve_exact(len)
         .map_err(|_| too_big::<T>(purpose, dims, "could not be allocated"))?;
@@ -153,8 +161,7 @@ pub fn try_zeroed<T: Zeroable>(len: usize, purpose: Purpose) -> Result<Vec<T>> {
 }
 
 fn zeroed_of_shape<T: Zeroable>(dims: &[usize], purpose: Purpose) -> Result<Vec<T>> {
-    let len = checked_len::<T>(dims, purpose)?;
-    check_available::<T>(len, dims, purpose)?;
+    let len = ensure_fits::<T>(dims, purpose)?;
     if len == 0 || std::mem::size_of::<T>() == 0 {
         return Ok(Vec::new());
     }

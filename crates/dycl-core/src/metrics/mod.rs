@@ -20,8 +20,9 @@ use rayon::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::distance::cosine_distances;
-use crate::error::{DyclError, Result};
+use crate::error::{DyclError, FirstError, Result};
 use crate::geo::validate_coords;
+use crate::memory::{ensure_fits, try_array2, try_capacity, try_zeroed, Purpose};
 use ranking::{top_k_row, RankedPositives};
 use scores::{ScoreContext, ScoreScratch};
 
@@ -137,6 +138,15 @@ pub fn validate_levels(levels: ArrayView2<u8>) -> Result<usize> {
     Ok(top as usize)
 }
 
+/// What the id copies are, and what to do when they do not fit.
+const IDS: Purpose = Purpose::new("metrics: the checked ids", "pass fewer queries per call");
+
+/// What the per-query results are, and what to do when they do not fit.
+const RESULTS: Purpose = Purpose::new(
+    "metrics: the per-query results",
+    "pass fewer queries per call",
+);
+
 /// Check ids against the expected count and the level matrix size.
 fn checked_ids(
     arg: &'static str,
@@ -151,22 +161,20 @@ fn checked_ids(
             format!("expected {expected} ids ({what}), got {}", ids.len()),
         ));
     }
-    ids.iter()
-        .enumerate()
-        .map(|(i, &id)| {
-            if id < 0 || id as u64 >= n_buildings as u64 {
-                Err(DyclError::invalid(
-                    arg,
-                    format!(
-                        "id {id} at position {i} is outside the level matrix (valid ids are 0..{})",
-                        n_buildings - 1
-                    ),
-                ))
-            } else {
-                Ok(id as usize)
-            }
-        })
-        .collect()
+    let mut out = try_capacity::<usize>(ids.len(), IDS)?;
+    for (i, &id) in ids.iter().enumerate() {
+        if id < 0 || id as u64 >= n_buildings as u64 {
+            return Err(DyclError::invalid(
+                arg,
+                format!(
+                    "id {id} at position {i} is outside the level matrix (valid ids are 0..{})",
+                    n_buildings - 1
+                ),
+            ));
+        }
+        out.push(id as usize);
+    }
+    Ok(out)
 }
 
 /// Queries per rayon task: at least a few, and few enough tasks (about four
@@ -190,14 +198,16 @@ pub fn per_query<D: Copy + Into<f64> + Send + Sync>(
 ) -> Result<PerQuery> {
     let ids = check_per_query_inputs(distances.dim(), query_ids, gallery_ids, levels, coords)?;
     let levels = levels.as_standard_layout();
-    let mut out = QueryArrays::zeros(distances.nrows(), ids.n_levels);
-    let all_finite = score_queries(distances, &ids, levels.view(), &mut out);
+    let mut out = QueryArrays::zeros(distances.nrows(), ids.n_levels)?;
+    let all_finite = score_queries(distances, &ids, levels.view(), &mut out)?;
     // Finiteness is checked while ranking (one read of the matrix, not two);
     // the error is raised here, before any result is returned.
     if !all_finite {
         validate_finite("distances", distances)?;
     }
-    let top1_error_m = coords.map(|c| top1_errors(c, &ids, &out.top1));
+    let top1_error_m = coords
+        .map(|c| top1_errors(c, &ids, &out.top1))
+        .transpose()?;
     Ok(out.into_per_query(ids.n_levels, top1_error_m))
 }
 
@@ -266,16 +276,16 @@ struct QueryArrays {
 }
 
 impl QueryArrays {
-    fn zeros(q: usize, n_levels: usize) -> Self {
-        QueryArrays {
-            h_ap: Array1::zeros(q),
-            asi: Array1::zeros(q),
-            ndcg: Array1::zeros(q),
-            top1: Array1::zeros(q),
-            average_precision: Array2::zeros((q, n_levels)),
-            first_relevant_rank: Array2::zeros((q, n_levels)),
-            n_relevant: Array2::zeros((q, n_levels)),
-        }
+    fn zeros(q: usize, n_levels: usize) -> Result<Self> {
+        Ok(QueryArrays {
+            h_ap: Array1::from(try_zeroed(q, RESULTS)?),
+            asi: Array1::from(try_zeroed(q, RESULTS)?),
+            ndcg: Array1::from(try_zeroed(q, RESULTS)?),
+            top1: Array1::from(try_zeroed(q, RESULTS)?),
+            average_precision: try_array2((q, n_levels), RESULTS)?,
+            first_relevant_rank: try_array2((q, n_levels), RESULTS)?,
+            n_relevant: try_array2((q, n_levels), RESULTS)?,
+        })
     }
 
     fn into_per_query(self, n_levels: usize, top1_error_m: Option<Array1<f64>>) -> PerQuery {
@@ -302,6 +312,18 @@ struct Scratch {
     row: Vec<f64>,
 }
 
+impl Scratch {
+    /// Buffers for a gallery of `g`; `copy_rows` when rows are not
+    /// contiguous and must be copied before they are ranked.
+    fn new(g: usize, n_levels: usize, copy_rows: bool) -> Result<Self> {
+        Ok(Scratch {
+            ranked: RankedPositives::new(g, n_levels)?,
+            score: ScoreScratch::new(n_levels),
+            row: try_capacity(if copy_rows { g } else { 0 }, ranking::SCRATCH)?,
+        })
+    }
+}
+
 /// One query's share of [`QueryArrays`].
 struct QueryOut<'a> {
     h_ap: &'a mut f64,
@@ -321,10 +343,12 @@ fn score_queries<D: Copy + Into<f64> + Send + Sync>(
     ids: &CheckedIds,
     levels: ArrayView2<u8>,
     out: &mut QueryArrays,
-) -> bool {
+) -> Result<bool> {
     let (q, g) = distances.dim();
     let n_levels = ids.n_levels;
-    let ctx = ScoreContext::new(n_levels, g);
+    let ctx = ScoreContext::new(n_levels, g)?;
+    let copy_rows = distances.row(0).as_slice().is_none();
+    let scratch_error = FirstError::default();
     let saw_non_finite = AtomicBool::new(false);
     (
         out.h_ap.as_slice_mut().expect("fresh array").par_iter_mut(),
@@ -341,12 +365,12 @@ fn score_queries<D: Copy + Into<f64> + Send + Sync>(
         .enumerate()
         .with_min_len(queries_per_task(q))
         .for_each_init(
-            || Scratch {
-                ranked: RankedPositives::new(g, n_levels),
-                score: ScoreScratch::new(n_levels),
-                row: Vec::new(),
-            },
+            || Scratch::new(g, n_levels, copy_rows),
             |s, (i, (h_ap, asi, ndcg, top1, mut ap, mut first, mut n_rel))| {
+                let s = match s {
+                    Ok(s) => s,
+                    Err(err) => return scratch_error.record(err),
+                };
                 let level_row = levels.row(ids.query[i]);
                 let level_row = level_row.as_slice().expect("standard layout");
                 if !rank_row(s, distances.row(i), &ids.gallery, level_row) {
@@ -366,7 +390,8 @@ fn score_queries<D: Copy + Into<f64> + Send + Sync>(
             },
         );
     debug_assert_eq!(ctx.n_levels(), n_levels);
-    !saw_non_finite.load(Ordering::Relaxed)
+    scratch_error.into_result()?;
+    Ok(!saw_non_finite.load(Ordering::Relaxed))
 }
 
 /// Rank one query's positives into `s.ranked` (see [`RankedPositives::rank`]);
@@ -413,25 +438,30 @@ fn score_ranked(ctx: &ScoreContext, s: &mut Scratch, out: QueryOut) {
 
 /// Geodesic distance (m) from each query's building to that of its rank-1
 /// item; 0 for the same building.
-fn top1_errors(coords: ArrayView2<f64>, ids: &CheckedIds, top1: &Array1<u32>) -> Array1<f64> {
+fn top1_errors(
+    coords: ArrayView2<f64>,
+    ids: &CheckedIds,
+    top1: &Array1<u32>,
+) -> Result<Array1<f64>> {
     let geod = Geodesic::wgs84();
-    let errors: Vec<f64> = (0..ids.query.len())
-        .into_par_iter()
-        .map(|i| {
+    let mut errors = Array1::from(try_zeroed::<f64>(ids.query.len(), RESULTS)?);
+    errors
+        .as_slice_mut()
+        .expect("fresh array")
+        .par_iter_mut()
+        .enumerate()
+        .for_each(|(i, e)| {
             let (a, b) = (ids.query[i], ids.gallery[top1[i] as usize]);
-            if a == b {
-                0.0
-            } else {
-                geod.inverse(
+            if a != b {
+                *e = geod.inverse(
                     coords[[a, 0]],
                     coords[[a, 1]],
                     coords[[b, 0]],
                     coords[[b, 1]],
-                )
+                );
             }
-        })
-        .collect();
-    Array1::from(errors)
+        });
+    Ok(errors)
 }
 
 /// [`per_query`] from embeddings: cosine distances computed by
@@ -471,22 +501,37 @@ pub fn ranked_gallery<D: Copy + Into<f64> + Send + Sync>(
     distances: ArrayView2<D>,
     k: usize,
 ) -> Result<Array2<u32>> {
-    validate_distances("distances", distances)?;
     let (q, g) = distances.dim();
+    validate_distance_shape("distances", (q, g))?;
     if k == 0 || k > g {
         return Err(DyclError::invalid(
             "k",
             format!("must be between 1 and the gallery size {g}, got {k}"),
         ));
     }
-    let mut out = Array2::<u32>::zeros((q, k));
+    // An impossible size fails before the distances are scanned.
+    ensure_fits::<u32>(&[q, k], RESULTS)?;
+    validate_finite("distances", distances)?;
+    let mut out = try_array2::<u32>((q, k), RESULTS)?;
+    let copy_rows = distances.row(0).as_slice().is_none();
+    let scratch_error = FirstError::default();
     out.axis_iter_mut(Axis(0))
         .into_par_iter()
         .enumerate()
         .with_min_len(queries_per_task(q))
         .for_each_init(
-            || (Vec::with_capacity(g), Vec::new()),
-            |(keys, row_buf): &mut (Vec<u128>, Vec<f64>), (i, mut out_row)| {
+            || -> Result<(Vec<u128>, Vec<f64>)> {
+                let row_len = if copy_rows { g } else { 0 };
+                Ok((
+                    try_capacity(g, ranking::SCRATCH)?,
+                    try_capacity(row_len, ranking::SCRATCH)?,
+                ))
+            },
+            |scratch, (i, mut out_row)| {
+                let (keys, row_buf) = match scratch {
+                    Ok(s) => (&mut s.0, &mut s.1),
+                    Err(err) => return scratch_error.record(err),
+                };
                 let out_row = out_row.as_slice_mut().expect("row of a fresh array");
                 let row = distances.row(i);
                 match row.as_slice() {
@@ -499,6 +544,7 @@ pub fn ranked_gallery<D: Copy + Into<f64> + Send + Sync>(
                 }
             },
         );
+    scratch_error.into_result()?;
     Ok(out)
 }
 
@@ -742,6 +788,39 @@ mod tests {
             None
         )
         .is_err());
+    }
+
+    fn out_of_memory<T: std::fmt::Debug>(r: Result<T>) -> String {
+        match r {
+            Err(DyclError::OutOfMemory(msg)) => msg,
+            other => panic!("expected OutOfMemory, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn impossible_sizes_are_errors_not_aborts() {
+        // Zero strides: 2^45 queries with no memory behind them.
+        let levels = lv3();
+        let n = 1usize << 45;
+        let row = array![[0.5, 0.25]];
+        let d = row.broadcast((n, 2)).unwrap();
+        let zero = array![0i64];
+        let q = zero.broadcast(n).unwrap();
+        let g = array![0i64, 1];
+        let msg = out_of_memory(per_query(d, q, g.view(), levels.view(), None));
+        assert!(msg.contains("pass fewer queries per call"), "{msg}");
+        let wide = row.broadcast((1usize << 61, 2)).unwrap();
+        out_of_memory(ranked_gallery(wide, 2));
+        let e = array![[1.0f32, 0.0]];
+        let msg = out_of_memory(per_query_embeddings(
+            e.broadcast((n, 2)).unwrap(),
+            e.view(),
+            q,
+            zero.view(),
+            levels.view(),
+            None,
+        ));
+        assert!(msg.contains("metrics: "), "{msg}");
     }
 
     #[test]

@@ -386,7 +386,7 @@ impl EmbeddingDistances {
         }
         let joint = ndarray::concatenate(Axis(0), &[query, gallery]).expect("widths checked above");
         Ok(EmbeddingDistances {
-            joint: l2_normalized(joint.view()),
+            joint: l2_normalized(joint.view())?,
         })
     }
 }

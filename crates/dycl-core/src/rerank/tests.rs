@@ -167,7 +167,7 @@ fn embeddings(rng: &mut StdRng, n: usize, dim: usize, clusters: usize, noise: f3
 }
 
 fn cosine_matrix(x: &Array2<f32>) -> Array2<f64> {
-    let xn = crate::distance::l2_normalized(x.view());
+    let xn = crate::distance::l2_normalized(x.view()).unwrap();
     let s = xn.dot(&xn.t());
     s.mapv(|v| (1.0 - v) as f64)
 }
