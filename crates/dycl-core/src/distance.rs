@@ -4,7 +4,9 @@
 //! parallel, each block a single-threaded `matrixmultiply` call, so the work
 //! scales with cores without oversubscribing threads inside threads.
 
-use ndarray::{linalg::general_mat_mul, s, Array1, Array2, ArrayView2, ArrayViewMut2, Axis};
+use ndarray::{
+    linalg::general_mat_mul, s, Array1, Array2, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis,
+};
 use rayon::prelude::*;
 
 use crate::error::{DyclError, Result};
@@ -48,15 +50,20 @@ const SIMILARITIES: Purpose = Purpose::new(
 pub fn l2_normalized(emb: ArrayView2<f32>) -> Result<Array2<f32>> {
     let mut out = try_array2::<f32>(emb.dim(), EMBEDDINGS)?;
     out.assign(&emb);
-    out.axis_iter_mut(Axis(0))
-        .into_par_iter()
-        .for_each(|mut row| normalize_row(row.as_slice_mut().expect("fresh array")));
+    normalize_rows(&mut out);
     Ok(out)
+}
+
+/// [`l2_normalized`] in place.
+pub fn normalize_rows(emb: &mut Array2<f32>) {
+    emb.axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .for_each(normalize_row);
 }
 
 /// Scale one row to unit L2 norm (the norm summed in f64, the scale applied in f32).
 #[inline]
-fn normalize_row(row: &mut [f32]) {
+fn normalize_row(mut row: ArrayViewMut1<f32>) {
     let norm = row
         .iter()
         .map(|v| (*v as f64) * (*v as f64))
@@ -64,9 +71,7 @@ fn normalize_row(row: &mut [f32]) {
         .sqrt();
     if norm > 0.0 {
         let inv = (1.0 / norm) as f32;
-        for v in row.iter_mut() {
-            *v *= inv;
-        }
+        row.mapv_inplace(|v| v * inv);
     }
 }
 

@@ -180,16 +180,14 @@ fn rerank<S: SquaredDistances>(
     let len = k_max.saturating_add(1).max(k2).min(n);
     check_memory(n, q, len, ks, source.tile_rows() * n)?;
 
-    let lists = progress
-        .run("neighbour lists", 0, n, |t| {
-            NeighbourLists::build(source, len, t)
-        })?
-        .ok_or_else(|| source.non_finite_error())?;
-    let inlists = InLists::build(&lists);
+    let lists = progress.run("neighbour lists", 0, n, |t| {
+        NeighbourLists::build(source, len, t)
+    })??;
+    let inlists = InLists::build(&lists)?;
 
     let first_cols = first_columns(variant, ks.len(), q);
     let weights = WeightsPerK::build(source, &lists, &inlists, ks, k2, &mut progress)?;
-    let inverted = InvertedPerLevel::build(&weights, ks, &first_cols, n);
+    let inverted = InvertedPerLevel::build(&weights, ks, &first_cols, n)?;
     let levels: Vec<Level> = ks
         .iter()
         .zip(&first_cols)
@@ -202,7 +200,7 @@ fn rerank<S: SquaredDistances>(
         .collect();
     progress.run("re-ranking queries", 0, q, |t| {
         combine_levels(source, &lists, q, &levels, lambda, variant, t)
-    })
+    })?
 }
 
 /// The checks of [`rerank`]'s own arguments (`ks` and the inputs are
@@ -274,16 +272,16 @@ impl WeightsPerK {
             let steps = if k2 > 1 { 3 } else { 2 };
             let candidates = progress.run(&stage, 0, steps * n, |t| {
                 reciprocal_all(lists, inlists, half_to_even(k), t)
-            })?;
+            })??;
             let mut v = progress.run(&stage, n, steps * n, |t| {
                 weights(source, lists, inlists, &candidates, k, t)
-            })?;
+            })??;
             // The candidates are no longer needed; free them before the expansion.
             drop(candidates);
             if k2 > 1 {
                 v = progress.run(&stage, 2 * n, steps * n, |t| {
                     query_expansion(&v, lists, k2, t)
-                })?;
+                })??;
             }
             per_k.push((k, v));
         }
@@ -304,18 +302,18 @@ impl WeightsPerK {
 struct InvertedPerLevel(Vec<(usize, usize, Inverted)>);
 
 impl InvertedPerLevel {
-    fn build(weights: &WeightsPerK, ks: &[usize], first_cols: &[usize], n: usize) -> Self {
+    fn build(weights: &WeightsPerK, ks: &[usize], first_cols: &[usize], n: usize) -> Result<Self> {
         let mut inverted: Vec<(usize, usize, Inverted)> = Vec::new();
         for (&k, &first_col) in ks.iter().zip(first_cols) {
             if !inverted.iter().any(|e| e.0 == k && e.1 == first_col) {
                 inverted.push((
                     k,
                     first_col,
-                    Inverted::build(weights.of(k), first_col..n, n),
+                    Inverted::build(weights.of(k), first_col..n, n)?,
                 ));
             }
         }
-        InvertedPerLevel(inverted)
+        Ok(InvertedPerLevel(inverted))
     }
 
     fn of(&self, k: usize, first_col: usize) -> &Inverted {

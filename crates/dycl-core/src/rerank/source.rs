@@ -10,10 +10,17 @@
 
 use std::ops::Range;
 
-use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, Axis};
+use ndarray::{s, Array2, ArrayView2, ArrayViewMut2};
 
-use crate::distance::{l2_normalized, similarity_into, validate_embeddings};
+use crate::distance::{normalize_rows, similarity_into, validate_embeddings};
 use crate::error::{DyclError, Result};
+use crate::memory::{try_array2, Purpose};
+
+/// What the joint embeddings are, and what to do when they do not fit.
+const JOINT: Purpose = Purpose::new(
+    "re-ranking: the normalised copy of the query and gallery embeddings",
+    "use fewer items",
+);
 
 /// Squared distances, row `i` being what item `i` sees (`A[j, i]²` at column `j`).
 pub trait SquaredDistances: Sync {
@@ -384,10 +391,12 @@ impl EmbeddingDistances {
                 ),
             ));
         }
-        let joint = ndarray::concatenate(Axis(0), &[query, gallery]).expect("widths checked above");
-        Ok(EmbeddingDistances {
-            joint: l2_normalized(joint.view())?,
-        })
+        let (q, g) = (query.nrows(), gallery.nrows());
+        let mut joint = try_array2::<f32>((q.saturating_add(g), query.ncols()), JOINT)?;
+        joint.slice_mut(s![..q, ..]).assign(&query);
+        joint.slice_mut(s![q.., ..]).assign(&gallery);
+        normalize_rows(&mut joint);
+        Ok(EmbeddingDistances { joint })
     }
 }
 

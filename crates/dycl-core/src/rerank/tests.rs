@@ -473,3 +473,40 @@ fn all_zero_distances_do_not_produce_nan() {
         .to_owned();
     assert_close(got.view(), want.view(), 1e-6, "zeros");
 }
+
+/// A source that claims 2^40 items: every buffer sized by N is impossible.
+struct Enormous;
+
+impl SquaredDistances for Enormous {
+    fn n_items(&self) -> usize {
+        1 << 40
+    }
+    fn tile_rows(&self) -> usize {
+        64
+    }
+    fn fill(&self, _: std::ops::Range<usize>, _: std::ops::Range<usize>, _: &mut [f32]) {
+        unreachable!("no tile can be allocated")
+    }
+    fn get(&self, _: usize, _: usize) -> f32 {
+        0.0
+    }
+    fn non_finite_error(&self) -> DyclError {
+        DyclError::invalid("q_g_dist", "unused")
+    }
+}
+
+#[test]
+fn buffers_beyond_memory_are_errors_not_aborts() {
+    let tracker = crate::progress::Tracker::default();
+    match NeighbourLists::build(&Enormous, 21, &tracker) {
+        Err(DyclError::OutOfMemory(msg)) => {
+            assert!(msg.starts_with("re-ranking: the neighbour lists"), "{msg}")
+        }
+        Err(other) => panic!("expected OutOfMemory, got {other:?}"),
+        Ok(_) => panic!("expected OutOfMemory"),
+    }
+    assert!(matches!(
+        kreciprocal::Marks::new(1 << 60),
+        Err(DyclError::OutOfMemory(_))
+    ));
+}
