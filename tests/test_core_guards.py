@@ -20,6 +20,9 @@ import numpy as np
 import pytest
 
 import dycl
+import dycl.geo
+import dycl.metrics
+import dycl.rerank
 
 PYTHON_DIR = Path(dycl.__file__).resolve().parent.parent
 
@@ -152,3 +155,40 @@ def test_ranked_gallery_too_big_raises_memory_error():
         + "expect_memory_error(lambda: _core.ranked_gallery(dist, 2))\n",
         "metrics: the per-query results of 288230376151711744 × 2 × u32 (2.3 EB)",
     )
+
+
+# --------------------------------------------------------------------------- neighbourhood sizes
+
+
+def _rerank_inputs(q: int = 6, g: int = 30, d: int = 5, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(q + g, d)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    a = (1.0 - x @ x.T).astype(np.float64)
+    return x[:q], x[q:], (a[:q, q:], a[:q, :q], a[q:, q:])
+
+
+#: ``k`` beyond ``N - 1``: 10^7 was refused by the memory estimate, 2^64 - 1 wrapped ``k + 1`` to 0.
+HUGE_KS = [37, 10**7, 2**60, 2**64 - 1]
+
+
+@pytest.mark.parametrize("k1", HUGE_KS)
+def test_k1_beyond_n_minus_1_gives_the_result_of_n_minus_1(k1):
+    query, gallery, blocks = _rerank_inputs()
+    n = query.shape[0] + gallery.shape[0]
+    want = dycl.rerank.k_reciprocal(*blocks, k1=n - 1)
+    np.testing.assert_array_equal(dycl.rerank.k_reciprocal(*blocks, k1=k1), want)
+    want = dycl.rerank.k_reciprocal_embeddings(query, gallery, k1=n - 1)
+    np.testing.assert_array_equal(dycl.rerank.k_reciprocal_embeddings(query, gallery, k1=k1), want)
+
+
+@pytest.mark.parametrize("variant", ["paper", "reference"])
+@pytest.mark.parametrize("k", HUGE_KS)
+def test_ks_beyond_n_minus_1_give_the_result_of_n_minus_1(k, variant):
+    query, gallery, blocks = _rerank_inputs(seed=1)
+    n = query.shape[0] + gallery.shape[0]
+    want = dycl.rerank.msrerank(*blocks, ks=(3, n - 1), variant=variant)
+    np.testing.assert_array_equal(dycl.rerank.msrerank(*blocks, ks=(3, k), variant=variant), want)
+    want = dycl.rerank.msrerank_embeddings(query, gallery, ks=(3, n - 1, n - 1), variant=variant)
+    got = dycl.rerank.msrerank_embeddings(query, gallery, ks=(3, k, k), variant=variant)
+    np.testing.assert_array_equal(got, want)

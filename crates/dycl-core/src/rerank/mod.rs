@@ -53,17 +53,7 @@ pub fn k_reciprocal(
     progress: Option<&mut dyn ProgressSink>,
 ) -> Result<Array2<f32>> {
     check_k1(k1)?;
-    let source = BlockDistances::new(blocks)?;
-    let q = source.n_query();
-    rerank(
-        &source,
-        q,
-        &[k1],
-        k2,
-        lambda,
-        Variant::Paper,
-        Progress::new(progress),
-    )
+    from_blocks(blocks, &[k1], k2, lambda, Variant::Paper, progress)
 }
 
 /// k-reciprocal re-ranking on cosine distances `1 − a·b` of L2-normalised
@@ -77,16 +67,8 @@ pub fn k_reciprocal_embeddings(
     progress: Option<&mut dyn ProgressSink>,
 ) -> Result<Array2<f32>> {
     check_k1(k1)?;
-    let source = EmbeddingDistances::new(query, gallery)?;
-    rerank(
-        &source,
-        query.nrows(),
-        &[k1],
-        k2,
-        lambda,
-        Variant::Paper,
-        Progress::new(progress),
-    )
+    let options = (k2, lambda, Variant::Paper);
+    from_embeddings(query, gallery, &[k1], options, progress)
 }
 
 /// MSRerank from the three distance blocks; `(q, g)` float32.
@@ -99,9 +81,7 @@ pub fn msrerank(
     progress: Option<&mut dyn ProgressSink>,
 ) -> Result<Array2<f32>> {
     check_ks(ks)?;
-    let source = BlockDistances::new(blocks)?;
-    let q = source.n_query();
-    rerank(&source, q, ks, k2, lambda, variant, Progress::new(progress))
+    from_blocks(blocks, ks, k2, lambda, variant, progress)
 }
 
 /// MSRerank on cosine distances of embeddings, O(N·k) memory; `(q, g)` float32.
@@ -115,16 +95,40 @@ pub fn msrerank_embeddings(
     progress: Option<&mut dyn ProgressSink>,
 ) -> Result<Array2<f32>> {
     check_ks(ks)?;
+    from_embeddings(query, gallery, ks, (k2, lambda, variant), progress)
+}
+
+/// The entry points on distance blocks, once `ks` is checked.
+fn from_blocks(
+    blocks: DistanceBlocks,
+    ks: &[usize],
+    k2: usize,
+    lambda: f64,
+    variant: Variant,
+    progress: Option<&mut dyn ProgressSink>,
+) -> Result<Array2<f32>> {
+    let source = BlockDistances::new(blocks)?;
+    let (n, q) = (source.n_items(), source.n_query());
+    let plan = Plan::new(n, q, ks, k2, lambda, source.tile_rows(), 0)?;
+    rerank(&source, &plan, variant, Progress::new(progress))
+}
+
+/// The entry points on embeddings, once `ks` is checked: the call is
+/// planned (and refused if it cannot fit) before the embeddings are copied.
+fn from_embeddings(
+    query: ArrayView2<f32>,
+    gallery: ArrayView2<f32>,
+    ks: &[usize],
+    (k2, lambda, variant): (usize, f64, Variant),
+    progress: Option<&mut dyn ProgressSink>,
+) -> Result<Array2<f32>> {
+    EmbeddingDistances::check_shapes(query, gallery)?;
+    let (q, n) = (query.nrows(), query.nrows() + gallery.nrows());
+    let joint_bytes = (n as u64).saturating_mul(query.ncols() as u64 * 4);
+    let tile = EmbeddingDistances::TILE_ROWS;
+    let plan = Plan::new(n, q, ks, k2, lambda, tile, joint_bytes)?;
     let source = EmbeddingDistances::new(query, gallery)?;
-    rerank(
-        &source,
-        query.nrows(),
-        ks,
-        k2,
-        lambda,
-        variant,
-        Progress::new(progress),
-    )
+    rerank(&source, &plan, variant, Progress::new(progress))
 }
 
 fn check_k1(k1: usize) -> Result<()> {
@@ -153,40 +157,96 @@ fn check_ks(ks: &[usize]) -> Result<()> {
     Ok(())
 }
 
-/// Rough peak bytes of [`rerank`] beyond its inputs.
-fn estimated_bytes(n: usize, q: usize, len: usize, ks: &[usize], tile_cells: usize) -> u64 {
+/// Every neighbourhood size clamped to `N − 1`: a neighbourhood cannot hold
+/// more than the other items, so a larger `k` gives the same sets (and the
+/// same result) as `N − 1`, without the arithmetic on `k` overflowing.
+fn clamped(ks: &[usize], n: usize) -> Vec<usize> {
+    let most = n.saturating_sub(1).max(1);
+    ks.iter().map(|&k| k.min(most)).collect()
+}
+
+/// Rough peak bytes of [`rerank`] beyond its inputs: `source_bytes` for the
+/// source's own copy, the neighbour lists of `len` entries per row, `V` of
+/// each distinct `k` of `ks` (non-decreasing), the answer and one tile per
+/// thread. Saturates instead of wrapping.
+fn estimated_bytes(
+    (n, q, len): (usize, usize, usize),
+    ks: &[usize],
+    tile_cells: usize,
+    source_bytes: u64,
+) -> u64 {
     let (n, q, len) = (n as u64, q as u64, len as u64);
-    let lists = n * len * (4 + 4 + 8);
+    let lists = n.saturating_mul(len).saturating_mul(4 + 4 + 8);
+    let mut distinct = ks.to_vec();
+    distinct.dedup();
     // V before and after query expansion plus its inverse: a few times (k + 1) entries per row.
-    let per_level: u64 = ks.iter().map(|&k| 3 * n * 6 * (k as u64 + 1) * 8).sum();
-    let output = q * (n - q) * 4;
+    let per_level = distinct.iter().fold(0u64, |sum, &k| {
+        let entries = (k as u64).saturating_add(1).saturating_mul(3 * 6 * 8);
+        sum.saturating_add(n.saturating_mul(entries))
+    });
+    let output = q.saturating_mul(n.saturating_sub(q)).saturating_mul(4);
     let threads = rayon::current_num_threads() as u64;
-    lists + per_level + output + threads * tile_cells as u64 * 4
+    let tiles = threads.saturating_mul(tile_cells as u64).saturating_mul(4);
+    [lists, per_level, output, tiles]
+        .iter()
+        .fold(source_bytes, |sum, &b| sum.saturating_add(b))
+}
+
+/// The sizes of one call, checked, clamped and known to fit before any work.
+struct Plan {
+    q: usize,
+    /// Neighbourhood sizes, each clamped to `N − 1`.
+    ks: Vec<usize>,
+    k2: usize,
+    lambda: f64,
+    /// Entries kept per neighbour list.
+    len: usize,
+}
+
+impl Plan {
+    /// Check the options of a call on `n` items (the first `q` queries) read
+    /// in tiles of `tile_rows` rows, clamp `ks` and refuse the call if its
+    /// [`estimated_bytes`] exceed the memory available.
+    fn new(
+        n: usize,
+        q: usize,
+        ks: &[usize],
+        k2: usize,
+        lambda: f64,
+        tile_rows: usize,
+        source_bytes: u64,
+    ) -> Result<Plan> {
+        check_rerank_args(n, k2, lambda)?;
+        let ks = clamped(ks, n);
+        let k_max = *ks.iter().max().expect("ks checked non-empty");
+        let len = k_max.saturating_add(1).max(k2).min(n);
+        let need = estimated_bytes((n, q, len), &ks, tile_rows.saturating_mul(n), source_bytes);
+        check_memory(n, q, need)?;
+        Ok(Plan {
+            q,
+            ks,
+            k2,
+            lambda,
+            len,
+        })
+    }
 }
 
 /// The shared pipeline (see the module docs).
 fn rerank<S: SquaredDistances>(
     source: &S,
-    q: usize,
-    ks: &[usize],
-    k2: usize,
-    lambda: f64,
+    plan: &Plan,
     variant: Variant,
     mut progress: Progress,
 ) -> Result<Array2<f32>> {
-    let n = source.n_items();
-    check_rerank_args(n, k2, lambda)?;
-    let k_max = *ks.iter().max().expect("ks checked non-empty");
-    let len = k_max.saturating_add(1).max(k2).min(n);
-    check_memory(n, q, len, ks, source.tile_rows() * n)?;
-
+    let (n, q, ks) = (source.n_items(), plan.q, &plan.ks[..]);
     let lists = progress.run("neighbour lists", 0, n, |t| {
-        NeighbourLists::build(source, len, t)
+        NeighbourLists::build(source, plan.len, t)
     })??;
     let inlists = InLists::build(&lists)?;
 
     let first_cols = first_columns(variant, ks.len(), q);
-    let weights = WeightsPerK::build(source, &lists, &inlists, ks, k2, &mut progress)?;
+    let weights = WeightsPerK::build(source, &lists, &inlists, ks, plan.k2, &mut progress)?;
     let inverted = InvertedPerLevel::build(&weights, ks, &first_cols, n)?;
     let levels: Vec<Level> = ks
         .iter()
@@ -199,7 +259,7 @@ fn rerank<S: SquaredDistances>(
         })
         .collect();
     progress.run("re-ranking queries", 0, q, |t| {
-        combine_levels(source, &lists, q, &levels, lambda, variant, t)
+        combine_levels(source, &lists, q, &levels, plan.lambda, variant, t)
     })?
 }
 
@@ -227,10 +287,9 @@ fn check_rerank_args(n: usize, k2: usize, lambda: f64) -> Result<()> {
     Ok(())
 }
 
-/// Refuse, before any work, a call whose [`estimated_bytes`] exceed the
-/// memory available (when that is known), rather than fail part way.
-fn check_memory(n: usize, q: usize, len: usize, ks: &[usize], tile_cells: usize) -> Result<()> {
-    let need = estimated_bytes(n, q, len, ks, tile_cells);
+/// Refuse, before any work, a call that needs more than the memory
+/// available (when that is known), rather than fail part way.
+fn check_memory(n: usize, q: usize, need: u64) -> Result<()> {
     if let Some(avail) = available_memory() {
         if need > avail {
             return Err(DyclError::OutOfMemory(format!(

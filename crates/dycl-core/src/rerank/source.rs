@@ -378,9 +378,19 @@ pub struct EmbeddingDistances {
 const GEMM_TILE: usize = 256;
 
 impl EmbeddingDistances {
-    pub fn new(query: ArrayView2<f32>, gallery: ArrayView2<f32>) -> Result<Self> {
-        validate_embeddings("query_emb", query)?;
-        validate_embeddings("gallery_emb", gallery)?;
+    /// Rows of each tile the source fills ([`SquaredDistances::tile_rows`]).
+    pub const TILE_ROWS: usize = GEMM_TILE;
+
+    /// The checks that read no values: neither set empty, equal widths.
+    pub fn check_shapes(query: ArrayView2<f32>, gallery: ArrayView2<f32>) -> Result<()> {
+        for (arg, emb) in [("query_emb", query), ("gallery_emb", gallery)] {
+            if emb.nrows() == 0 {
+                return Err(DyclError::invalid(arg, "is empty (no rows)"));
+            }
+            if emb.ncols() == 0 {
+                return Err(DyclError::invalid(arg, "has zero columns"));
+            }
+        }
         if query.ncols() != gallery.ncols() {
             return Err(DyclError::invalid(
                 "gallery_emb",
@@ -391,6 +401,13 @@ impl EmbeddingDistances {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    pub fn new(query: ArrayView2<f32>, gallery: ArrayView2<f32>) -> Result<Self> {
+        Self::check_shapes(query, gallery)?;
+        validate_embeddings("query_emb", query)?;
+        validate_embeddings("gallery_emb", gallery)?;
         let (q, g) = (query.nrows(), gallery.nrows());
         let mut joint = try_array2::<f32>((q.saturating_add(g), query.ncols()), JOINT)?;
         joint.slice_mut(s![..q, ..]).assign(&query);
@@ -406,7 +423,7 @@ impl SquaredDistances for EmbeddingDistances {
     }
 
     fn tile_rows(&self) -> usize {
-        GEMM_TILE
+        Self::TILE_ROWS
     }
 
     fn fill(&self, rows: Range<usize>, cols: Range<usize>, out: &mut [f32]) {

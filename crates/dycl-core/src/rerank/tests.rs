@@ -510,3 +510,53 @@ fn buffers_beyond_memory_are_errors_not_aborts() {
         Err(DyclError::OutOfMemory(_))
     ));
 }
+
+#[test]
+fn neighbourhoods_beyond_n_minus_1_act_as_n_minus_1() {
+    let mut rng = StdRng::seed_from_u64(8);
+    let a = cosine_matrix(&embeddings(&mut rng, 40, 6, 5, 0.5));
+    let (q, n) = (7, 40);
+    let (qg, qq, gg) = blocks_of(&a, q);
+    let blocks = mk(qg.view(), qq.view(), gg.view());
+    let at_most = k_reciprocal(blocks, n - 1, 6, 0.3, None).unwrap();
+    // 10^7 used to be refused by the memory estimate; usize::MAX wrapped to k + 1 = 0.
+    for k1 in [n, n + 5, 10_000_000, 1 << 60, usize::MAX] {
+        let got = k_reciprocal(blocks, k1, 6, 0.3, None).unwrap();
+        assert_eq!(got, at_most, "k1 = {k1}");
+    }
+    let x = embeddings(&mut rng, 40, 6, 5, 0.5);
+    let (qe, ge) = (x.slice(s![..q, ..]), x.slice(s![q.., ..]));
+    let emb_at_most = k_reciprocal_embeddings(qe, ge, n - 1, 6, 0.3, None).unwrap();
+    let emb_huge = k_reciprocal_embeddings(qe, ge, usize::MAX, 6, 0.3, None).unwrap();
+    assert_eq!(emb_huge, emb_at_most);
+    for variant in [Variant::Paper, Variant::Reference] {
+        let want = msrerank(blocks, &[3, n - 1], 6, 0.3, variant, None).unwrap();
+        for big in [n, 10_000_000, usize::MAX] {
+            let got = msrerank(blocks, &[3, big], 6, 0.3, variant, None).unwrap();
+            assert_eq!(got, want, "{variant:?} k = {big}");
+            let got = msrerank_embeddings(qe, ge, &[3, big, big], 6, 0.3, variant, None).unwrap();
+            let want = msrerank_embeddings(qe, ge, &[3, n - 1, n - 1], 6, 0.3, variant, None);
+            assert_eq!(got, want.unwrap(), "{variant:?} embeddings k = {big}");
+        }
+    }
+}
+
+#[test]
+fn memory_estimate_saturates_instead_of_wrapping() {
+    let n = u32::MAX as usize - 1;
+    assert_eq!(
+        estimated_bytes((n, 1, n), &[usize::MAX], usize::MAX, 0),
+        u64::MAX
+    );
+    assert_eq!(
+        estimated_bytes((10, 2, 5), &[4], 64 * 10, u64::MAX),
+        u64::MAX
+    );
+    // repeated ks hold one V, and the estimate grows with k
+    let one = estimated_bytes((1000, 10, 30), &[29], 64_000, 0);
+    assert_eq!(
+        estimated_bytes((1000, 10, 30), &[29, 29, 29], 64_000, 0),
+        one
+    );
+    assert!(estimated_bytes((1000, 10, 30), &[5, 29], 64_000, 0) > one);
+}
