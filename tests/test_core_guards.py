@@ -60,11 +60,13 @@ def expect_memory_error(call):
 """
 
 
-def run_isolated(code: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` (after :data:`PRELUDE`) in a fresh interpreter with two rayon threads."""
+def run_isolated(code: str, timeout: float = 120.0, headroom: int = HEADROOM_BYTES) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` (after :data:`PRELUDE`) in a fresh interpreter with two rayon threads and
+    ``headroom`` bytes of address space beyond what its imports took."""
     env = dict(os.environ, RAYON_NUM_THREADS="2", PYTHONPATH=str(PYTHON_DIR))
+    prelude = PRELUDE.replace(str(HEADROOM_BYTES), str(headroom))
     return subprocess.run(
-        [sys.executable, "-c", PRELUDE + textwrap.dedent(code)],
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
         capture_output=True, text=True, timeout=timeout, env=env,
     )
 
@@ -155,6 +157,28 @@ def test_ranked_gallery_too_big_raises_memory_error():
         + "expect_memory_error(lambda: _core.ranked_gallery(dist, 2))\n",
         "metrics: the per-query results of 288230376151711744 × 2 × u32 (2.3 EB)",
     )
+
+
+# --------------------------------------------------------------------------- metrics stream query blocks
+
+
+def test_metrics_from_embeddings_never_hold_the_query_by_gallery_matrix():
+    # 16k x 10k float32 distances are 640 MB; the interpreter may only add 512 MiB of address space.
+    done = run_isolated(
+        """
+        rng = np.random.default_rng(0)
+        q, g, buildings = 16_000, 10_000, 200
+        coords = np.column_stack([22.3 + rng.random(buildings) * 0.2, 114.2 + rng.random(buildings) * 0.2])
+        levels = dycl.geo.level_matrix(coords)
+        q_ids, g_ids = rng.integers(0, buildings, size=q), rng.integers(0, buildings, size=g)
+        q_emb, g_emb = rng.normal(size=(q, 4)).astype(np.float32), rng.normal(size=(g, 4)).astype(np.float32)
+        out = dycl.metrics.evaluate_embeddings(q_emb, g_emb, q_ids, g_ids, levels)
+        print("H-AP", out["H-AP"])
+        """,
+        headroom=512 << 20,
+    )
+    assert done.returncode == 0, f"exit code {done.returncode}\n{done.stdout}\n{done.stderr[-2000:]}"
+    assert "H-AP 0." in done.stdout, done.stdout
 
 
 # --------------------------------------------------------------------------- neighbourhood sizes

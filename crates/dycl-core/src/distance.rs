@@ -54,6 +54,38 @@ pub fn l2_normalized(emb: ArrayView2<f32>) -> Result<Array2<f32>> {
     Ok(out)
 }
 
+/// [`l2_normalized`] of embeddings that must be finite, in one pass over
+/// them: each row is copied, checked and normalised. A non-finite value is
+/// reported naming `arg`, as [`validate_embeddings`] does.
+pub fn normalized_finite(arg: &'static str, emb: ArrayView2<f32>) -> Result<Array2<f32>> {
+    let mut out = try_array2::<f32>(emb.dim(), EMBEDDINGS)?;
+    out.assign(&emb);
+    let first_bad_row = out
+        .axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .enumerate()
+        .filter_map(|(i, row)| {
+            if row.iter().all(|v| v.is_finite()) {
+                normalize_row(row);
+                None
+            } else {
+                Some(i)
+            }
+        })
+        .min();
+    if let Some(i) = first_bad_row {
+        let j = emb.row(i).iter().position(|v| !v.is_finite()).unwrap_or(0);
+        return Err(DyclError::invalid(
+            arg,
+            format!(
+                "contains NaN or inf (first at flat index {})",
+                i * emb.ncols() + j
+            ),
+        ));
+    }
+    Ok(out)
+}
+
 /// [`l2_normalized`] in place.
 pub fn normalize_rows(emb: &mut Array2<f32>) {
     emb.axis_iter_mut(Axis(0))
@@ -169,6 +201,24 @@ mod tests {
         assert!(cosine_distances(q.view(), g.view()).is_err());
         let bad = array![[f32::NAN, 0.0]];
         assert!(cosine_distances(bad.view(), q.view()).is_err());
+    }
+
+    #[test]
+    fn normalized_finite_matches_l2_normalized_and_names_the_argument() {
+        let x = Array2::from_shape_fn((300, 7), |(i, j)| ((i * 7 + j * 3) % 11) as f32 - 5.0);
+        let a = normalized_finite("query_emb", x.view()).unwrap();
+        assert_eq!(a, l2_normalized(x.view()).unwrap());
+        let mut bad = x.clone();
+        bad[[250, 3]] = f32::INFINITY;
+        bad[[260, 0]] = f32::NAN;
+        let err = normalized_finite("gallery_emb", bad.view()).unwrap_err();
+        assert_eq!(
+            err,
+            DyclError::invalid(
+                "gallery_emb",
+                "contains NaN or inf (first at flat index 1753)"
+            )
+        );
     }
 
     #[test]

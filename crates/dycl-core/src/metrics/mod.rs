@@ -13,16 +13,18 @@
 
 mod ranking;
 mod scores;
+mod stream;
 
 use geographiclib_rs::{Geodesic, InverseGeodesic};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::distance::cosine_distances;
+use crate::distance::normalized_finite;
 use crate::error::{DyclError, FirstError, Result};
 use crate::geo::validate_coords;
 use crate::memory::{ensure_fits, try_array2, try_capacity, try_zeroed, Purpose};
+use crate::progress::Tracker;
 use ranking::{top_k_row, RankedPositives};
 use scores::{ScoreContext, ScoreScratch};
 
@@ -245,6 +247,16 @@ fn check_per_query_inputs(
         n_buildings,
     )?;
     validate_distance_shape("distances", (q, g))?;
+    check_coords(coords, n_buildings)?;
+    Ok(CheckedIds {
+        n_levels,
+        query,
+        gallery,
+    })
+}
+
+/// Optional building coordinates: valid, one row per building.
+fn check_coords(coords: Option<ArrayView2<f64>>, n_buildings: usize) -> Result<()> {
     if let Some(c) = coords {
         validate_coords("coords", c)?;
         if c.nrows() != n_buildings {
@@ -257,11 +269,7 @@ fn check_per_query_inputs(
             ));
         }
     }
-    Ok(CheckedIds {
-        n_levels,
-        query,
-        gallery,
-    })
+    Ok(())
 }
 
 /// The per-query outputs being filled: one slot or one `(L)` row per query.
@@ -464,9 +472,10 @@ fn top1_errors(
     Ok(errors)
 }
 
-/// [`per_query`] from embeddings: cosine distances computed by
-/// [`crate::distance::cosine_distances`] (a `(q, g)` f32 matrix is held in
-/// memory), then scored as they are.
+/// [`per_query`] from embeddings, on the cosine distances that
+/// [`crate::distance::cosine_distances`] gives (bit-identical results)
+/// without ever holding them: queries are scored in blocks of rows (see
+/// [`stream`]), so memory is O(block × g), not O(q × g).
 pub fn per_query_embeddings(
     query_emb: ArrayView2<f32>,
     gallery_emb: ArrayView2<f32>,
@@ -475,24 +484,99 @@ pub fn per_query_embeddings(
     levels: ArrayView2<u8>,
     coords: Option<ArrayView2<f64>>,
 ) -> Result<PerQuery> {
-    // Cheap checks first, so bad ids fail before the GEMM.
-    validate_levels(levels)?;
-    checked_ids(
-        "query_ids",
-        query_ids,
-        query_emb.nrows(),
-        "one per row of query_emb",
-        levels.nrows(),
+    let (q, g) = (query_emb.nrows(), gallery_emb.nrows());
+    let block = stream::block_rows(q, g);
+    per_query_embeddings_in_blocks(
+        (query_emb, gallery_emb),
+        (query_ids, gallery_ids),
+        levels,
+        coords,
+        block,
+        &Tracker::default(),
+    )
+}
+
+/// [`per_query_embeddings`] with `block` query rows per block.
+fn per_query_embeddings_in_blocks(
+    (query_emb, gallery_emb): (ArrayView2<f32>, ArrayView2<f32>),
+    (query_ids, gallery_ids): (ArrayView1<i64>, ArrayView1<i64>),
+    levels: ArrayView2<u8>,
+    coords: Option<ArrayView2<f64>>,
+    block: usize,
+    tracker: &Tracker,
+) -> Result<PerQuery> {
+    let ids = check_embedding_inputs(query_emb, gallery_emb, query_ids, gallery_ids, levels)?;
+    check_coords(coords, levels.nrows())?;
+    // The normalised copies are the one pass over the embeddings that checks them finite.
+    let query = normalized_finite("query_emb", query_emb)?;
+    let gallery = normalized_finite("gallery_emb", gallery_emb)?;
+    let levels = levels.as_standard_layout();
+    let mut out = QueryArrays::zeros(query.nrows(), ids.n_levels)?;
+    stream::score_blocks(
+        query.view(),
+        gallery.view(),
+        &ids,
+        levels.view(),
+        block,
+        &mut out,
+        tracker,
     )?;
-    checked_ids(
-        "gallery_ids",
-        gallery_ids,
-        gallery_emb.nrows(),
-        "one per row of gallery_emb",
-        levels.nrows(),
-    )?;
-    let distances = cosine_distances(query_emb, gallery_emb)?;
-    per_query(distances.view(), query_ids, gallery_ids, levels, coords)
+    let top1_error_m = coords
+        .map(|c| top1_errors(c, &ids, &out.top1))
+        .transpose()?;
+    Ok(out.into_per_query(ids.n_levels, top1_error_m))
+}
+
+/// The checks of [`per_query_embeddings`] that read no embedding value, in
+/// the order its errors are reported: levels, query ids, gallery ids, the
+/// embedding shapes.
+fn check_embedding_inputs(
+    query_emb: ArrayView2<f32>,
+    gallery_emb: ArrayView2<f32>,
+    query_ids: ArrayView1<i64>,
+    gallery_ids: ArrayView1<i64>,
+    levels: ArrayView2<u8>,
+) -> Result<CheckedIds> {
+    let n_levels = validate_levels(levels)?;
+    let (q, g) = (query_emb.nrows(), gallery_emb.nrows());
+    let what = ("one per row of query_emb", "one per row of gallery_emb");
+    let query = checked_ids("query_ids", query_ids, q, what.0, levels.nrows())?;
+    let gallery = checked_ids("gallery_ids", gallery_ids, g, what.1, levels.nrows())?;
+    for (arg, emb, set) in [
+        ("query_emb", query_emb, "query set"),
+        ("gallery_emb", gallery_emb, "gallery"),
+    ] {
+        if emb.nrows() == 0 {
+            return Err(DyclError::invalid(
+                arg,
+                format!("has no rows: the {set} is empty"),
+            ));
+        }
+        if emb.ncols() == 0 {
+            return Err(DyclError::invalid(arg, "has zero columns"));
+        }
+    }
+    if query_emb.ncols() != gallery_emb.ncols() {
+        return Err(DyclError::invalid(
+            "gallery_emb",
+            format!(
+                "embedding width {} differs from query_emb's {}",
+                gallery_emb.ncols(),
+                query_emb.ncols()
+            ),
+        ));
+    }
+    if g >= u32::MAX as usize {
+        return Err(DyclError::invalid(
+            "gallery_emb",
+            format!("gallery of {g} items is too large (max {})", u32::MAX - 1),
+        ));
+    }
+    Ok(CheckedIds {
+        n_levels,
+        query,
+        gallery,
+    })
 }
 
 /// Indices of the `k` nearest gallery items of every query, nearest first,
@@ -551,6 +635,7 @@ pub fn ranked_gallery<D: Copy + Into<f64> + Send + Sync>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::distance::cosine_distances;
     use ndarray::{array, Array1, Array2};
 
     fn lv3() -> Array2<u8> {
@@ -837,6 +922,115 @@ mod tests {
             }
             other => panic!("expected an error, got {other:?}"),
         }
+    }
+
+    fn assert_bits_equal(a: &PerQuery, b: &PerQuery, what: &str) {
+        let bits = |x: &Array1<f64>| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let bits2 = |x: &Array2<f64>| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&a.h_ap), bits(&b.h_ap), "{what}: H-AP");
+        assert_eq!(bits(&a.asi), bits(&b.asi), "{what}: ASI");
+        assert_eq!(bits(&a.ndcg), bits(&b.ndcg), "{what}: NDCG");
+        assert_eq!(
+            bits2(&a.average_precision),
+            bits2(&b.average_precision),
+            "{what}: AP"
+        );
+        assert_eq!(a.first_relevant_rank, b.first_relevant_rank, "{what}");
+        assert_eq!(a.n_relevant, b.n_relevant, "{what}");
+        assert_eq!(a.top1, b.top1, "{what}");
+        let errors = |r: &PerQuery| r.top1_error_m.as_ref().map(bits);
+        assert_eq!(errors(a), errors(b), "{what}: errors");
+    }
+
+    /// Embeddings with near-ties (a small grid of values) over 40 buildings
+    /// whose levels come from coordinates.
+    fn embedding_case(q: usize, g: usize, d: usize) -> EmbeddingCase {
+        let value =
+            |i: usize, j: usize, salt: usize| ((i * 31 + j * 17 + salt) % 23) as f32 / 7.0 - 1.5;
+        let coords = Array2::from_shape_fn((40, 2), |(b, c)| {
+            [22.3, 114.2][c] + ((b * [37, 53][c]) % 29) as f64 * 1e-3
+        });
+        EmbeddingCase {
+            query: Array2::from_shape_fn((q, d), |(i, j)| value(i, j, 1)),
+            gallery: Array2::from_shape_fn((g, d), |(i, j)| value(i, j, 5)),
+            query_ids: Array1::from_shape_fn(q, |i| ((i * 7) % 40) as i64),
+            gallery_ids: Array1::from_shape_fn(g, |i| ((i * 3) % 40) as i64),
+            levels: crate::geo::level_matrix(coords.view(), &[200.0, 500.0]).unwrap(),
+            coords,
+        }
+    }
+
+    struct EmbeddingCase {
+        query: Array2<f32>,
+        gallery: Array2<f32>,
+        query_ids: Array1<i64>,
+        gallery_ids: Array1<i64>,
+        levels: Array2<u8>,
+        coords: Array2<f64>,
+    }
+
+    #[test]
+    fn streamed_embeddings_are_bit_identical_to_the_distance_matrix() {
+        let c = embedding_case(600, 700, 13);
+        let d = cosine_distances(c.query.view(), c.gallery.view()).unwrap();
+        let (qi, gi) = (c.query_ids.view(), c.gallery_ids.view());
+        let want = per_query(d.view(), qi, gi, c.levels.view(), Some(c.coords.view())).unwrap();
+        assert!(
+            want.h_ap.iter().any(|v| *v < 1.0),
+            "a case where ranking matters"
+        );
+        for block in [1, 7, 32, 256, 300, 600, 1000] {
+            let got = per_query_embeddings_in_blocks(
+                (c.query.view(), c.gallery.view()),
+                (qi, gi),
+                c.levels.view(),
+                Some(c.coords.view()),
+                block,
+                &Tracker::default(),
+            )
+            .unwrap();
+            assert_bits_equal(&got, &want, &format!("block {block}"));
+        }
+        let got = per_query_embeddings(
+            c.query.view(),
+            c.gallery.view(),
+            qi,
+            gi,
+            c.levels.view(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(got.top1, want.top1);
+        // non-contiguous embeddings give the same bits too
+        let (qt, gt) = (c.query.t().to_owned(), c.gallery.t().to_owned());
+        let strided = per_query_embeddings(
+            qt.t(),
+            gt.t(),
+            qi,
+            gi,
+            c.levels.view(),
+            Some(c.coords.view()),
+        );
+        assert_bits_equal(&strided.unwrap(), &want, "strided");
+    }
+
+    #[test]
+    fn non_finite_embeddings_name_their_argument() {
+        let c = embedding_case(50, 60, 4);
+        let (qi, gi, lv) = (c.query_ids.view(), c.gallery_ids.view(), c.levels.view());
+        for (which, arg) in [(0, "query_emb"), (1, "gallery_emb")] {
+            let (mut q, mut g) = (c.query.clone(), c.gallery.clone());
+            match which {
+                0 => q[[41, 2]] = f32::NAN,
+                _ => g[[3, 0]] = f32::NEG_INFINITY,
+            }
+            let err = per_query_embeddings(q.view(), g.view(), qi, gi, lv, None).unwrap_err();
+            assert_eq!(arg_of(Err::<(), _>(err)), arg);
+        }
+        let empty = Array2::<f32>::zeros((0, 4));
+        let none = Array1::<i64>::zeros(0);
+        let err = per_query_embeddings(empty.view(), c.gallery.view(), none.view(), gi, lv, None);
+        assert_eq!(arg_of(err), "query_emb");
     }
 
     #[test]
