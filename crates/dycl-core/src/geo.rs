@@ -5,11 +5,12 @@
 //! with GeographicLib to well under a millimetre.
 
 use geographiclib_rs::{Geodesic, InverseGeodesic};
-use ndarray::{Array2, ArrayView2, Axis};
+use ndarray::{Array2, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
 use crate::error::{DyclError, Result};
 use crate::memory::{ensure_fits, try_array2, Purpose, Zeroable};
+use crate::progress::{Progress, ProgressSink, Tracker};
 
 /// Check an `(n, 2)` array of latitude/longitude degrees.
 pub fn validate_coords(arg: &'static str, coords: ArrayView2<f64>) -> Result<()> {
@@ -56,46 +57,87 @@ const LEVELS: Purpose = Purpose::new(
     "pass fewer buildings per call",
 );
 
-/// Rows per parallel work item.
-const ROW_BLOCK: usize = 16;
+/// Rows per parallel work item, and between two looks at the cancellation flag.
+pub const ROW_BLOCK: usize = 16;
 
 /// Ellipsoidal geodesic distance in metres between every row of `a` and every
 /// row of `b` (both `(n, 2)` latitude/longitude in degrees).
 pub fn geodesic_distances(a: ArrayView2<f64>, b: ArrayView2<f64>) -> Result<Array2<f64>> {
+    geodesic_distances_with(a, b, None)
+}
+
+/// [`geodesic_distances`] reporting to `progress`, which can cancel it
+/// (checked every [`ROW_BLOCK`] rows; the call then returns
+/// [`DyclError::Cancelled`]).
+pub fn geodesic_distances_with(
+    a: ArrayView2<f64>,
+    b: ArrayView2<f64>,
+    progress: Option<&mut dyn ProgressSink>,
+) -> Result<Array2<f64>> {
     // An impossible size fails before the inputs are scanned.
     ensure_fits::<f64>(&[a.nrows(), b.nrows()], DISTANCES)?;
     validate_coords("coords_a", a)?;
     validate_coords("coords_b", b)?;
     let mut out = try_array2::<f64>((a.nrows(), b.nrows()), DISTANCES)?;
     let geod = Geodesic::wgs84();
-    out.axis_chunks_iter_mut(Axis(0), ROW_BLOCK)
-        .into_par_iter()
-        .enumerate()
-        .for_each(|(blk, mut rows)| {
-            for (r, mut row) in rows.axis_iter_mut(Axis(0)).enumerate() {
-                let i = blk * ROW_BLOCK + r;
-                for (j, d) in row.iter_mut().enumerate() {
-                    *d = geod.inverse(a[[i, 0]], a[[i, 1]], b[[j, 0]], b[[j, 1]]);
-                }
+    let rows = out.view_mut();
+    Progress::new(progress).run("geodesic distances", 0, a.nrows(), |t| {
+        for_row_blocks(rows, t, |i, mut row| {
+            for (j, d) in row.iter_mut().enumerate() {
+                *d = geod.inverse(a[[i, 0]], a[[i, 1]], b[[j, 0]], b[[j, 1]]);
             }
-        });
+        })
+    })?;
     Ok(out)
 }
 
 /// Pairwise distances of one set with itself; computes each pair once.
 pub fn geodesic_distances_self(coords: ArrayView2<f64>) -> Result<Array2<f64>> {
-    symmetric(coords, DISTANCES, 0.0, |d| d)
+    geodesic_distances_self_with(coords, None)
+}
+
+/// [`geodesic_distances_self`] reporting to `progress`, which can cancel it.
+pub fn geodesic_distances_self_with(
+    coords: ArrayView2<f64>,
+    progress: Option<&mut dyn ProgressSink>,
+) -> Result<Array2<f64>> {
+    let stage = ("geodesic distances", DISTANCES);
+    symmetric(coords, stage, 0.0, |d| d, Progress::new(progress))
+}
+
+/// `fill(i, row)` for every row `i` of `out`, in parallel blocks of
+/// [`ROW_BLOCK`] rows; stops at the next block once `tracker` is cancelled.
+fn for_row_blocks<T: Send + Sync>(
+    mut out: ArrayViewMut2<T>,
+    tracker: &Tracker,
+    fill: impl Fn(usize, ArrayViewMut1<T>) + Sync,
+) {
+    out.axis_chunks_iter_mut(Axis(0), ROW_BLOCK)
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(blk, mut rows)| {
+            if tracker.cancelled() {
+                return;
+            }
+            let n_rows = rows.nrows();
+            for (r, row) in rows.axis_iter_mut(Axis(0)).enumerate() {
+                fill(blk * ROW_BLOCK + r, row);
+            }
+            tracker.advance(n_rows);
+        });
 }
 
 /// `value(d)` of the geodesic distance `d` of every pair of rows of
 /// `coords`, `diagonal` on the diagonal: the upper triangle in parallel,
 /// written in place, then mirrored. The inverse problem is the expensive
-/// part and is symmetric, so each pair is solved once.
+/// part and is symmetric, so each pair is solved once. `stage` names the
+/// work for `progress` and the buffer for an allocation error.
 fn symmetric<T: Zeroable + Send + Sync>(
     coords: ArrayView2<f64>,
-    purpose: Purpose,
+    (stage, purpose): (&str, Purpose),
     diagonal: T,
     value: impl Fn(f64) -> T + Sync,
+    mut progress: Progress,
 ) -> Result<Array2<T>> {
     let n = coords.nrows();
     ensure_fits::<T>(&[n, n], purpose)?;
@@ -103,18 +145,15 @@ fn symmetric<T: Zeroable + Send + Sync>(
     let mut out = try_array2::<T>((n, n), purpose)?;
     let geod = Geodesic::wgs84();
     let (lat, lon) = (coords.column(0), coords.column(1));
-    out.axis_chunks_iter_mut(Axis(0), ROW_BLOCK)
-        .into_par_iter()
-        .enumerate()
-        .for_each(|(blk, mut rows)| {
-            for (r, mut row) in rows.axis_iter_mut(Axis(0)).enumerate() {
-                let i = blk * ROW_BLOCK + r;
-                row[i] = diagonal;
-                for j in (i + 1)..n {
-                    row[j] = value(geod.inverse(lat[i], lon[i], lat[j], lon[j]));
-                }
+    let rows = out.view_mut();
+    progress.run(stage, 0, n, |t| {
+        for_row_blocks(rows, t, |i, mut row| {
+            row[i] = diagonal;
+            for j in (i + 1)..n {
+                row[j] = value(geod.inverse(lat[i], lon[i], lat[j], lon[j]));
             }
-        });
+        })
+    })?;
     mirror_upper(&mut out);
     Ok(out)
 }
@@ -178,9 +217,25 @@ pub fn level_of_distance(distance: f64, thresholds: &[f64]) -> u8 {
 /// computed straight from each pair's distance: no `(B, B)` float64 matrix
 /// is held on the way.
 pub fn level_matrix(coords: ArrayView2<f64>, thresholds: &[f64]) -> Result<Array2<u8>> {
+    level_matrix_with(coords, thresholds, None)
+}
+
+/// [`level_matrix`] reporting to `progress`, which can cancel it.
+pub fn level_matrix_with(
+    coords: ArrayView2<f64>,
+    thresholds: &[f64],
+    progress: Option<&mut dyn ProgressSink>,
+) -> Result<Array2<u8>> {
     validate_thresholds(thresholds)?;
     let top = (thresholds.len() + 1) as u8;
-    symmetric(coords, LEVELS, top, |d| level_of_distance(d, thresholds))
+    let value = |d| level_of_distance(d, thresholds);
+    symmetric(
+        coords,
+        ("level matrix", LEVELS),
+        top,
+        value,
+        Progress::new(progress),
+    )
 }
 
 /// Level matrix from a precomputed square distance matrix (metres).
@@ -299,6 +354,59 @@ mod tests {
         let big = one.broadcast((1usize << 25, 2)).unwrap();
         out_of_memory(geodesic_distances(big, big));
         out_of_memory(level_matrix(big, &[200.0]));
+    }
+
+    /// A call under test, given the sink to report to.
+    type Call<'a> = dyn Fn(&mut CancelAfter) -> Result<()> + 'a;
+
+    /// Says go on `allowed` times, then cancels; counts what it was told.
+    struct CancelAfter {
+        allowed: usize,
+        reports: Vec<(String, usize, usize)>,
+    }
+
+    impl ProgressSink for CancelAfter {
+        fn report(&mut self, stage: &str, done: usize, total: usize) -> bool {
+            self.reports.push((stage.to_string(), done, total));
+            self.reports.len() <= self.allowed
+        }
+    }
+
+    /// Many buildings: a few seconds of geodesics on one core.
+    fn campus(n: usize) -> Array2<f64> {
+        Array2::from_shape_fn((n, 2), |(i, j)| {
+            [22.3, 114.2][j] + ((i * [37, 53][j]) % 1009) as f64 * 1e-4
+        })
+    }
+
+    #[test]
+    fn sink_returning_false_cancels_geo_calls() {
+        let c = campus(3000);
+        let calls: [&Call; 3] = [
+            &|s| level_matrix_with(c.view(), &[200.0], Some(s)).map(|_| ()),
+            &|s| geodesic_distances_self_with(c.view(), Some(s)).map(|_| ()),
+            &|s| geodesic_distances_with(c.view(), c.view(), Some(s)).map(|_| ()),
+        ];
+        for call in calls {
+            // The start is allowed, the first report while running cancels.
+            let mut sink = CancelAfter {
+                allowed: 1,
+                reports: vec![],
+            };
+            assert_eq!(call(&mut sink), Err(DyclError::Cancelled));
+            let (stage, done, total) = sink.reports.last().unwrap().clone();
+            assert!(done < total, "{stage}: cancelled after the work was done");
+        }
+        // A sink that always goes on sees the whole stage and changes nothing.
+        let small = campus(40);
+        let mut sink = CancelAfter {
+            allowed: usize::MAX,
+            reports: vec![],
+        };
+        let lv = level_matrix_with(small.view(), &[200.0], Some(&mut sink)).unwrap();
+        assert_eq!(lv, level_matrix(small.view(), &[200.0]).unwrap());
+        let last = sink.reports.last().unwrap();
+        assert_eq!((last.0.as_str(), last.1, last.2), ("level matrix", 40, 40));
     }
 
     #[test]

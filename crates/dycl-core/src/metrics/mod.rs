@@ -16,7 +16,7 @@ mod scores;
 mod stream;
 
 use geographiclib_rs::{Geodesic, InverseGeodesic};
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -24,7 +24,7 @@ use crate::distance::normalized_finite;
 use crate::error::{DyclError, FirstError, Result};
 use crate::geo::validate_coords;
 use crate::memory::{ensure_fits, try_array2, try_capacity, try_zeroed, Purpose};
-use crate::progress::Tracker;
+use crate::progress::{Progress, ProgressSink, Tracker};
 use ranking::{top_k_row, RankedPositives};
 use scores::{ScoreContext, ScoreScratch};
 
@@ -198,10 +198,26 @@ pub fn per_query<D: Copy + Into<f64> + Send + Sync>(
     levels: ArrayView2<u8>,
     coords: Option<ArrayView2<f64>>,
 ) -> Result<PerQuery> {
+    per_query_with(distances, query_ids, gallery_ids, levels, coords, None)
+}
+
+/// [`per_query`] reporting to `progress` (one unit per query), which can
+/// cancel it: the call then returns [`DyclError::Cancelled`].
+pub fn per_query_with<D: Copy + Into<f64> + Send + Sync>(
+    distances: ArrayView2<D>,
+    query_ids: ArrayView1<i64>,
+    gallery_ids: ArrayView1<i64>,
+    levels: ArrayView2<u8>,
+    coords: Option<ArrayView2<f64>>,
+    progress: Option<&mut dyn ProgressSink>,
+) -> Result<PerQuery> {
     let ids = check_per_query_inputs(distances.dim(), query_ids, gallery_ids, levels, coords)?;
     let levels = levels.as_standard_layout();
     let mut out = QueryArrays::zeros(distances.nrows(), ids.n_levels)?;
-    let all_finite = score_queries(distances, &ids, levels.view(), &mut out)?;
+    let q = distances.nrows();
+    let all_finite = Progress::new(progress).run("metrics", 0, q, |t| {
+        score_queries(distances, &ids, levels.view(), &mut out, t)
+    })??;
     // Finiteness is checked while ranking (one read of the matrix, not two);
     // the error is raised here, before any result is returned.
     if !all_finite {
@@ -351,6 +367,7 @@ fn score_queries<D: Copy + Into<f64> + Send + Sync>(
     ids: &CheckedIds,
     levels: ArrayView2<u8>,
     out: &mut QueryArrays,
+    tracker: &Tracker,
 ) -> Result<bool> {
     let (q, g) = distances.dim();
     let n_levels = ids.n_levels;
@@ -379,6 +396,10 @@ fn score_queries<D: Copy + Into<f64> + Send + Sync>(
                     Ok(s) => s,
                     Err(err) => return scratch_error.record(err),
                 };
+                if tracker.cancelled() {
+                    return;
+                }
+                tracker.advance(1);
                 let level_row = levels.row(ids.query[i]);
                 let level_row = level_row.as_slice().expect("standard layout");
                 if !rank_row(s, distances.row(i), &ids.gallery, level_row) {
@@ -484,6 +505,28 @@ pub fn per_query_embeddings(
     levels: ArrayView2<u8>,
     coords: Option<ArrayView2<f64>>,
 ) -> Result<PerQuery> {
+    per_query_embeddings_with(
+        query_emb,
+        gallery_emb,
+        query_ids,
+        gallery_ids,
+        levels,
+        coords,
+        None,
+    )
+}
+
+/// [`per_query_embeddings`] reporting to `progress` (one unit per query),
+/// which can cancel it: the call then returns [`DyclError::Cancelled`].
+pub fn per_query_embeddings_with(
+    query_emb: ArrayView2<f32>,
+    gallery_emb: ArrayView2<f32>,
+    query_ids: ArrayView1<i64>,
+    gallery_ids: ArrayView1<i64>,
+    levels: ArrayView2<u8>,
+    coords: Option<ArrayView2<f64>>,
+    progress: Option<&mut dyn ProgressSink>,
+) -> Result<PerQuery> {
     let (q, g) = (query_emb.nrows(), gallery_emb.nrows());
     let block = stream::block_rows(q, g);
     per_query_embeddings_in_blocks(
@@ -492,7 +535,7 @@ pub fn per_query_embeddings(
         levels,
         coords,
         block,
-        &Tracker::default(),
+        Progress::new(progress),
     )
 }
 
@@ -503,7 +546,7 @@ fn per_query_embeddings_in_blocks(
     levels: ArrayView2<u8>,
     coords: Option<ArrayView2<f64>>,
     block: usize,
-    tracker: &Tracker,
+    mut progress: Progress,
 ) -> Result<PerQuery> {
     let ids = check_embedding_inputs(query_emb, gallery_emb, query_ids, gallery_ids, levels)?;
     check_coords(coords, levels.nrows())?;
@@ -512,15 +555,10 @@ fn per_query_embeddings_in_blocks(
     let gallery = normalized_finite("gallery_emb", gallery_emb)?;
     let levels = levels.as_standard_layout();
     let mut out = QueryArrays::zeros(query.nrows(), ids.n_levels)?;
-    stream::score_blocks(
-        query.view(),
-        gallery.view(),
-        &ids,
-        levels.view(),
-        block,
-        &mut out,
-        tracker,
-    )?;
+    let (q, g) = (query.view(), gallery.view());
+    progress.run("metrics from embeddings", 0, q.nrows(), |t| {
+        stream::score_blocks(q, g, &ids, levels.view(), block, &mut out, t)
+    })??;
     let top1_error_m = coords
         .map(|c| top1_errors(c, &ids, &out.top1))
         .transpose()?;
@@ -585,6 +623,16 @@ pub fn ranked_gallery<D: Copy + Into<f64> + Send + Sync>(
     distances: ArrayView2<D>,
     k: usize,
 ) -> Result<Array2<u32>> {
+    ranked_gallery_with(distances, k, None)
+}
+
+/// [`ranked_gallery`] reporting to `progress` (one unit per query), which
+/// can cancel it: the call then returns [`DyclError::Cancelled`].
+pub fn ranked_gallery_with<D: Copy + Into<f64> + Send + Sync>(
+    distances: ArrayView2<D>,
+    k: usize,
+    progress: Option<&mut dyn ProgressSink>,
+) -> Result<Array2<u32>> {
     let (q, g) = distances.dim();
     validate_distance_shape("distances", (q, g))?;
     if k == 0 || k > g {
@@ -597,6 +645,22 @@ pub fn ranked_gallery<D: Copy + Into<f64> + Send + Sync>(
     ensure_fits::<u32>(&[q, k], RESULTS)?;
     validate_finite("distances", distances)?;
     let mut out = try_array2::<u32>((q, k), RESULTS)?;
+    let view = out.view_mut();
+    Progress::new(progress).run("ranking the gallery", 0, q, |t| {
+        top_k_rows(distances, k, view, t)
+    })??;
+    Ok(out)
+}
+
+/// The body of [`ranked_gallery_with`]: each query's top `k` into its row
+/// of `out`, in parallel; stops early once `tracker` is cancelled.
+fn top_k_rows<D: Copy + Into<f64> + Send + Sync>(
+    distances: ArrayView2<D>,
+    k: usize,
+    mut out: ArrayViewMut2<u32>,
+    tracker: &Tracker,
+) -> Result<()> {
+    let (q, g) = distances.dim();
     let copy_rows = distances.row(0).as_slice().is_none();
     let scratch_error = FirstError::default();
     out.axis_iter_mut(Axis(0))
@@ -616,6 +680,10 @@ pub fn ranked_gallery<D: Copy + Into<f64> + Send + Sync>(
                     Ok(s) => (&mut s.0, &mut s.1),
                     Err(err) => return scratch_error.record(err),
                 };
+                if tracker.cancelled() {
+                    return;
+                }
+                tracker.advance(1);
                 let out_row = out_row.as_slice_mut().expect("row of a fresh array");
                 let row = distances.row(i);
                 match row.as_slice() {
@@ -628,8 +696,7 @@ pub fn ranked_gallery<D: Copy + Into<f64> + Send + Sync>(
                 }
             },
         );
-    scratch_error.into_result()?;
-    Ok(out)
+    scratch_error.into_result()
 }
 
 #[cfg(test)]
@@ -986,7 +1053,7 @@ mod tests {
                 c.levels.view(),
                 Some(c.coords.view()),
                 block,
-                &Tracker::default(),
+                Progress::silent(),
             )
             .unwrap();
             assert_bits_equal(&got, &want, &format!("block {block}"));
@@ -1031,6 +1098,79 @@ mod tests {
         let none = Array1::<i64>::zeros(0);
         let err = per_query_embeddings(empty.view(), c.gallery.view(), none.view(), gi, lv, None);
         assert_eq!(arg_of(err), "query_emb");
+    }
+
+    /// A call under test, given the sink to report to.
+    type Call<'a> = dyn Fn(&mut CancelAfter) -> Result<()> + 'a;
+
+    /// Says go on `allowed` times, then cancels; keeps the last report.
+    struct CancelAfter {
+        allowed: usize,
+        calls: usize,
+        last: (String, usize, usize),
+    }
+
+    impl CancelAfter {
+        fn new(allowed: usize) -> Self {
+            CancelAfter {
+                allowed,
+                calls: 0,
+                last: (String::new(), 0, 0),
+            }
+        }
+    }
+
+    impl ProgressSink for CancelAfter {
+        fn report(&mut self, stage: &str, done: usize, total: usize) -> bool {
+            self.calls += 1;
+            self.last = (stage.to_string(), done, total);
+            self.calls <= self.allowed
+        }
+    }
+
+    #[test]
+    fn sink_returning_false_cancels_metrics_calls() {
+        // Seconds of work on one core; the first report while running cancels.
+        let c = embedding_case(20_000, 4_000, 16);
+        let (qi, gi, lv) = (c.query_ids.view(), c.gallery_ids.view(), c.levels.view());
+        let row = Array1::from_shape_fn(20_000, |j| ((j * 7919) % 1000) as f64);
+        let d = row.broadcast((20_000, 20_000)).unwrap();
+        let many = Array1::from_shape_fn(20_000, |i| (i % 40) as i64);
+        let calls: [&Call; 3] = [
+            &|s| {
+                per_query_embeddings_with(
+                    c.query.view(),
+                    c.gallery.view(),
+                    qi,
+                    gi,
+                    lv,
+                    None,
+                    Some(s),
+                )
+                .map(|_| ())
+            },
+            &|s| per_query_with(d, many.view(), many.view(), lv, None, Some(s)).map(|_| ()),
+            &|s| ranked_gallery_with(d, 20_000, Some(s)).map(|_| ()),
+        ];
+        for call in calls {
+            let mut sink = CancelAfter::new(1);
+            assert_eq!(call(&mut sink), Err(DyclError::Cancelled));
+            let (stage, done, total) = sink.last.clone();
+            assert!(done < total, "{stage}: cancelled after the work was done");
+        }
+        // A sink that always goes on sees the whole stage and changes nothing.
+        let small = embedding_case(300, 200, 8);
+        let args = (
+            small.query_ids.view(),
+            small.gallery_ids.view(),
+            small.levels.view(),
+        );
+        let mut sink = CancelAfter::new(usize::MAX);
+        let (qe, ge) = (small.query.view(), small.gallery.view());
+        let got = per_query_embeddings_with(qe, ge, args.0, args.1, args.2, None, Some(&mut sink));
+        let want = per_query_embeddings(qe, ge, args.0, args.1, args.2, None).unwrap();
+        assert_bits_equal(&got.unwrap(), &want, "with a sink");
+        assert_eq!(sink.last, ("metrics from embeddings".to_string(), 300, 300));
     }
 
     #[test]
