@@ -216,3 +216,33 @@ def test_ks_beyond_n_minus_1_give_the_result_of_n_minus_1(k, variant):
     want = dycl.rerank.msrerank_embeddings(query, gallery, ks=(3, n - 1, n - 1), variant=variant)
     got = dycl.rerank.msrerank_embeddings(query, gallery, ks=(3, k, k), variant=variant)
     np.testing.assert_array_equal(got, want)
+
+
+# --------------------------------------------------------------------------- one panic policy
+
+BINDINGS = PYTHON_DIR.parent / "crates" / "dycl-python" / "src"
+
+
+def test_a_panic_in_the_core_is_a_runtime_error_not_a_base_exception():
+    from dycl import _core
+
+    with pytest.raises(RuntimeError) as info:
+        _core._panic_for_tests("deliberate")
+    assert isinstance(info.value, Exception)
+    assert str(info.value) == "internal error in dycl._core._panic_for_tests: deliberate; please report it"
+
+
+@pytest.mark.parametrize("module", ["geo.rs", "metrics.rs", "rerank.rs"])
+def test_every_binding_calls_the_core_through_one_wrapper(module):
+    """PyO3 turns an uncaught panic into PanicException, a BaseException that ``except Exception`` misses;
+    lib.rs's call_core catches it. Each #[pyfunction] must go through it, none release the GIL itself."""
+    import re
+
+    source = (BINDINGS / module).read_text(encoding="utf-8")
+    assert "py.detach" not in source and "catch_unwind" not in source
+    functions = re.split(r"#\[pyfunction\]", source)[1:]
+    assert functions
+    for function in functions:
+        name = re.search(r"fn (\w+)", function).group(1)
+        body = function.split("\n}\n", 1)[0]
+        assert "call_core(" in body or "run_detached(" in body, f"{module}: {name} bypasses call_core"

@@ -5,9 +5,9 @@ use numpy::{IntoPyArray, PyArray2, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use dycl_core::metrics::PerQuery;
+use dycl_core::metrics::{self, PerQuery};
 
-use crate::to_py_err;
+use crate::call_core;
 
 fn per_query_dict(py: Python<'_>, r: PerQuery) -> PyResult<Bound<'_, PyDict>> {
     let out = PyDict::new(py);
@@ -46,9 +46,9 @@ fn per_query<'py>(
         levels.as_array(),
     );
     let c = coords.as_ref().map(|c| c.as_array());
-    let r = py
-        .detach(|| dycl_core::metrics::per_query(d, q, g, lv, c))
-        .map_err(to_py_err)?;
+    let r = call_core(py, "per_query", None, |_| {
+        metrics::per_query(d, q, g, lv, c)
+    })?;
     per_query_dict(py, r)
 }
 
@@ -71,9 +71,9 @@ fn per_query_embeddings<'py>(
         levels.as_array(),
     );
     let c = coords.as_ref().map(|c| c.as_array());
-    let r = py
-        .detach(|| dycl_core::metrics::per_query_embeddings(qe, ge, q, g, lv, c))
-        .map_err(to_py_err)?;
+    let r = call_core(py, "per_query_embeddings", None, |_| {
+        metrics::per_query_embeddings(qe, ge, q, g, lv, c)
+    })?;
     per_query_dict(py, r)
 }
 
@@ -85,9 +85,9 @@ fn ranked_gallery<'py>(
     k: usize,
 ) -> PyResult<Bound<'py, PyArray2<u32>>> {
     let d = distances.as_array();
-    let out = py
-        .detach(|| dycl_core::metrics::ranked_gallery(d, k))
-        .map_err(to_py_err)?;
+    let out = call_core(py, "ranked_gallery", None, |_| {
+        metrics::ranked_gallery(d, k)
+    })?;
     Ok(out.into_pyarray(py))
 }
 
