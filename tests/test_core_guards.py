@@ -246,3 +246,63 @@ def test_every_binding_calls_the_core_through_one_wrapper(module):
         name = re.search(r"fn (\w+)", function).group(1)
         body = function.split("\n}\n", 1)[0]
         assert "call_core(" in body or "run_detached(" in body, f"{module}: {name} bypasses call_core"
+
+
+# --------------------------------------------------------------------------- Ctrl-C in long calls
+
+#: Calls of minutes on two threads; the child says when it starts one and what stopped it.
+LONG_CALLS = {
+    "level_matrix": """
+        rng = np.random.default_rng(0)
+        coords = np.column_stack([22.3 + rng.random(20_000) * 0.1, 114.2 + rng.random(20_000) * 0.1])
+        call = lambda: dycl.geo.level_matrix(coords)
+    """,
+    "geodesic_distances": """
+        rng = np.random.default_rng(0)
+        coords = np.column_stack([22.3 + rng.random(12_000) * 0.1, 114.2 + rng.random(12_000) * 0.1])
+        call = lambda: dycl.geo.geodesic_distances(coords, coords)
+    """,
+    "evaluate_embeddings": """
+        rng = np.random.default_rng(0)
+        n, buildings = 100_000, 1_000
+        levels = np.eye(buildings, dtype=np.uint8)
+        ids = rng.integers(0, buildings, size=n)
+        emb = rng.normal(size=(n, 8)).astype(np.float32)
+        call = lambda: dycl.metrics.evaluate_embeddings(emb, emb, ids, ids, levels)
+    """,
+}
+
+
+@pytest.mark.parametrize("name", sorted(LONG_CALLS))
+def test_ctrl_c_interrupts_long_geo_and_metrics_calls(name):
+    import signal
+    import time
+
+    code = PRELUDE + textwrap.dedent(LONG_CALLS[name]) + textwrap.dedent("""
+        import sys, time
+        print("started", flush=True)
+        start = time.perf_counter()
+        try:
+            call()
+        except KeyboardInterrupt:
+            print(f"KeyboardInterrupt after {time.perf_counter() - start:.2f} s", flush=True)
+        else:
+            print("finished", flush=True)
+    """)
+    env = dict(os.environ, RAYON_NUM_THREADS="2", PYTHONPATH=str(PYTHON_DIR))
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=env)
+    try:
+        assert child.stdout.readline().strip() == "started"
+        time.sleep(1.0)  # well inside the call
+        child.send_signal(signal.SIGINT)
+        sent = time.perf_counter()
+        out, err = child.communicate(timeout=60)
+        waited = time.perf_counter() - sent
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert child.returncode == 0, err[-2000:]
+    assert "KeyboardInterrupt after" in out, out + err[-2000:]
+    assert waited < 30, f"the call took {waited:.1f} s to stop"

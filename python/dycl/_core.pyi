@@ -11,7 +11,7 @@ import numpy.typing as npt
 
 __version__: str
 
-# Every function releases the GIL and turns a Rust panic into
+# Every function releases the GIL, stops on Ctrl-C (KeyboardInterrupt) and turns a Rust panic into
 # RuntimeError("internal error in dycl._core.<name>: ...; please report it"); a buffer that cannot be
 # allocated raises MemoryError.
 

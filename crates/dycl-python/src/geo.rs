@@ -1,4 +1,5 @@
-//! Bindings for `dycl_core::geo`.
+//! Bindings for `dycl_core::geo`. Long calls check for Ctrl-C a few times
+//! a second (see [`crate::call_core`]).
 
 use numpy::{IntoPyArray, PyArray2, PyReadonlyArray2};
 use pyo3::prelude::*;
@@ -18,9 +19,9 @@ fn geodesic_distances<'py>(
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
     let a = coords_a.as_array();
     let b = coords_b.as_ref().map(|b| b.as_array());
-    let out = call_core(py, "geodesic_distances", None, |_| match b {
-        Some(b) => geo::geodesic_distances(a, b),
-        None => geo::geodesic_distances_self(a),
+    let out = call_core(py, "geodesic_distances", None, |sink| match b {
+        Some(b) => geo::geodesic_distances_with(a, b, Some(sink)),
+        None => geo::geodesic_distances_self_with(a, Some(sink)),
     })?;
     Ok(out.into_pyarray(py))
 }
@@ -33,8 +34,8 @@ fn level_matrix<'py>(
     thresholds: Vec<f64>,
 ) -> PyResult<Bound<'py, PyArray2<u8>>> {
     let c = coords.as_array();
-    let out = call_core(py, "level_matrix", None, |_| {
-        geo::level_matrix(c, &thresholds)
+    let out = call_core(py, "level_matrix", None, |sink| {
+        geo::level_matrix_with(c, &thresholds, Some(sink))
     })?;
     Ok(out.into_pyarray(py))
 }
