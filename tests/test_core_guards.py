@@ -60,7 +60,9 @@ def expect_memory_error(call):
 """
 
 
-def run_isolated(code: str, timeout: float = 120.0, headroom: int = HEADROOM_BYTES) -> subprocess.CompletedProcess[str]:
+def run_isolated(
+    code: str, timeout: float = 120.0, headroom: int = HEADROOM_BYTES
+) -> subprocess.CompletedProcess[str]:
     """Run ``code`` (after :data:`PRELUDE`) in a fresh interpreter with two rayon threads and
     ``headroom`` bytes of address space beyond what its imports took."""
     env = dict(os.environ, RAYON_NUM_THREADS="2", PYTHONPATH=str(PYTHON_DIR))
@@ -74,7 +76,7 @@ def run_isolated(code: str, timeout: float = 120.0, headroom: int = HEADROOM_BYT
 def assert_memory_error(code: str, *fragments: str) -> str:
     """``code`` raised MemoryError with every fragment in its message, and the interpreter lived on."""
     done = run_isolated(code + "\nprint('interpreter alive')\n")
-    assert done.returncode == 0, f"exit code {done.returncode}\nstdout: {done.stdout}\nstderr: {done.stderr[-2000:]}"
+    assert done.returncode == 0, f"exit code {done.returncode}\n{done.stdout}\n{done.stderr[-2000:]}"
     assert "MemoryError: " in done.stdout, done.stdout + done.stderr[-2000:]
     for fragment in fragments:
         assert fragment in done.stdout, done.stdout
@@ -144,7 +146,8 @@ def test_metrics_with_impossibly_many_queries_raise_memory_error():
         + "expect_memory_error(lambda: _core.per_query(dist, query_ids, gallery_ids, levels))\n"
         + "emb = np.broadcast_to(np.array([[1.0, 0.0]], dtype=np.float32), (n, 2))\n"
         + "gallery = np.eye(2, dtype=np.float32)\n"
-        + "expect_memory_error(lambda: _core.per_query_embeddings(emb, gallery, query_ids, gallery_ids, levels))\n",
+        + "expect_memory_error(\n"
+        + "    lambda: _core.per_query_embeddings(emb, gallery, query_ids, gallery_ids, levels))\n",
         "metrics: the checked ids of 35184372088832 × usize",
         "pass fewer queries per call",
     )
