@@ -78,20 +78,20 @@ fn bench_pipeline(c: &mut Criterion) {
         b.iter(|| NeighbourLists::build(&source, k + 1, &tracker).unwrap())
     });
     let lists = NeighbourLists::build(&source, k + 1, &tracker).unwrap();
-    let inlists = InLists::build(&lists);
-    let candidates = reciprocal_all(&lists, &inlists, half_to_even(k), &tracker);
+    let inlists = InLists::build(&lists).unwrap();
+    let candidates = reciprocal_all(&lists, &inlists, half_to_even(k), &tracker).unwrap();
     group.bench_function("reciprocal sets R(i, k1/2)", |b| {
         b.iter(|| reciprocal_all(&lists, &inlists, half_to_even(k), &tracker))
     });
     group.bench_function("expansion + weights (sparse V)", |b| {
         b.iter(|| weights(&source, &lists, &inlists, &candidates, k, &tracker))
     });
-    let v = weights(&source, &lists, &inlists, &candidates, k, &tracker);
+    let v = weights(&source, &lists, &inlists, &candidates, k, &tracker).unwrap();
     group.bench_function("query expansion k2 = 6", |b| {
         b.iter(|| query_expansion(&v, &lists, 6, &tracker))
     });
-    let v = query_expansion(&v, &lists, 6, &tracker);
-    let inverted = Inverted::build(&v, q..n, n);
+    let v = query_expansion(&v, &lists, 6, &tracker).unwrap();
+    let inverted = Inverted::build(&v, q..n, n).unwrap();
     let level = [Level {
         k,
         weights: &v,

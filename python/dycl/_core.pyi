@@ -11,6 +11,13 @@ import numpy.typing as npt
 
 __version__: str
 
+# Every function releases the GIL, stops on Ctrl-C (KeyboardInterrupt) and turns a Rust panic into
+# RuntimeError("internal error in dycl._core.<name>: ...; please report it"); a buffer that cannot be
+# allocated raises MemoryError.
+
+def _panic_for_tests(message: str) -> None:
+    """Panics inside the binding wrapper, so the tests can check the panic policy."""
+
 def geodesic_distances(
     coords_a: npt.NDArray[np.float64], coords_b: npt.NDArray[np.float64] | None
 ) -> npt.NDArray[np.float64]: ...

@@ -9,13 +9,18 @@
 //! * [`geo`] — WGS84 geodesic distances and relevance levels between buildings;
 //! * [`metrics`] — H-AP, ASI, NDCG and per-scale mAP / Recall@K;
 //! * [`rerank`] — k-reciprocal re-ranking and MSRerank (O(N·k) memory);
+//! * [`progress`] — progress reports and cancellation of long calls;
+//! * [`memory`] — fallible allocations sized by the input, and the memory
+//!   available to the process (host and cgroup);
 //!
 //! All heavy loops are parallel over queries with rayon.
 
 pub mod distance;
 pub mod error;
 pub mod geo;
+pub mod memory;
 pub mod metrics;
+pub mod progress;
 pub mod rerank;
 
 pub use error::{DyclError, Result};

@@ -1,9 +1,12 @@
-//! Bindings for `dycl_core::geo`.
+//! Bindings for `dycl_core::geo`. Long calls check for Ctrl-C a few times
+//! a second (see [`crate::call_core`]).
 
 use numpy::{IntoPyArray, PyArray2, PyReadonlyArray2};
 use pyo3::prelude::*;
 
-use crate::to_py_err;
+use dycl_core::geo;
+
+use crate::call_core;
 
 /// Geodesic distances (metres, WGS84) between rows of two `(n, 2)` float64
 /// lat/lon arrays; `coords_b=None` gives the symmetric self-distance matrix.
@@ -15,14 +18,11 @@ fn geodesic_distances<'py>(
     coords_b: Option<PyReadonlyArray2<'py, f64>>,
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
     let a = coords_a.as_array();
-    let out = match &coords_b {
-        Some(b) => {
-            let b = b.as_array();
-            py.detach(|| dycl_core::geo::geodesic_distances(a, b))
-        }
-        None => py.detach(|| dycl_core::geo::geodesic_distances_self(a)),
-    }
-    .map_err(to_py_err)?;
+    let b = coords_b.as_ref().map(|b| b.as_array());
+    let out = call_core(py, "geodesic_distances", None, |sink| match b {
+        Some(b) => geo::geodesic_distances_with(a, b, Some(sink)),
+        None => geo::geodesic_distances_self_with(a, Some(sink)),
+    })?;
     Ok(out.into_pyarray(py))
 }
 
@@ -34,9 +34,9 @@ fn level_matrix<'py>(
     thresholds: Vec<f64>,
 ) -> PyResult<Bound<'py, PyArray2<u8>>> {
     let c = coords.as_array();
-    let out = py
-        .detach(|| dycl_core::geo::level_matrix(c, &thresholds))
-        .map_err(to_py_err)?;
+    let out = call_core(py, "level_matrix", None, |sink| {
+        geo::level_matrix_with(c, &thresholds, Some(sink))
+    })?;
     Ok(out.into_pyarray(py))
 }
 

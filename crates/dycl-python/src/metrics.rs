@@ -1,13 +1,14 @@
 //! Bindings for `dycl_core::metrics`: per-query values as a dict of arrays
-//! (the `dycl.metrics` wrapper names and averages them).
+//! (the `dycl.metrics` wrapper names and averages them). Long calls check
+//! for Ctrl-C a few times a second (see [`crate::call_core`]).
 
 use numpy::{IntoPyArray, PyArray2, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use dycl_core::metrics::PerQuery;
+use dycl_core::metrics::{self, PerQuery};
 
-use crate::to_py_err;
+use crate::call_core;
 
 fn per_query_dict(py: Python<'_>, r: PerQuery) -> PyResult<Bound<'_, PyDict>> {
     let out = PyDict::new(py);
@@ -46,9 +47,9 @@ fn per_query<'py>(
         levels.as_array(),
     );
     let c = coords.as_ref().map(|c| c.as_array());
-    let r = py
-        .detach(|| dycl_core::metrics::per_query(d, q, g, lv, c))
-        .map_err(to_py_err)?;
+    let r = call_core(py, "per_query", None, |sink| {
+        metrics::per_query_with(d, q, g, lv, c, Some(sink))
+    })?;
     per_query_dict(py, r)
 }
 
@@ -71,9 +72,9 @@ fn per_query_embeddings<'py>(
         levels.as_array(),
     );
     let c = coords.as_ref().map(|c| c.as_array());
-    let r = py
-        .detach(|| dycl_core::metrics::per_query_embeddings(qe, ge, q, g, lv, c))
-        .map_err(to_py_err)?;
+    let r = call_core(py, "per_query_embeddings", None, |sink| {
+        metrics::per_query_embeddings_with(qe, ge, q, g, lv, c, Some(sink))
+    })?;
     per_query_dict(py, r)
 }
 
@@ -85,9 +86,9 @@ fn ranked_gallery<'py>(
     k: usize,
 ) -> PyResult<Bound<'py, PyArray2<u32>>> {
     let d = distances.as_array();
-    let out = py
-        .detach(|| dycl_core::metrics::ranked_gallery(d, k))
-        .map_err(to_py_err)?;
+    let out = call_core(py, "ranked_gallery", None, |sink| {
+        metrics::ranked_gallery_with(d, k, Some(sink))
+    })?;
     Ok(out.into_pyarray(py))
 }
 

@@ -5,19 +5,16 @@
 //! Python callback `progress(stage, done, total)`, called on the calling
 //! thread with the GIL re-acquired; signals (Ctrl-C) are checked at the same
 //! moments, so a long call can be interrupted. A panic in the core becomes a
-//! `RuntimeError` instead of aborting the interpreter.
-
-use std::panic::{catch_unwind, AssertUnwindSafe};
+//! `RuntimeError` (see [`crate::call_core`]).
 
 use numpy::{IntoPyArray, PyArray2, PyReadonlyArray2};
-use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
-use dycl_core::rerank::{self, DistanceBlock, DistanceBlocks, ProgressSink, Variant};
+use dycl_core::rerank::{self, DistanceBlock, DistanceBlocks, Variant};
 use dycl_core::Result as CoreResult;
 use ndarray::Array2;
 
-use crate::to_py_err;
+use crate::{call_core, to_py_err, PythonProgress};
 
 /// A distance block as NumPy hands it over: float32 or float64.
 #[derive(FromPyObject)]
@@ -35,55 +32,14 @@ impl DistanceArray<'_> {
     }
 }
 
-/// Forwards progress to Python and keeps the first Python error (which also cancels).
-struct PythonProgress {
-    callback: Option<Py<PyAny>>,
-    error: Option<PyErr>,
-}
-
-impl ProgressSink for PythonProgress {
-    fn report(&mut self, stage: &str, done: usize, total: usize) -> bool {
-        Python::attach(|py| {
-            let outcome = py.check_signals().and_then(|()| match &self.callback {
-                Some(cb) => cb.call1(py, (stage, done, total)).map(|_| ()),
-                None => Ok(()),
-            });
-            match outcome {
-                Ok(()) => true,
-                Err(err) => {
-                    self.error = Some(err);
-                    false
-                }
-            }
-        })
-    }
-}
-
-/// Run `work` without the GIL, turning core errors, callback errors and panics into Python exceptions.
+/// A re-ranking call under [`call_core`], its result as a NumPy array.
 fn run_detached<'py>(
     py: Python<'py>,
+    name: &str,
     progress: Option<Py<PyAny>>,
     work: impl FnOnce(&mut PythonProgress) -> CoreResult<Array2<f32>> + Send,
 ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-    let mut sink = PythonProgress {
-        callback: progress,
-        error: None,
-    };
-    let outcome = py.detach(|| catch_unwind(AssertUnwindSafe(|| work(&mut sink))));
-    match outcome {
-        Ok(Ok(out)) => Ok(out.into_pyarray(py)),
-        Ok(Err(err)) => Err(sink.error.take().unwrap_or_else(|| to_py_err(err))),
-        Err(payload) => {
-            let msg = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".to_string());
-            Err(PyRuntimeError::new_err(format!(
-                "internal error in dycl-core re-ranking: {msg}"
-            )))
-        }
-    }
+    Ok(call_core(py, name, progress, work)?.into_pyarray(py))
 }
 
 fn blocks<'a>(
@@ -113,7 +69,7 @@ fn k_reciprocal<'py>(
     progress: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyArray2<f32>>> {
     let b = blocks(&q_g_dist, &q_q_dist, &g_g_dist);
-    run_detached(py, progress, |sink| {
+    run_detached(py, "k_reciprocal", progress, |sink| {
         rerank::k_reciprocal(b, k1, k2, lambda_value, Some(sink))
     })
 }
@@ -131,7 +87,7 @@ fn k_reciprocal_embeddings<'py>(
     progress: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyArray2<f32>>> {
     let (q, g) = (query_emb.as_array(), gallery_emb.as_array());
-    run_detached(py, progress, |sink| {
+    run_detached(py, "k_reciprocal_embeddings", progress, |sink| {
         rerank::k_reciprocal_embeddings(q, g, k1, k2, lambda_value, Some(sink))
     })
 }
@@ -153,7 +109,7 @@ fn msrerank<'py>(
 ) -> PyResult<Bound<'py, PyArray2<f32>>> {
     let variant: Variant = variant.parse().map_err(to_py_err)?;
     let b = blocks(&q_g_dist, &q_q_dist, &g_g_dist);
-    run_detached(py, progress, |sink| {
+    run_detached(py, "msrerank", progress, |sink| {
         rerank::msrerank(b, &ks, k2, lambda_value, variant, Some(sink))
     })
 }
@@ -174,7 +130,7 @@ fn msrerank_embeddings<'py>(
 ) -> PyResult<Bound<'py, PyArray2<f32>>> {
     let variant: Variant = variant.parse().map_err(to_py_err)?;
     let (q, g) = (query_emb.as_array(), gallery_emb.as_array());
-    run_detached(py, progress, |sink| {
+    run_detached(py, "msrerank_embeddings", progress, |sink| {
         rerank::msrerank_embeddings(q, g, &ks, k2, lambda_value, variant, Some(sink))
     })
 }

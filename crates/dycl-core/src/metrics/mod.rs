@@ -13,15 +13,18 @@
 
 mod ranking;
 mod scores;
+mod stream;
 
 use geographiclib_rs::{Geodesic, InverseGeodesic};
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::distance::cosine_distances;
-use crate::error::{DyclError, Result};
+use crate::distance::normalized_finite;
+use crate::error::{DyclError, FirstError, Result};
 use crate::geo::validate_coords;
+use crate::memory::{ensure_fits, try_array2, try_capacity, try_zeroed, Purpose};
+use crate::progress::{Progress, ProgressSink, Tracker};
 use ranking::{top_k_row, RankedPositives};
 use scores::{ScoreContext, ScoreScratch};
 
@@ -137,6 +140,15 @@ pub fn validate_levels(levels: ArrayView2<u8>) -> Result<usize> {
     Ok(top as usize)
 }
 
+/// What the id copies are, and what to do when they do not fit.
+const IDS: Purpose = Purpose::new("metrics: the checked ids", "pass fewer queries per call");
+
+/// What the per-query results are, and what to do when they do not fit.
+const RESULTS: Purpose = Purpose::new(
+    "metrics: the per-query results",
+    "pass fewer queries per call",
+);
+
 /// Check ids against the expected count and the level matrix size.
 fn checked_ids(
     arg: &'static str,
@@ -151,22 +163,20 @@ fn checked_ids(
             format!("expected {expected} ids ({what}), got {}", ids.len()),
         ));
     }
-    ids.iter()
-        .enumerate()
-        .map(|(i, &id)| {
-            if id < 0 || id as u64 >= n_buildings as u64 {
-                Err(DyclError::invalid(
-                    arg,
-                    format!(
-                        "id {id} at position {i} is outside the level matrix (valid ids are 0..{})",
-                        n_buildings - 1
-                    ),
-                ))
-            } else {
-                Ok(id as usize)
-            }
-        })
-        .collect()
+    let mut out = try_capacity::<usize>(ids.len(), IDS)?;
+    for (i, &id) in ids.iter().enumerate() {
+        if id < 0 || id as u64 >= n_buildings as u64 {
+            return Err(DyclError::invalid(
+                arg,
+                format!(
+                    "id {id} at position {i} is outside the level matrix (valid ids are 0..{})",
+                    n_buildings - 1
+                ),
+            ));
+        }
+        out.push(id as usize);
+    }
+    Ok(out)
 }
 
 /// Queries per rayon task: at least a few, and few enough tasks (about four
@@ -188,16 +198,34 @@ pub fn per_query<D: Copy + Into<f64> + Send + Sync>(
     levels: ArrayView2<u8>,
     coords: Option<ArrayView2<f64>>,
 ) -> Result<PerQuery> {
+    per_query_with(distances, query_ids, gallery_ids, levels, coords, None)
+}
+
+/// [`per_query`] reporting to `progress` (one unit per query), which can
+/// cancel it: the call then returns [`DyclError::Cancelled`].
+pub fn per_query_with<D: Copy + Into<f64> + Send + Sync>(
+    distances: ArrayView2<D>,
+    query_ids: ArrayView1<i64>,
+    gallery_ids: ArrayView1<i64>,
+    levels: ArrayView2<u8>,
+    coords: Option<ArrayView2<f64>>,
+    progress: Option<&mut dyn ProgressSink>,
+) -> Result<PerQuery> {
     let ids = check_per_query_inputs(distances.dim(), query_ids, gallery_ids, levels, coords)?;
     let levels = levels.as_standard_layout();
-    let mut out = QueryArrays::zeros(distances.nrows(), ids.n_levels);
-    let all_finite = score_queries(distances, &ids, levels.view(), &mut out);
+    let mut out = QueryArrays::zeros(distances.nrows(), ids.n_levels)?;
+    let q = distances.nrows();
+    let all_finite = Progress::new(progress).run("metrics", 0, q, |t| {
+        score_queries(distances, &ids, levels.view(), &mut out, t)
+    })??;
     // Finiteness is checked while ranking (one read of the matrix, not two);
     // the error is raised here, before any result is returned.
     if !all_finite {
         validate_finite("distances", distances)?;
     }
-    let top1_error_m = coords.map(|c| top1_errors(c, &ids, &out.top1));
+    let top1_error_m = coords
+        .map(|c| top1_errors(c, &ids, &out.top1))
+        .transpose()?;
     Ok(out.into_per_query(ids.n_levels, top1_error_m))
 }
 
@@ -235,6 +263,16 @@ fn check_per_query_inputs(
         n_buildings,
     )?;
     validate_distance_shape("distances", (q, g))?;
+    check_coords(coords, n_buildings)?;
+    Ok(CheckedIds {
+        n_levels,
+        query,
+        gallery,
+    })
+}
+
+/// Optional building coordinates: valid, one row per building.
+fn check_coords(coords: Option<ArrayView2<f64>>, n_buildings: usize) -> Result<()> {
     if let Some(c) = coords {
         validate_coords("coords", c)?;
         if c.nrows() != n_buildings {
@@ -247,11 +285,7 @@ fn check_per_query_inputs(
             ));
         }
     }
-    Ok(CheckedIds {
-        n_levels,
-        query,
-        gallery,
-    })
+    Ok(())
 }
 
 /// The per-query outputs being filled: one slot or one `(L)` row per query.
@@ -266,16 +300,16 @@ struct QueryArrays {
 }
 
 impl QueryArrays {
-    fn zeros(q: usize, n_levels: usize) -> Self {
-        QueryArrays {
-            h_ap: Array1::zeros(q),
-            asi: Array1::zeros(q),
-            ndcg: Array1::zeros(q),
-            top1: Array1::zeros(q),
-            average_precision: Array2::zeros((q, n_levels)),
-            first_relevant_rank: Array2::zeros((q, n_levels)),
-            n_relevant: Array2::zeros((q, n_levels)),
-        }
+    fn zeros(q: usize, n_levels: usize) -> Result<Self> {
+        Ok(QueryArrays {
+            h_ap: Array1::from(try_zeroed(q, RESULTS)?),
+            asi: Array1::from(try_zeroed(q, RESULTS)?),
+            ndcg: Array1::from(try_zeroed(q, RESULTS)?),
+            top1: Array1::from(try_zeroed(q, RESULTS)?),
+            average_precision: try_array2((q, n_levels), RESULTS)?,
+            first_relevant_rank: try_array2((q, n_levels), RESULTS)?,
+            n_relevant: try_array2((q, n_levels), RESULTS)?,
+        })
     }
 
     fn into_per_query(self, n_levels: usize, top1_error_m: Option<Array1<f64>>) -> PerQuery {
@@ -302,6 +336,18 @@ struct Scratch {
     row: Vec<f64>,
 }
 
+impl Scratch {
+    /// Buffers for a gallery of `g`; `copy_rows` when rows are not
+    /// contiguous and must be copied before they are ranked.
+    fn new(g: usize, n_levels: usize, copy_rows: bool) -> Result<Self> {
+        Ok(Scratch {
+            ranked: RankedPositives::new(g, n_levels)?,
+            score: ScoreScratch::new(n_levels),
+            row: try_capacity(if copy_rows { g } else { 0 }, ranking::SCRATCH)?,
+        })
+    }
+}
+
 /// One query's share of [`QueryArrays`].
 struct QueryOut<'a> {
     h_ap: &'a mut f64,
@@ -321,10 +367,13 @@ fn score_queries<D: Copy + Into<f64> + Send + Sync>(
     ids: &CheckedIds,
     levels: ArrayView2<u8>,
     out: &mut QueryArrays,
-) -> bool {
+    tracker: &Tracker,
+) -> Result<bool> {
     let (q, g) = distances.dim();
     let n_levels = ids.n_levels;
-    let ctx = ScoreContext::new(n_levels, g);
+    let ctx = ScoreContext::new(n_levels, g)?;
+    let copy_rows = distances.row(0).as_slice().is_none();
+    let scratch_error = FirstError::default();
     let saw_non_finite = AtomicBool::new(false);
     (
         out.h_ap.as_slice_mut().expect("fresh array").par_iter_mut(),
@@ -341,12 +390,16 @@ fn score_queries<D: Copy + Into<f64> + Send + Sync>(
         .enumerate()
         .with_min_len(queries_per_task(q))
         .for_each_init(
-            || Scratch {
-                ranked: RankedPositives::new(g, n_levels),
-                score: ScoreScratch::new(n_levels),
-                row: Vec::new(),
-            },
+            || Scratch::new(g, n_levels, copy_rows),
             |s, (i, (h_ap, asi, ndcg, top1, mut ap, mut first, mut n_rel))| {
+                let s = match s {
+                    Ok(s) => s,
+                    Err(err) => return scratch_error.record(err),
+                };
+                if tracker.cancelled() {
+                    return;
+                }
+                tracker.advance(1);
                 let level_row = levels.row(ids.query[i]);
                 let level_row = level_row.as_slice().expect("standard layout");
                 if !rank_row(s, distances.row(i), &ids.gallery, level_row) {
@@ -366,7 +419,8 @@ fn score_queries<D: Copy + Into<f64> + Send + Sync>(
             },
         );
     debug_assert_eq!(ctx.n_levels(), n_levels);
-    !saw_non_finite.load(Ordering::Relaxed)
+    scratch_error.into_result()?;
+    Ok(!saw_non_finite.load(Ordering::Relaxed))
 }
 
 /// Rank one query's positives into `s.ranked` (see [`RankedPositives::rank`]);
@@ -413,30 +467,36 @@ fn score_ranked(ctx: &ScoreContext, s: &mut Scratch, out: QueryOut) {
 
 /// Geodesic distance (m) from each query's building to that of its rank-1
 /// item; 0 for the same building.
-fn top1_errors(coords: ArrayView2<f64>, ids: &CheckedIds, top1: &Array1<u32>) -> Array1<f64> {
+fn top1_errors(
+    coords: ArrayView2<f64>,
+    ids: &CheckedIds,
+    top1: &Array1<u32>,
+) -> Result<Array1<f64>> {
     let geod = Geodesic::wgs84();
-    let errors: Vec<f64> = (0..ids.query.len())
-        .into_par_iter()
-        .map(|i| {
+    let mut errors = Array1::from(try_zeroed::<f64>(ids.query.len(), RESULTS)?);
+    errors
+        .as_slice_mut()
+        .expect("fresh array")
+        .par_iter_mut()
+        .enumerate()
+        .for_each(|(i, e)| {
             let (a, b) = (ids.query[i], ids.gallery[top1[i] as usize]);
-            if a == b {
-                0.0
-            } else {
-                geod.inverse(
+            if a != b {
+                *e = geod.inverse(
                     coords[[a, 0]],
                     coords[[a, 1]],
                     coords[[b, 0]],
                     coords[[b, 1]],
-                )
+                );
             }
-        })
-        .collect();
-    Array1::from(errors)
+        });
+    Ok(errors)
 }
 
-/// [`per_query`] from embeddings: cosine distances computed by
-/// [`crate::distance::cosine_distances`] (a `(q, g)` f32 matrix is held in
-/// memory), then scored as they are.
+/// [`per_query`] from embeddings, on the cosine distances that
+/// [`crate::distance::cosine_distances`] gives (bit-identical results)
+/// without ever holding them: queries are scored in blocks of rows (see
+/// [`stream`]), so memory is O(block × g), not O(q × g).
 pub fn per_query_embeddings(
     query_emb: ArrayView2<f32>,
     gallery_emb: ArrayView2<f32>,
@@ -445,24 +505,116 @@ pub fn per_query_embeddings(
     levels: ArrayView2<u8>,
     coords: Option<ArrayView2<f64>>,
 ) -> Result<PerQuery> {
-    // Cheap checks first, so bad ids fail before the GEMM.
-    validate_levels(levels)?;
-    checked_ids(
-        "query_ids",
+    per_query_embeddings_with(
+        query_emb,
+        gallery_emb,
         query_ids,
-        query_emb.nrows(),
-        "one per row of query_emb",
-        levels.nrows(),
-    )?;
-    checked_ids(
-        "gallery_ids",
         gallery_ids,
-        gallery_emb.nrows(),
-        "one per row of gallery_emb",
-        levels.nrows(),
-    )?;
-    let distances = cosine_distances(query_emb, gallery_emb)?;
-    per_query(distances.view(), query_ids, gallery_ids, levels, coords)
+        levels,
+        coords,
+        None,
+    )
+}
+
+/// [`per_query_embeddings`] reporting to `progress` (one unit per query),
+/// which can cancel it: the call then returns [`DyclError::Cancelled`].
+pub fn per_query_embeddings_with(
+    query_emb: ArrayView2<f32>,
+    gallery_emb: ArrayView2<f32>,
+    query_ids: ArrayView1<i64>,
+    gallery_ids: ArrayView1<i64>,
+    levels: ArrayView2<u8>,
+    coords: Option<ArrayView2<f64>>,
+    progress: Option<&mut dyn ProgressSink>,
+) -> Result<PerQuery> {
+    let (q, g) = (query_emb.nrows(), gallery_emb.nrows());
+    let block = stream::block_rows(q, g);
+    per_query_embeddings_in_blocks(
+        (query_emb, gallery_emb),
+        (query_ids, gallery_ids),
+        levels,
+        coords,
+        block,
+        Progress::new(progress),
+    )
+}
+
+/// [`per_query_embeddings`] with `block` query rows per block.
+fn per_query_embeddings_in_blocks(
+    (query_emb, gallery_emb): (ArrayView2<f32>, ArrayView2<f32>),
+    (query_ids, gallery_ids): (ArrayView1<i64>, ArrayView1<i64>),
+    levels: ArrayView2<u8>,
+    coords: Option<ArrayView2<f64>>,
+    block: usize,
+    mut progress: Progress,
+) -> Result<PerQuery> {
+    let ids = check_embedding_inputs(query_emb, gallery_emb, query_ids, gallery_ids, levels)?;
+    check_coords(coords, levels.nrows())?;
+    // The normalised copies are the one pass over the embeddings that checks them finite.
+    let query = normalized_finite("query_emb", query_emb)?;
+    let gallery = normalized_finite("gallery_emb", gallery_emb)?;
+    let levels = levels.as_standard_layout();
+    let mut out = QueryArrays::zeros(query.nrows(), ids.n_levels)?;
+    let (q, g) = (query.view(), gallery.view());
+    progress.run("metrics from embeddings", 0, q.nrows(), |t| {
+        stream::score_blocks(q, g, &ids, levels.view(), block, &mut out, t)
+    })??;
+    let top1_error_m = coords
+        .map(|c| top1_errors(c, &ids, &out.top1))
+        .transpose()?;
+    Ok(out.into_per_query(ids.n_levels, top1_error_m))
+}
+
+/// The checks of [`per_query_embeddings`] that read no embedding value, in
+/// the order its errors are reported: levels, query ids, gallery ids, the
+/// embedding shapes.
+fn check_embedding_inputs(
+    query_emb: ArrayView2<f32>,
+    gallery_emb: ArrayView2<f32>,
+    query_ids: ArrayView1<i64>,
+    gallery_ids: ArrayView1<i64>,
+    levels: ArrayView2<u8>,
+) -> Result<CheckedIds> {
+    let n_levels = validate_levels(levels)?;
+    let (q, g) = (query_emb.nrows(), gallery_emb.nrows());
+    let what = ("one per row of query_emb", "one per row of gallery_emb");
+    let query = checked_ids("query_ids", query_ids, q, what.0, levels.nrows())?;
+    let gallery = checked_ids("gallery_ids", gallery_ids, g, what.1, levels.nrows())?;
+    for (arg, emb, set) in [
+        ("query_emb", query_emb, "query set"),
+        ("gallery_emb", gallery_emb, "gallery"),
+    ] {
+        if emb.nrows() == 0 {
+            return Err(DyclError::invalid(
+                arg,
+                format!("has no rows: the {set} is empty"),
+            ));
+        }
+        if emb.ncols() == 0 {
+            return Err(DyclError::invalid(arg, "has zero columns"));
+        }
+    }
+    if query_emb.ncols() != gallery_emb.ncols() {
+        return Err(DyclError::invalid(
+            "gallery_emb",
+            format!(
+                "embedding width {} differs from query_emb's {}",
+                gallery_emb.ncols(),
+                query_emb.ncols()
+            ),
+        ));
+    }
+    if g >= u32::MAX as usize {
+        return Err(DyclError::invalid(
+            "gallery_emb",
+            format!("gallery of {g} items is too large (max {})", u32::MAX - 1),
+        ));
+    }
+    Ok(CheckedIds {
+        n_levels,
+        query,
+        gallery,
+    })
 }
 
 /// Indices of the `k` nearest gallery items of every query, nearest first,
@@ -471,22 +623,67 @@ pub fn ranked_gallery<D: Copy + Into<f64> + Send + Sync>(
     distances: ArrayView2<D>,
     k: usize,
 ) -> Result<Array2<u32>> {
-    validate_distances("distances", distances)?;
+    ranked_gallery_with(distances, k, None)
+}
+
+/// [`ranked_gallery`] reporting to `progress` (one unit per query), which
+/// can cancel it: the call then returns [`DyclError::Cancelled`].
+pub fn ranked_gallery_with<D: Copy + Into<f64> + Send + Sync>(
+    distances: ArrayView2<D>,
+    k: usize,
+    progress: Option<&mut dyn ProgressSink>,
+) -> Result<Array2<u32>> {
     let (q, g) = distances.dim();
+    validate_distance_shape("distances", (q, g))?;
     if k == 0 || k > g {
         return Err(DyclError::invalid(
             "k",
             format!("must be between 1 and the gallery size {g}, got {k}"),
         ));
     }
-    let mut out = Array2::<u32>::zeros((q, k));
+    // An impossible size fails before the distances are scanned.
+    ensure_fits::<u32>(&[q, k], RESULTS)?;
+    validate_finite("distances", distances)?;
+    let mut out = try_array2::<u32>((q, k), RESULTS)?;
+    let view = out.view_mut();
+    Progress::new(progress).run("ranking the gallery", 0, q, |t| {
+        top_k_rows(distances, k, view, t)
+    })??;
+    Ok(out)
+}
+
+/// The body of [`ranked_gallery_with`]: each query's top `k` into its row
+/// of `out`, in parallel; stops early once `tracker` is cancelled.
+fn top_k_rows<D: Copy + Into<f64> + Send + Sync>(
+    distances: ArrayView2<D>,
+    k: usize,
+    mut out: ArrayViewMut2<u32>,
+    tracker: &Tracker,
+) -> Result<()> {
+    let (q, g) = distances.dim();
+    let copy_rows = distances.row(0).as_slice().is_none();
+    let scratch_error = FirstError::default();
     out.axis_iter_mut(Axis(0))
         .into_par_iter()
         .enumerate()
         .with_min_len(queries_per_task(q))
         .for_each_init(
-            || (Vec::with_capacity(g), Vec::new()),
-            |(keys, row_buf): &mut (Vec<u128>, Vec<f64>), (i, mut out_row)| {
+            || -> Result<(Vec<u128>, Vec<f64>)> {
+                let row_len = if copy_rows { g } else { 0 };
+                Ok((
+                    try_capacity(g, ranking::SCRATCH)?,
+                    try_capacity(row_len, ranking::SCRATCH)?,
+                ))
+            },
+            |scratch, (i, mut out_row)| {
+                let (keys, row_buf) = match scratch {
+                    Ok(s) => (&mut s.0, &mut s.1),
+                    Err(err) => return scratch_error.record(err),
+                };
+                if tracker.cancelled() {
+                    return;
+                }
+                tracker.advance(1);
                 let out_row = out_row.as_slice_mut().expect("row of a fresh array");
                 let row = distances.row(i);
                 match row.as_slice() {
@@ -499,12 +696,13 @@ pub fn ranked_gallery<D: Copy + Into<f64> + Send + Sync>(
                 }
             },
         );
-    Ok(out)
+    scratch_error.into_result()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::distance::cosine_distances;
     use ndarray::{array, Array1, Array2};
 
     fn lv3() -> Array2<u8> {
@@ -744,6 +942,39 @@ mod tests {
         .is_err());
     }
 
+    fn out_of_memory<T: std::fmt::Debug>(r: Result<T>) -> String {
+        match r {
+            Err(DyclError::OutOfMemory(msg)) => msg,
+            other => panic!("expected OutOfMemory, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn impossible_sizes_are_errors_not_aborts() {
+        // Zero strides: 2^45 queries with no memory behind them.
+        let levels = lv3();
+        let n = 1usize << 45;
+        let row = array![[0.5, 0.25]];
+        let d = row.broadcast((n, 2)).unwrap();
+        let zero = array![0i64];
+        let q = zero.broadcast(n).unwrap();
+        let g = array![0i64, 1];
+        let msg = out_of_memory(per_query(d, q, g.view(), levels.view(), None));
+        assert!(msg.contains("pass fewer queries per call"), "{msg}");
+        let wide = row.broadcast((1usize << 61, 2)).unwrap();
+        out_of_memory(ranked_gallery(wide, 2));
+        let e = array![[1.0f32, 0.0]];
+        let msg = out_of_memory(per_query_embeddings(
+            e.broadcast((n, 2)).unwrap(),
+            e.view(),
+            q,
+            zero.view(),
+            levels.view(),
+            None,
+        ));
+        assert!(msg.contains("metrics: "), "{msg}");
+    }
+
     #[test]
     fn non_finite_distance_is_reported_with_its_position() {
         let levels = lv3();
@@ -758,6 +989,188 @@ mod tests {
             }
             other => panic!("expected an error, got {other:?}"),
         }
+    }
+
+    fn assert_bits_equal(a: &PerQuery, b: &PerQuery, what: &str) {
+        let bits = |x: &Array1<f64>| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let bits2 = |x: &Array2<f64>| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&a.h_ap), bits(&b.h_ap), "{what}: H-AP");
+        assert_eq!(bits(&a.asi), bits(&b.asi), "{what}: ASI");
+        assert_eq!(bits(&a.ndcg), bits(&b.ndcg), "{what}: NDCG");
+        assert_eq!(
+            bits2(&a.average_precision),
+            bits2(&b.average_precision),
+            "{what}: AP"
+        );
+        assert_eq!(a.first_relevant_rank, b.first_relevant_rank, "{what}");
+        assert_eq!(a.n_relevant, b.n_relevant, "{what}");
+        assert_eq!(a.top1, b.top1, "{what}");
+        let errors = |r: &PerQuery| r.top1_error_m.as_ref().map(bits);
+        assert_eq!(errors(a), errors(b), "{what}: errors");
+    }
+
+    /// Embeddings with near-ties (a small grid of values) over 40 buildings
+    /// whose levels come from coordinates.
+    fn embedding_case(q: usize, g: usize, d: usize) -> EmbeddingCase {
+        let value =
+            |i: usize, j: usize, salt: usize| ((i * 31 + j * 17 + salt) % 23) as f32 / 7.0 - 1.5;
+        let coords = Array2::from_shape_fn((40, 2), |(b, c)| {
+            [22.3, 114.2][c] + ((b * [37, 53][c]) % 29) as f64 * 1e-3
+        });
+        EmbeddingCase {
+            query: Array2::from_shape_fn((q, d), |(i, j)| value(i, j, 1)),
+            gallery: Array2::from_shape_fn((g, d), |(i, j)| value(i, j, 5)),
+            query_ids: Array1::from_shape_fn(q, |i| ((i * 7) % 40) as i64),
+            gallery_ids: Array1::from_shape_fn(g, |i| ((i * 3) % 40) as i64),
+            levels: crate::geo::level_matrix(coords.view(), &[200.0, 500.0]).unwrap(),
+            coords,
+        }
+    }
+
+    struct EmbeddingCase {
+        query: Array2<f32>,
+        gallery: Array2<f32>,
+        query_ids: Array1<i64>,
+        gallery_ids: Array1<i64>,
+        levels: Array2<u8>,
+        coords: Array2<f64>,
+    }
+
+    #[test]
+    fn streamed_embeddings_are_bit_identical_to_the_distance_matrix() {
+        let c = embedding_case(600, 700, 13);
+        let d = cosine_distances(c.query.view(), c.gallery.view()).unwrap();
+        let (qi, gi) = (c.query_ids.view(), c.gallery_ids.view());
+        let want = per_query(d.view(), qi, gi, c.levels.view(), Some(c.coords.view())).unwrap();
+        assert!(
+            want.h_ap.iter().any(|v| *v < 1.0),
+            "a case where ranking matters"
+        );
+        for block in [1, 7, 32, 256, 300, 600, 1000] {
+            let got = per_query_embeddings_in_blocks(
+                (c.query.view(), c.gallery.view()),
+                (qi, gi),
+                c.levels.view(),
+                Some(c.coords.view()),
+                block,
+                Progress::silent(),
+            )
+            .unwrap();
+            assert_bits_equal(&got, &want, &format!("block {block}"));
+        }
+        let got = per_query_embeddings(
+            c.query.view(),
+            c.gallery.view(),
+            qi,
+            gi,
+            c.levels.view(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(got.top1, want.top1);
+        // non-contiguous embeddings give the same bits too
+        let (qt, gt) = (c.query.t().to_owned(), c.gallery.t().to_owned());
+        let strided = per_query_embeddings(
+            qt.t(),
+            gt.t(),
+            qi,
+            gi,
+            c.levels.view(),
+            Some(c.coords.view()),
+        );
+        assert_bits_equal(&strided.unwrap(), &want, "strided");
+    }
+
+    #[test]
+    fn non_finite_embeddings_name_their_argument() {
+        let c = embedding_case(50, 60, 4);
+        let (qi, gi, lv) = (c.query_ids.view(), c.gallery_ids.view(), c.levels.view());
+        for (which, arg) in [(0, "query_emb"), (1, "gallery_emb")] {
+            let (mut q, mut g) = (c.query.clone(), c.gallery.clone());
+            match which {
+                0 => q[[41, 2]] = f32::NAN,
+                _ => g[[3, 0]] = f32::NEG_INFINITY,
+            }
+            let err = per_query_embeddings(q.view(), g.view(), qi, gi, lv, None).unwrap_err();
+            assert_eq!(arg_of(Err::<(), _>(err)), arg);
+        }
+        let empty = Array2::<f32>::zeros((0, 4));
+        let none = Array1::<i64>::zeros(0);
+        let err = per_query_embeddings(empty.view(), c.gallery.view(), none.view(), gi, lv, None);
+        assert_eq!(arg_of(err), "query_emb");
+    }
+
+    /// A call under test, given the sink to report to.
+    type Call<'a> = dyn Fn(&mut CancelAfter) -> Result<()> + 'a;
+
+    /// Says go on `allowed` times, then cancels; keeps the last report.
+    struct CancelAfter {
+        allowed: usize,
+        calls: usize,
+        last: (String, usize, usize),
+    }
+
+    impl CancelAfter {
+        fn new(allowed: usize) -> Self {
+            CancelAfter {
+                allowed,
+                calls: 0,
+                last: (String::new(), 0, 0),
+            }
+        }
+    }
+
+    impl ProgressSink for CancelAfter {
+        fn report(&mut self, stage: &str, done: usize, total: usize) -> bool {
+            self.calls += 1;
+            self.last = (stage.to_string(), done, total);
+            self.calls <= self.allowed
+        }
+    }
+
+    #[test]
+    fn sink_returning_false_cancels_metrics_calls() {
+        // Seconds of work on one core; the first report while running cancels.
+        let c = embedding_case(20_000, 4_000, 16);
+        let (qi, gi, lv) = (c.query_ids.view(), c.gallery_ids.view(), c.levels.view());
+        let row = Array1::from_shape_fn(20_000, |j| ((j * 7919) % 1000) as f64);
+        let d = row.broadcast((20_000, 20_000)).unwrap();
+        let many = Array1::from_shape_fn(20_000, |i| (i % 40) as i64);
+        let calls: [&Call; 3] = [
+            &|s| {
+                per_query_embeddings_with(
+                    c.query.view(),
+                    c.gallery.view(),
+                    qi,
+                    gi,
+                    lv,
+                    None,
+                    Some(s),
+                )
+                .map(|_| ())
+            },
+            &|s| per_query_with(d, many.view(), many.view(), lv, None, Some(s)).map(|_| ()),
+            &|s| ranked_gallery_with(d, 20_000, Some(s)).map(|_| ()),
+        ];
+        for call in calls {
+            let mut sink = CancelAfter::new(1);
+            assert_eq!(call(&mut sink), Err(DyclError::Cancelled));
+            let (stage, done, total) = sink.last.clone();
+            assert!(done < total, "{stage}: cancelled after the work was done");
+        }
+        // A sink that always goes on sees the whole stage and changes nothing.
+        let small = embedding_case(300, 200, 8);
+        let args = (
+            small.query_ids.view(),
+            small.gallery_ids.view(),
+            small.levels.view(),
+        );
+        let mut sink = CancelAfter::new(usize::MAX);
+        let (qe, ge) = (small.query.view(), small.gallery.view());
+        let got = per_query_embeddings_with(qe, ge, args.0, args.1, args.2, None, Some(&mut sink));
+        let want = per_query_embeddings(qe, ge, args.0, args.1, args.2, None).unwrap();
+        assert_bits_equal(&got.unwrap(), &want, "with a sink");
+        assert_eq!(sink.last, ("metrics from embeddings".to_string(), 300, 300));
     }
 
     #[test]

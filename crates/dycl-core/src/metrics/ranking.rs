@@ -14,6 +14,9 @@
 //! order; it rides along so no second lookup is needed after sorting. Equal
 //! distances are therefore ordered by gallery index, as DESIGN §4 requires.
 
+use crate::error::Result;
+use crate::memory::{try_capacity, try_zeroed, Purpose};
+
 /// Order-preserving map from a finite `f64` to `u64`: `a < b ⇔ key(a) < key(b)`.
 /// `-0.0` and `0.0` map to the same key (they are equal distances).
 #[inline]
@@ -40,6 +43,12 @@ pub(crate) fn key_level(key: u128) -> u8 {
     key as u8
 }
 
+/// What the ranking buffers are, and what to do when they do not fit.
+pub(crate) const SCRATCH: Purpose = Purpose::new(
+    "metrics: the per-thread ranking buffers (about 50 bytes per gallery item)",
+    "use a smaller gallery, or fewer threads (RAYON_NUM_THREADS)",
+);
+
 /// Per-thread buffers for ranking one query; sized once for the gallery and
 /// reused for every query, so the hot loop allocates nothing.
 pub(crate) struct RankedPositives {
@@ -60,17 +69,17 @@ pub(crate) struct RankedPositives {
 }
 
 impl RankedPositives {
-    pub(crate) fn new(gallery_len: usize, n_levels: usize) -> Self {
-        RankedPositives {
-            keys: vec![0; gallery_len],
+    pub(crate) fn new(gallery_len: usize, n_levels: usize) -> Result<Self> {
+        Ok(RankedPositives {
+            keys: try_zeroed(gallery_len, SCRATCH)?,
             n_positive: 0,
-            negatives: vec![0; gallery_len],
-            positive_distances: Vec::with_capacity(gallery_len),
-            gap_negatives: Vec::with_capacity(gallery_len + 1),
-            ranks: Vec::with_capacity(gallery_len),
+            negatives: try_zeroed(gallery_len, SCRATCH)?,
+            positive_distances: try_capacity(gallery_len, SCRATCH)?,
+            gap_negatives: try_capacity(gallery_len.saturating_add(1), SCRATCH)?,
+            ranks: try_capacity(gallery_len, SCRATCH)?,
             level_counts: vec![0; n_levels + 1],
             top1: 0,
-        }
+        })
     }
 
     /// Rank the positives of one query. `distances[j]` is the distance to
@@ -251,7 +260,7 @@ mod tests {
             .collect();
         let levels: Vec<u8> = (0..n).map(|j| ((j * 7 + 3) % 5) as u8 % 4).collect();
         let ids: Vec<usize> = (0..n).collect();
-        let mut rp = RankedPositives::new(n, 3);
+        let mut rp = RankedPositives::new(n, 3).unwrap();
         rp.rank(&d, &ids, &levels);
         let (ranks, lv) = full_sort_ranks(&d, &levels);
         assert_eq!(rp.ranks(), &ranks[..]);
@@ -274,7 +283,7 @@ mod tests {
         use rand::rngs::StdRng;
         use rand::{RngExt, SeedableRng};
         let mut rng = StdRng::seed_from_u64(11);
-        let mut rp = RankedPositives::new(500, 4);
+        let mut rp = RankedPositives::new(500, 4).unwrap();
         for case in 0..200 {
             let n = rng.random_range(1..500usize);
             let share_pos: f64 = rng.random();
@@ -308,7 +317,7 @@ mod tests {
     fn no_positive_and_all_positive() {
         let d = [0.3, 0.1, 0.2];
         let ids = [0, 1, 2];
-        let mut rp = RankedPositives::new(3, 1);
+        let mut rp = RankedPositives::new(3, 1).unwrap();
         rp.rank(&d, &ids, &[0, 0, 0]);
         assert!(rp.positives().is_empty() && rp.ranks().is_empty());
         assert_eq!(rp.top1(), 1);

@@ -5,6 +5,14 @@
 //! loops run over positives only, `O(P · L)` per query.
 
 use super::ranking::key_level;
+use crate::error::Result;
+use crate::memory::{try_zeroed, Purpose};
+
+/// What the per-rank tables are, and what to do when they do not fit.
+const TABLES: Purpose = Purpose::new(
+    "metrics: the per-rank tables (24 bytes per gallery item)",
+    "use a smaller gallery",
+);
 
 /// Tables shared by all queries of one evaluation.
 pub(crate) struct ScoreContext {
@@ -26,7 +34,7 @@ pub(crate) struct ScoreContext {
 }
 
 impl ScoreContext {
-    pub(crate) fn new(n_levels: usize, gallery_len: usize) -> Self {
+    pub(crate) fn new(n_levels: usize, gallery_len: usize) -> Result<Self> {
         let weight = (0..=n_levels)
             .map(|v| {
                 if n_levels == 1 {
@@ -37,22 +45,23 @@ impl ScoreContext {
             })
             .collect();
         let gain = (0..=n_levels).map(|v| 2f64.powi(v as i32) - 1.0).collect();
-        let mut discount = vec![0.0; gallery_len + 1];
-        let mut discount_sum = vec![0.0; gallery_len + 1];
-        let mut inverse = vec![0.0; gallery_len + 1];
+        let len = gallery_len.saturating_add(1);
+        let mut discount = try_zeroed::<f64>(len, TABLES)?;
+        let mut discount_sum = try_zeroed::<f64>(len, TABLES)?;
+        let mut inverse = try_zeroed::<f64>(len, TABLES)?;
         for r in 1..=gallery_len {
             inverse[r] = 1.0 / r as f64;
             discount[r] = 1.0 / ((1 + r) as f64).log2();
             discount_sum[r] = discount_sum[r - 1] + discount[r];
         }
-        ScoreContext {
+        Ok(ScoreContext {
             n_levels,
             weight,
             gain,
             discount,
             discount_sum,
             inverse,
-        }
+        })
     }
 
     pub(crate) fn n_levels(&self) -> usize {
@@ -258,7 +267,7 @@ mod tests {
     }
 
     fn scores(levels: &[u8], n_levels: usize) -> (f64, f64, f64) {
-        let ctx = ScoreContext::new(n_levels, levels.len());
+        let ctx = ScoreContext::new(n_levels, levels.len()).unwrap();
         let (keys, ranks, counts) = from_ranked_levels(levels, n_levels);
         hierarchical(
             &ctx,
@@ -325,7 +334,7 @@ mod tests {
     fn per_scale_ap_first_rank_and_counts() {
         let n_levels = 3;
         let levels = [1u8, 3, 0, 2, 2];
-        let ctx = ScoreContext::new(n_levels, levels.len());
+        let ctx = ScoreContext::new(n_levels, levels.len()).unwrap();
         let (keys, ranks, counts) = from_ranked_levels(&levels, n_levels);
         let (mut ap, mut first, mut n_rel) = (vec![0.0; 3], vec![0; 3], vec![0; 3]);
         per_scale(

@@ -4,10 +4,26 @@
 //! argsort. Both are packed into one `u64` key so that selection is integer
 //! comparisons only.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use rayon::prelude::*;
 
-use super::progress::Tracker;
 use super::source::SquaredDistances;
+use crate::error::{FirstError, Result};
+use crate::memory::{ensure_fits, try_capacity, try_zeroed, Purpose};
+use crate::progress::Tracker;
+
+/// What the neighbour lists are, and what to do when they do not fit.
+pub(crate) const LISTS: Purpose = Purpose::new(
+    "re-ranking: the neighbour lists (N × (k + 1) entries)",
+    "use a smaller k or fewer items",
+);
+
+/// What the per-thread distance tiles are, and what to do when they do not fit.
+pub(crate) const TILES: Purpose = Purpose::new(
+    "re-ranking: the per-thread distance tiles (rows × N float32)",
+    "use fewer items, or fewer threads (RAYON_NUM_THREADS)",
+);
 
 /// `(value, index)` as a `u64` whose integer order is value order, ties by
 /// index. `-0.0` counts as `+0.0`, as in NumPy's sort.
@@ -142,34 +158,41 @@ impl NeighbourLists {
     }
 
     /// One blocked pass over `D`: tiles of rows are filled by the source,
-    /// normalised and reduced to their top `len`. Returns `None` if the source
-    /// produced a non-finite value.
+    /// normalised and reduced to their top `len`. Fails with the source's
+    /// [`SquaredDistances::non_finite_error`] if it produced a non-finite
+    /// value, or when a buffer cannot be allocated.
     pub fn build<S: SquaredDistances + ?Sized>(
         source: &S,
         len: usize,
         tracker: &Tracker,
-    ) -> Option<Self> {
+    ) -> Result<Self> {
         let n = source.n_items();
         let len = len.min(n);
         let tile = source.tile_rows();
-        let mut index = vec![0u32; n * len];
-        let mut dist = vec![0f32; n * len];
-        let mut row_max = vec![0f32; n];
-        let bad = std::sync::atomic::AtomicBool::new(false);
+        let mut index = try_zeroed::<u32>(ensure_fits::<u32>(&[n, len], LISTS)?, LISTS)?;
+        let mut dist = try_zeroed::<f32>(n * len, LISTS)?;
+        let mut row_max = try_zeroed::<f32>(n, LISTS)?;
+        let tile_cells = ensure_fits::<f32>(&[tile, n], TILES)?;
+        let bad = AtomicBool::new(false);
+        let scratch_error = FirstError::default();
         index
             .par_chunks_mut(tile * len)
             .zip(dist.par_chunks_mut(tile * len))
             .zip(row_max.par_chunks_mut(tile))
             .enumerate()
             .for_each_init(
-                || {
-                    (
-                        vec![0f32; tile * n],
+                || -> Result<_> {
+                    Ok((
+                        try_zeroed::<f32>(tile_cells, TILES)?,
                         SmallestK::default(),
-                        Vec::with_capacity(len),
-                    )
+                        try_capacity::<u32>(len, LISTS)?,
+                    ))
                 },
-                |(buf, selector, picked), (t, ((index, dist), maxes))| {
+                |scratch, (t, ((index, dist), maxes))| {
+                    let (buf, selector, picked) = match scratch {
+                        Ok(s) => (&mut s.0, &mut s.1, &mut s.2),
+                        Err(err) => return scratch_error.record(err),
+                    };
                     if tracker.cancelled() {
                         return;
                     }
@@ -180,7 +203,7 @@ impl NeighbourLists {
                         let values = &mut buf[r * n..(r + 1) * n];
                         let (max, finite) = max_and_finite(values);
                         if !finite {
-                            bad.store(true, std::sync::atomic::Ordering::Relaxed);
+                            bad.store(true, Ordering::Relaxed);
                             return;
                         }
                         normalise_row(values, max);
@@ -194,10 +217,11 @@ impl NeighbourLists {
                     tracker.advance(rows);
                 },
             );
+        scratch_error.into_result()?;
         if bad.into_inner() {
-            return None;
+            return Err(source.non_finite_error());
         }
-        Some(NeighbourLists {
+        Ok(NeighbourLists {
             n,
             len,
             index,
@@ -216,17 +240,18 @@ pub struct InLists {
 }
 
 impl InLists {
-    pub fn build(lists: &NeighbourLists) -> Self {
+    pub fn build(lists: &NeighbourLists) -> Result<Self> {
         let n = lists.n;
-        let mut offsets = vec![0usize; n + 1];
+        let mut offsets = try_zeroed::<usize>(n.saturating_add(1), LISTS)?;
         for &i in &lists.index {
             offsets[i as usize + 1] += 1;
         }
         for i in 0..n {
             offsets[i + 1] += offsets[i];
         }
-        let mut cursor = offsets[..n].to_vec();
-        let mut entries = vec![(0u32, 0u32); lists.index.len()];
+        let mut cursor = try_capacity::<usize>(n, LISTS)?;
+        cursor.extend_from_slice(&offsets[..n]);
+        let mut entries = try_zeroed::<(u32, u32)>(lists.index.len(), LISTS)?;
         for j in 0..n {
             for (pos, &i) in lists.row(j).iter().enumerate() {
                 let slot = &mut cursor[i as usize];
@@ -234,7 +259,7 @@ impl InLists {
                 *slot += 1;
             }
         }
-        InLists { offsets, entries }
+        Ok(InLists { offsets, entries })
     }
 
     pub fn of(&self, i: usize) -> &[(u32, u32)] {

@@ -10,8 +10,22 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::knn::{InLists, NeighbourLists};
-use super::progress::Tracker;
 use super::source::SquaredDistances;
+use crate::error::Result;
+use crate::memory::{try_capacity, try_vec, try_zeroed, Purpose};
+use crate::progress::Tracker;
+
+/// What the sparse rows are, and what to do when they do not fit.
+const ROWS: Purpose = Purpose::new(
+    "re-ranking: the sparse k-reciprocal rows (a few times N × (k + 1) entries)",
+    "use a smaller k or fewer items",
+);
+
+/// What the per-thread marks are, and what to do when they do not fit.
+const SCRATCH: Purpose = Purpose::new(
+    "re-ranking: the per-thread marks (20 bytes per item)",
+    "use fewer items, or fewer threads (RAYON_NUM_THREADS)",
+);
 
 /// Rows per parallel work item.
 const CHUNK: usize = 64;
@@ -38,17 +52,20 @@ impl<E: Copy + Send + Sync> Csr<E> {
         self.entries.len()
     }
 
-    /// Build `n_rows` rows in parallel; `fill(scratch, i, out)` appends row `i`.
+    /// Build `n_rows` rows in parallel; `fill(scratch, i, out)` appends row
+    /// `i`. `init` makes each task's scratch and may fail (it is sized by the
+    /// input), and so may the assembly of the rows.
     pub fn build_par<S>(
         n_rows: usize,
-        init: impl Fn() -> S + Sync + Send,
+        init: impl Fn() -> Result<S> + Sync + Send,
         fill: impl Fn(&mut S, usize, &mut Vec<E>) + Sync + Send,
         tracker: &Tracker,
-    ) -> Self {
+    ) -> Result<Self> {
         let n_chunks = n_rows.div_ceil(CHUNK);
         let parts: Vec<(Vec<usize>, Vec<E>)> = (0..n_chunks)
             .into_par_iter()
             .map_init(&init, |scratch, c| {
+                let scratch = scratch.as_mut().map_err(|err| err.clone())?;
                 let rows = c * CHUNK..((c + 1) * CHUNK).min(n_rows);
                 let mut lens = Vec::with_capacity(rows.len());
                 let mut entries = Vec::new();
@@ -60,20 +77,20 @@ impl<E: Copy + Send + Sync> Csr<E> {
                     lens.push(entries.len() - before);
                 }
                 tracker.advance(rows.len());
-                (lens, entries)
+                Ok((lens, entries))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let total: usize = parts.iter().map(|p| p.1.len()).sum();
-        let mut offsets = Vec::with_capacity(n_rows + 1);
+        let mut offsets = try_capacity(n_rows.saturating_add(1), ROWS)?;
         offsets.push(0);
-        let mut entries = Vec::with_capacity(total);
+        let mut entries = try_capacity(total, ROWS)?;
         for (lens, part) in parts {
             for len in lens {
                 offsets.push(offsets.last().unwrap() + len);
             }
             entries.extend_from_slice(&part);
         }
-        Csr { offsets, entries }
+        Ok(Csr { offsets, entries })
     }
 }
 
@@ -95,17 +112,17 @@ pub struct Marks {
 }
 
 impl Marks {
-    pub fn new(n: usize) -> Self {
-        Marks {
-            position: vec![u32::MAX; n],
-            in_set: vec![0; n],
-            in_expanded: vec![0; n],
-            own_pos: vec![0; n],
-            own_epoch: vec![0; n],
+    pub fn new(n: usize) -> Result<Self> {
+        Ok(Marks {
+            position: try_vec(n, u32::MAX, SCRATCH)?,
+            in_set: try_zeroed(n, SCRATCH)?,
+            in_expanded: try_zeroed(n, SCRATCH)?,
+            own_pos: try_zeroed(n, SCRATCH)?,
+            own_epoch: try_zeroed(n, SCRATCH)?,
             epoch: 0,
             recip: Vec::new(),
             expanded: Vec::new(),
-        }
+        })
     }
 }
 
@@ -142,10 +159,10 @@ pub fn reciprocal_all(
     inlists: &InLists,
     h: usize,
     tracker: &Tracker,
-) -> Csr<u32> {
+) -> Result<Csr<u32>> {
     Csr::build_par(
         lists.n,
-        || vec![u32::MAX; lists.n],
+        || try_vec(lists.n, u32::MAX, SCRATCH),
         |position, i, out| reciprocal_sets(lists, inlists, i, &[h], position, &mut [out]),
         tracker,
     )
@@ -247,7 +264,7 @@ pub fn weights<S: SquaredDistances + ?Sized>(
     candidates: &Csr<u32>,
     k: usize,
     tracker: &Tracker,
-) -> SparseRows {
+) -> Result<SparseRows> {
     Csr::build_par(
         lists.n,
         || Marks::new(lists.n),
@@ -264,12 +281,15 @@ pub fn query_expansion(
     lists: &NeighbourLists,
     k2: usize,
     tracker: &Tracker,
-) -> SparseRows {
+) -> Result<SparseRows> {
     let n = lists.n;
     let k2f = k2 as f32;
     Csr::build_par(
         n,
-        || (vec![0f32; n], vec![0u32; n], 0u32, Vec::<u32>::new()),
+        || -> Result<_> {
+            let acc = try_zeroed::<f32>(n, SCRATCH)?;
+            Ok((acc, try_zeroed::<u32>(n, SCRATCH)?, 0u32, Vec::<u32>::new()))
+        },
         |(acc, seen, epoch, touched), i, out| {
             *epoch += 1;
             touched.clear();
@@ -300,8 +320,8 @@ pub struct Inverted {
 }
 
 impl Inverted {
-    pub fn build(v: &SparseRows, rows: Range<usize>, n_cols: usize) -> Self {
-        let mut offsets = vec![0usize; n_cols + 1];
+    pub fn build(v: &SparseRows, rows: Range<usize>, n_cols: usize) -> Result<Self> {
+        let mut offsets = try_zeroed::<usize>(n_cols.saturating_add(1), ROWS)?;
         for j in rows.clone() {
             for &(c, _) in v.row(j) {
                 offsets[c as usize + 1] += 1;
@@ -310,8 +330,9 @@ impl Inverted {
         for c in 0..n_cols {
             offsets[c + 1] += offsets[c];
         }
-        let mut cursor = offsets[..n_cols].to_vec();
-        let mut entries = vec![(0u32, 0f32); offsets[n_cols]];
+        let mut cursor = try_capacity::<usize>(n_cols, ROWS)?;
+        cursor.extend_from_slice(&offsets[..n_cols]);
+        let mut entries = try_zeroed::<(u32, f32)>(offsets[n_cols], ROWS)?;
         for j in rows.clone() {
             for &(c, w) in v.row(j) {
                 let slot = &mut cursor[c as usize];
@@ -319,7 +340,7 @@ impl Inverted {
                 *slot += 1;
             }
         }
-        Inverted { offsets, entries }
+        Ok(Inverted { offsets, entries })
     }
 
     pub fn column(&self, c: usize) -> &[(u32, f32)] {
@@ -371,7 +392,7 @@ mod tests {
             offsets: vec![0, 2, 4, 5],
             entries: vec![(0, 0.5), (1, 0.5), (0, 0.5), (1, 0.5), (2, 1.0)],
         };
-        let inv = Inverted::build(&v, 0..3, 3);
+        let inv = Inverted::build(&v, 0..3, 3).unwrap();
         let mut shared = vec![0.0; 3];
         let mut out = vec![0.0; 3];
         jaccard_row(v.row(0), &inv, &mut shared, &mut out);

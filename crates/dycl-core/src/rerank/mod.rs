@@ -25,8 +25,10 @@
 pub mod knn;
 pub mod kreciprocal;
 pub mod msrerank;
-pub mod progress;
 pub mod source;
+
+/// Progress and cancellation, shared with the other long calls of the core.
+pub use crate::progress;
 
 use ndarray::{Array2, ArrayView2};
 
@@ -37,6 +39,7 @@ pub use source::{
 };
 
 use crate::error::{DyclError, Result};
+pub use crate::memory::available_memory;
 use knn::{InLists, NeighbourLists};
 use kreciprocal::{half_to_even, query_expansion, reciprocal_all, weights, Inverted, SparseRows};
 use msrerank::{combine_levels, first_columns, Level};
@@ -50,17 +53,7 @@ pub fn k_reciprocal(
     progress: Option<&mut dyn ProgressSink>,
 ) -> Result<Array2<f32>> {
     check_k1(k1)?;
-    let source = BlockDistances::new(blocks)?;
-    let q = source.n_query();
-    rerank(
-        &source,
-        q,
-        &[k1],
-        k2,
-        lambda,
-        Variant::Paper,
-        Progress::new(progress),
-    )
+    from_blocks(blocks, &[k1], k2, lambda, Variant::Paper, progress)
 }
 
 /// k-reciprocal re-ranking on cosine distances `1 − a·b` of L2-normalised
@@ -74,16 +67,8 @@ pub fn k_reciprocal_embeddings(
     progress: Option<&mut dyn ProgressSink>,
 ) -> Result<Array2<f32>> {
     check_k1(k1)?;
-    let source = EmbeddingDistances::new(query, gallery)?;
-    rerank(
-        &source,
-        query.nrows(),
-        &[k1],
-        k2,
-        lambda,
-        Variant::Paper,
-        Progress::new(progress),
-    )
+    let options = (k2, lambda, Variant::Paper);
+    from_embeddings(query, gallery, &[k1], options, progress)
 }
 
 /// MSRerank from the three distance blocks; `(q, g)` float32.
@@ -96,9 +81,7 @@ pub fn msrerank(
     progress: Option<&mut dyn ProgressSink>,
 ) -> Result<Array2<f32>> {
     check_ks(ks)?;
-    let source = BlockDistances::new(blocks)?;
-    let q = source.n_query();
-    rerank(&source, q, ks, k2, lambda, variant, Progress::new(progress))
+    from_blocks(blocks, ks, k2, lambda, variant, progress)
 }
 
 /// MSRerank on cosine distances of embeddings, O(N·k) memory; `(q, g)` float32.
@@ -112,16 +95,40 @@ pub fn msrerank_embeddings(
     progress: Option<&mut dyn ProgressSink>,
 ) -> Result<Array2<f32>> {
     check_ks(ks)?;
+    from_embeddings(query, gallery, ks, (k2, lambda, variant), progress)
+}
+
+/// The entry points on distance blocks, once `ks` is checked.
+fn from_blocks(
+    blocks: DistanceBlocks,
+    ks: &[usize],
+    k2: usize,
+    lambda: f64,
+    variant: Variant,
+    progress: Option<&mut dyn ProgressSink>,
+) -> Result<Array2<f32>> {
+    let source = BlockDistances::new(blocks)?;
+    let (n, q) = (source.n_items(), source.n_query());
+    let plan = Plan::new(n, q, ks, k2, lambda, source.tile_rows(), 0)?;
+    rerank(&source, &plan, variant, Progress::new(progress))
+}
+
+/// The entry points on embeddings, once `ks` is checked: the call is
+/// planned (and refused if it cannot fit) before the embeddings are copied.
+fn from_embeddings(
+    query: ArrayView2<f32>,
+    gallery: ArrayView2<f32>,
+    ks: &[usize],
+    (k2, lambda, variant): (usize, f64, Variant),
+    progress: Option<&mut dyn ProgressSink>,
+) -> Result<Array2<f32>> {
+    EmbeddingDistances::check_shapes(query, gallery)?;
+    let (q, n) = (query.nrows(), query.nrows() + gallery.nrows());
+    let joint_bytes = (n as u64).saturating_mul(query.ncols() as u64 * 4);
+    let tile = EmbeddingDistances::TILE_ROWS;
+    let plan = Plan::new(n, q, ks, k2, lambda, tile, joint_bytes)?;
     let source = EmbeddingDistances::new(query, gallery)?;
-    rerank(
-        &source,
-        query.nrows(),
-        ks,
-        k2,
-        lambda,
-        variant,
-        Progress::new(progress),
-    )
+    rerank(&source, &plan, variant, Progress::new(progress))
 }
 
 fn check_k1(k1: usize) -> Result<()> {
@@ -150,51 +157,97 @@ fn check_ks(ks: &[usize]) -> Result<()> {
     Ok(())
 }
 
-/// Bytes of memory the system can still hand out (Linux `MemAvailable`), if known.
-pub fn available_memory() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+/// Every neighbourhood size clamped to `N − 1`: a neighbourhood cannot hold
+/// more than the other items, so a larger `k` gives the same sets (and the
+/// same result) as `N − 1`, without the arithmetic on `k` overflowing.
+fn clamped(ks: &[usize], n: usize) -> Vec<usize> {
+    let most = n.saturating_sub(1).max(1);
+    ks.iter().map(|&k| k.min(most)).collect()
 }
 
-/// Rough peak bytes of [`rerank`] beyond its inputs.
-fn estimated_bytes(n: usize, q: usize, len: usize, ks: &[usize], tile_cells: usize) -> u64 {
+/// Rough peak bytes of [`rerank`] beyond its inputs: `source_bytes` for the
+/// source's own copy, the neighbour lists of `len` entries per row, `V` of
+/// each distinct `k` of `ks` (non-decreasing), the answer and one tile per
+/// thread. Saturates instead of wrapping.
+fn estimated_bytes(
+    (n, q, len): (usize, usize, usize),
+    ks: &[usize],
+    tile_cells: usize,
+    source_bytes: u64,
+) -> u64 {
     let (n, q, len) = (n as u64, q as u64, len as u64);
-    let lists = n * len * (4 + 4 + 8);
+    let lists = n.saturating_mul(len).saturating_mul(4 + 4 + 8);
+    let mut distinct = ks.to_vec();
+    distinct.dedup();
     // V before and after query expansion plus its inverse: a few times (k + 1) entries per row.
-    let per_level: u64 = ks.iter().map(|&k| 3 * n * 6 * (k as u64 + 1) * 8).sum();
-    let output = q * (n - q) * 4;
+    let per_level = distinct.iter().fold(0u64, |sum, &k| {
+        let entries = (k as u64).saturating_add(1).saturating_mul(3 * 6 * 8);
+        sum.saturating_add(n.saturating_mul(entries))
+    });
+    let output = q.saturating_mul(n.saturating_sub(q)).saturating_mul(4);
     let threads = rayon::current_num_threads() as u64;
-    lists + per_level + output + threads * tile_cells as u64 * 4
+    let tiles = threads.saturating_mul(tile_cells as u64).saturating_mul(4);
+    [lists, per_level, output, tiles]
+        .iter()
+        .fold(source_bytes, |sum, &b| sum.saturating_add(b))
+}
+
+/// The sizes of one call, checked, clamped and known to fit before any work.
+struct Plan {
+    q: usize,
+    /// Neighbourhood sizes, each clamped to `N − 1`.
+    ks: Vec<usize>,
+    k2: usize,
+    lambda: f64,
+    /// Entries kept per neighbour list.
+    len: usize,
+}
+
+impl Plan {
+    /// Check the options of a call on `n` items (the first `q` queries) read
+    /// in tiles of `tile_rows` rows, clamp `ks` and refuse the call if its
+    /// [`estimated_bytes`] exceed the memory available.
+    fn new(
+        n: usize,
+        q: usize,
+        ks: &[usize],
+        k2: usize,
+        lambda: f64,
+        tile_rows: usize,
+        source_bytes: u64,
+    ) -> Result<Plan> {
+        check_rerank_args(n, k2, lambda)?;
+        let ks = clamped(ks, n);
+        let k_max = *ks.iter().max().expect("ks checked non-empty");
+        let len = k_max.saturating_add(1).max(k2).min(n);
+        let need = estimated_bytes((n, q, len), &ks, tile_rows.saturating_mul(n), source_bytes);
+        check_memory(n, q, need)?;
+        Ok(Plan {
+            q,
+            ks,
+            k2,
+            lambda,
+            len,
+        })
+    }
 }
 
 /// The shared pipeline (see the module docs).
 fn rerank<S: SquaredDistances>(
     source: &S,
-    q: usize,
-    ks: &[usize],
-    k2: usize,
-    lambda: f64,
+    plan: &Plan,
     variant: Variant,
     mut progress: Progress,
 ) -> Result<Array2<f32>> {
-    let n = source.n_items();
-    check_rerank_args(n, k2, lambda)?;
-    let k_max = *ks.iter().max().expect("ks checked non-empty");
-    let len = k_max.saturating_add(1).max(k2).min(n);
-    check_memory(n, q, len, ks, source.tile_rows() * n)?;
-
-    let lists = progress
-        .run("neighbour lists", 0, n, |t| {
-            NeighbourLists::build(source, len, t)
-        })?
-        .ok_or_else(|| source.non_finite_error())?;
-    let inlists = InLists::build(&lists);
+    let (n, q, ks) = (source.n_items(), plan.q, &plan.ks[..]);
+    let lists = progress.run("neighbour lists", 0, n, |t| {
+        NeighbourLists::build(source, plan.len, t)
+    })??;
+    let inlists = InLists::build(&lists)?;
 
     let first_cols = first_columns(variant, ks.len(), q);
-    let weights = WeightsPerK::build(source, &lists, &inlists, ks, k2, &mut progress)?;
-    let inverted = InvertedPerLevel::build(&weights, ks, &first_cols, n);
+    let weights = WeightsPerK::build(source, &lists, &inlists, ks, plan.k2, &mut progress)?;
+    let inverted = InvertedPerLevel::build(&weights, ks, &first_cols, n)?;
     let levels: Vec<Level> = ks
         .iter()
         .zip(&first_cols)
@@ -206,8 +259,8 @@ fn rerank<S: SquaredDistances>(
         })
         .collect();
     progress.run("re-ranking queries", 0, q, |t| {
-        combine_levels(source, &lists, q, &levels, lambda, variant, t)
-    })
+        combine_levels(source, &lists, q, &levels, plan.lambda, variant, t)
+    })?
 }
 
 /// The checks of [`rerank`]'s own arguments (`ks` and the inputs are
@@ -234,10 +287,9 @@ fn check_rerank_args(n: usize, k2: usize, lambda: f64) -> Result<()> {
     Ok(())
 }
 
-/// Refuse, before any work, a call whose [`estimated_bytes`] exceed the
-/// memory available (when that is known), rather than fail part way.
-fn check_memory(n: usize, q: usize, len: usize, ks: &[usize], tile_cells: usize) -> Result<()> {
-    let need = estimated_bytes(n, q, len, ks, tile_cells);
+/// Refuse, before any work, a call that needs more than the memory
+/// available (when that is known), rather than fail part way.
+fn check_memory(n: usize, q: usize, need: u64) -> Result<()> {
     if let Some(avail) = available_memory() {
         if need > avail {
             return Err(DyclError::OutOfMemory(format!(
@@ -279,16 +331,16 @@ impl WeightsPerK {
             let steps = if k2 > 1 { 3 } else { 2 };
             let candidates = progress.run(&stage, 0, steps * n, |t| {
                 reciprocal_all(lists, inlists, half_to_even(k), t)
-            })?;
+            })??;
             let mut v = progress.run(&stage, n, steps * n, |t| {
                 weights(source, lists, inlists, &candidates, k, t)
-            })?;
+            })??;
             // The candidates are no longer needed; free them before the expansion.
             drop(candidates);
             if k2 > 1 {
                 v = progress.run(&stage, 2 * n, steps * n, |t| {
                     query_expansion(&v, lists, k2, t)
-                })?;
+                })??;
             }
             per_k.push((k, v));
         }
@@ -309,18 +361,18 @@ impl WeightsPerK {
 struct InvertedPerLevel(Vec<(usize, usize, Inverted)>);
 
 impl InvertedPerLevel {
-    fn build(weights: &WeightsPerK, ks: &[usize], first_cols: &[usize], n: usize) -> Self {
+    fn build(weights: &WeightsPerK, ks: &[usize], first_cols: &[usize], n: usize) -> Result<Self> {
         let mut inverted: Vec<(usize, usize, Inverted)> = Vec::new();
         for (&k, &first_col) in ks.iter().zip(first_cols) {
             if !inverted.iter().any(|e| e.0 == k && e.1 == first_col) {
                 inverted.push((
                     k,
                     first_col,
-                    Inverted::build(weights.of(k), first_col..n, n),
+                    Inverted::build(weights.of(k), first_col..n, n)?,
                 ));
             }
         }
-        InvertedPerLevel(inverted)
+        Ok(InvertedPerLevel(inverted))
     }
 
     fn of(&self, k: usize, first_col: usize) -> &Inverted {

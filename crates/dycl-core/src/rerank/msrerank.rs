@@ -6,10 +6,18 @@
 use ndarray::Array2;
 use rayon::prelude::*;
 
-use super::knn::{normalise_row, NeighbourLists, SmallestK};
+use super::knn::{normalise_row, NeighbourLists, SmallestK, TILES};
 use super::kreciprocal::{jaccard_row, Inverted, SparseRows};
-use super::progress::Tracker;
 use super::source::SquaredDistances;
+use crate::error::{FirstError, Result};
+use crate::memory::{ensure_fits, try_array2, try_zeroed, Purpose};
+use crate::progress::Tracker;
+
+/// What the answer is, and what to do when it does not fit.
+const OUTPUT: Purpose = Purpose::new(
+    "re-ranking: the q × g float32 answer",
+    "use fewer queries per call",
+);
 
 /// How levels are combined.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,10 +108,11 @@ pub fn combine_levels<S: SquaredDistances + ?Sized>(
     lambda: f64,
     variant: Variant,
     tracker: &Tracker,
-) -> Array2<f32> {
+) -> Result<Array2<f32>> {
     let pass = QueryPass::new(source, lists, q, levels, lambda, variant);
     let tile = source.tile_rows().min(q);
-    let mut out = Array2::<f32>::zeros((q, pass.g));
+    let mut out = try_array2::<f32>((q, pass.g), OUTPUT)?;
+    let scratch_error = FirstError::default();
     out.as_slice_mut()
         .expect("fresh array is contiguous")
         .par_chunks_mut(tile * pass.g)
@@ -111,6 +120,10 @@ pub fn combine_levels<S: SquaredDistances + ?Sized>(
         .for_each_init(
             || pass.scratch(tile),
             |s, (t, out_rows)| {
+                let s = match s {
+                    Ok(s) => s,
+                    Err(err) => return scratch_error.record(err),
+                };
                 if tracker.cancelled() {
                     return;
                 }
@@ -118,7 +131,8 @@ pub fn combine_levels<S: SquaredDistances + ?Sized>(
                 tracker.advance(rows);
             },
         );
-    out
+    scratch_error.into_result()?;
+    Ok(out)
 }
 
 /// The fixed inputs of the query pass, shared by all its tasks.
@@ -162,20 +176,20 @@ impl<'a, S: SquaredDistances + ?Sized> QueryPass<'a, S> {
         }
     }
 
-    fn scratch(&self, tile: usize) -> Scratch {
+    fn scratch(&self, tile: usize) -> Result<Scratch> {
         let width = self.width;
-        Scratch {
-            dist: vec![0.0; tile * width],
+        Ok(Scratch {
+            dist: try_zeroed(ensure_fits::<f32>(&[tile, width], TILES)?, TILES)?,
             row: RowScratch {
-                shared: vec![0.0; width],
-                level: vec![0.0; width],
-                state: vec![0.0; width],
-                mark: vec![0; width],
+                shared: try_zeroed(width, TILES)?,
+                level: try_zeroed(width, TILES)?,
+                state: try_zeroed(width, TILES)?,
+                mark: try_zeroed(width, TILES)?,
                 epoch: 0,
                 selector: SmallestK::default(),
                 picked: Vec::new(),
             },
-        }
+        })
     }
 
     /// Answer the query rows `r0..` that `out_rows` holds (one tile, read

@@ -10,10 +10,17 @@
 
 use std::ops::Range;
 
-use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, Axis};
+use ndarray::{s, Array2, ArrayView2, ArrayViewMut2};
 
-use crate::distance::{l2_normalized, similarity_into, validate_embeddings};
+use crate::distance::{normalize_rows, similarity_into, validate_embeddings};
 use crate::error::{DyclError, Result};
+use crate::memory::{try_array2, Purpose};
+
+/// What the joint embeddings are, and what to do when they do not fit.
+const JOINT: Purpose = Purpose::new(
+    "re-ranking: the normalised copy of the query and gallery embeddings",
+    "use fewer items",
+);
 
 /// Squared distances, row `i` being what item `i` sees (`A[j, i]²` at column `j`).
 pub trait SquaredDistances: Sync {
@@ -371,9 +378,19 @@ pub struct EmbeddingDistances {
 const GEMM_TILE: usize = 256;
 
 impl EmbeddingDistances {
-    pub fn new(query: ArrayView2<f32>, gallery: ArrayView2<f32>) -> Result<Self> {
-        validate_embeddings("query_emb", query)?;
-        validate_embeddings("gallery_emb", gallery)?;
+    /// Rows of each tile the source fills ([`SquaredDistances::tile_rows`]).
+    pub const TILE_ROWS: usize = GEMM_TILE;
+
+    /// The checks that read no values: neither set empty, equal widths.
+    pub fn check_shapes(query: ArrayView2<f32>, gallery: ArrayView2<f32>) -> Result<()> {
+        for (arg, emb) in [("query_emb", query), ("gallery_emb", gallery)] {
+            if emb.nrows() == 0 {
+                return Err(DyclError::invalid(arg, "is empty (no rows)"));
+            }
+            if emb.ncols() == 0 {
+                return Err(DyclError::invalid(arg, "has zero columns"));
+            }
+        }
         if query.ncols() != gallery.ncols() {
             return Err(DyclError::invalid(
                 "gallery_emb",
@@ -384,10 +401,19 @@ impl EmbeddingDistances {
                 ),
             ));
         }
-        let joint = ndarray::concatenate(Axis(0), &[query, gallery]).expect("widths checked above");
-        Ok(EmbeddingDistances {
-            joint: l2_normalized(joint.view()),
-        })
+        Ok(())
+    }
+
+    pub fn new(query: ArrayView2<f32>, gallery: ArrayView2<f32>) -> Result<Self> {
+        Self::check_shapes(query, gallery)?;
+        validate_embeddings("query_emb", query)?;
+        validate_embeddings("gallery_emb", gallery)?;
+        let (q, g) = (query.nrows(), gallery.nrows());
+        let mut joint = try_array2::<f32>((q.saturating_add(g), query.ncols()), JOINT)?;
+        joint.slice_mut(s![..q, ..]).assign(&query);
+        joint.slice_mut(s![q.., ..]).assign(&gallery);
+        normalize_rows(&mut joint);
+        Ok(EmbeddingDistances { joint })
     }
 }
 
@@ -397,7 +423,7 @@ impl SquaredDistances for EmbeddingDistances {
     }
 
     fn tile_rows(&self) -> usize {
-        GEMM_TILE
+        Self::TILE_ROWS
     }
 
     fn fill(&self, rows: Range<usize>, cols: Range<usize>, out: &mut [f32]) {

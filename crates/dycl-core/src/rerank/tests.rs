@@ -167,7 +167,7 @@ fn embeddings(rng: &mut StdRng, n: usize, dim: usize, clusters: usize, noise: f3
 }
 
 fn cosine_matrix(x: &Array2<f32>) -> Array2<f64> {
-    let xn = crate::distance::l2_normalized(x.view());
+    let xn = crate::distance::l2_normalized(x.view()).unwrap();
     let s = xn.dot(&xn.t());
     s.mapv(|v| (1.0 - v) as f64)
 }
@@ -472,4 +472,91 @@ fn all_zero_distances_do_not_produce_nan() {
         .slice(s![.., 3..])
         .to_owned();
     assert_close(got.view(), want.view(), 1e-6, "zeros");
+}
+
+/// A source that claims 2^40 items: every buffer sized by N is impossible.
+struct Enormous;
+
+impl SquaredDistances for Enormous {
+    fn n_items(&self) -> usize {
+        1 << 40
+    }
+    fn tile_rows(&self) -> usize {
+        64
+    }
+    fn fill(&self, _: std::ops::Range<usize>, _: std::ops::Range<usize>, _: &mut [f32]) {
+        unreachable!("no tile can be allocated")
+    }
+    fn get(&self, _: usize, _: usize) -> f32 {
+        0.0
+    }
+    fn non_finite_error(&self) -> DyclError {
+        DyclError::invalid("q_g_dist", "unused")
+    }
+}
+
+#[test]
+fn buffers_beyond_memory_are_errors_not_aborts() {
+    let tracker = crate::progress::Tracker::default();
+    match NeighbourLists::build(&Enormous, 21, &tracker) {
+        Err(DyclError::OutOfMemory(msg)) => {
+            assert!(msg.starts_with("re-ranking: the neighbour lists"), "{msg}")
+        }
+        Err(other) => panic!("expected OutOfMemory, got {other:?}"),
+        Ok(_) => panic!("expected OutOfMemory"),
+    }
+    assert!(matches!(
+        kreciprocal::Marks::new(1 << 60),
+        Err(DyclError::OutOfMemory(_))
+    ));
+}
+
+#[test]
+fn neighbourhoods_beyond_n_minus_1_act_as_n_minus_1() {
+    let mut rng = StdRng::seed_from_u64(8);
+    let a = cosine_matrix(&embeddings(&mut rng, 40, 6, 5, 0.5));
+    let (q, n) = (7, 40);
+    let (qg, qq, gg) = blocks_of(&a, q);
+    let blocks = mk(qg.view(), qq.view(), gg.view());
+    let at_most = k_reciprocal(blocks, n - 1, 6, 0.3, None).unwrap();
+    // 10^7 used to be refused by the memory estimate; usize::MAX wrapped to k + 1 = 0.
+    for k1 in [n, n + 5, 10_000_000, 1 << 60, usize::MAX] {
+        let got = k_reciprocal(blocks, k1, 6, 0.3, None).unwrap();
+        assert_eq!(got, at_most, "k1 = {k1}");
+    }
+    let x = embeddings(&mut rng, 40, 6, 5, 0.5);
+    let (qe, ge) = (x.slice(s![..q, ..]), x.slice(s![q.., ..]));
+    let emb_at_most = k_reciprocal_embeddings(qe, ge, n - 1, 6, 0.3, None).unwrap();
+    let emb_huge = k_reciprocal_embeddings(qe, ge, usize::MAX, 6, 0.3, None).unwrap();
+    assert_eq!(emb_huge, emb_at_most);
+    for variant in [Variant::Paper, Variant::Reference] {
+        let want = msrerank(blocks, &[3, n - 1], 6, 0.3, variant, None).unwrap();
+        for big in [n, 10_000_000, usize::MAX] {
+            let got = msrerank(blocks, &[3, big], 6, 0.3, variant, None).unwrap();
+            assert_eq!(got, want, "{variant:?} k = {big}");
+            let got = msrerank_embeddings(qe, ge, &[3, big, big], 6, 0.3, variant, None).unwrap();
+            let want = msrerank_embeddings(qe, ge, &[3, n - 1, n - 1], 6, 0.3, variant, None);
+            assert_eq!(got, want.unwrap(), "{variant:?} embeddings k = {big}");
+        }
+    }
+}
+
+#[test]
+fn memory_estimate_saturates_instead_of_wrapping() {
+    let n = u32::MAX as usize - 1;
+    assert_eq!(
+        estimated_bytes((n, 1, n), &[usize::MAX], usize::MAX, 0),
+        u64::MAX
+    );
+    assert_eq!(
+        estimated_bytes((10, 2, 5), &[4], 64 * 10, u64::MAX),
+        u64::MAX
+    );
+    // repeated ks hold one V, and the estimate grows with k
+    let one = estimated_bytes((1000, 10, 30), &[29], 64_000, 0);
+    assert_eq!(
+        estimated_bytes((1000, 10, 30), &[29, 29, 29], 64_000, 0),
+        one
+    );
+    assert!(estimated_bytes((1000, 10, 30), &[5, 29], 64_000, 0) > one);
 }

@@ -1,4 +1,5 @@
-//! Progress reporting and cancellation for long re-ranking calls.
+//! Progress reporting and cancellation for long calls (re-ranking, geodesic
+//! matrices, metrics).
 //!
 //! Workers only bump an atomic counter; the thread that started the call
 //! polls it every [`REPORT_INTERVAL`] and hands it to a [`ProgressSink`].
@@ -27,7 +28,7 @@ pub trait ProgressSink {
 
 /// The error a cancelled computation returns.
 pub fn cancelled() -> DyclError {
-    DyclError::invalid("progress", "computation cancelled by the progress callback")
+    DyclError::Cancelled
 }
 
 /// Shared by the workers of one stage: a counter and a cancellation flag.
