@@ -103,10 +103,14 @@ def relevance_levels(name: str, value: object) -> np.ndarray:
     return lv
 
 
-def embedding_pair(query_emb: object, gallery_emb: object) -> tuple[np.ndarray, np.ndarray]:
-    """Query and gallery embeddings as C-contiguous float32 ``(q, d)`` and ``(g, d)``, neither empty."""
-    q = float_matrix("query_emb", query_emb, dtype=np.float32)
-    g = float_matrix("gallery_emb", gallery_emb, dtype=np.float32)
+def embedding_pair(query_emb: object, gallery_emb: object,
+                   check_finite: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Query and gallery embeddings as C-contiguous float32 ``(q, d)`` and ``(g, d)``, neither empty.
+
+    ``check_finite=False`` where the core scans the values itself (see :func:`float_matrix`).
+    """
+    q = float_matrix("query_emb", query_emb, dtype=np.float32, check_finite=check_finite)
+    g = float_matrix("gallery_emb", gallery_emb, dtype=np.float32, check_finite=check_finite)
     for name, arr, what in (("query_emb", q, "query set"), ("gallery_emb", g, "gallery")):
         if arr.shape[0] == 0:
             raise ValueError(f"{name}: has no rows: the {what} is empty")

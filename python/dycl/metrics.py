@@ -170,10 +170,12 @@ def per_query_embeddings(
 ) -> dict[str, np.ndarray]:
     """:func:`per_query` with cosine distances of ``(q, d)`` / ``(g, d)`` embeddings.
 
-    The distances are computed in the core (float32, rows L2-normalised) and
-    never leave it; a ``(q, g)`` float32 matrix is held in memory meanwhile.
+    The distances are computed in the core (float32, rows L2-normalised) one
+    block of queries at a time and never leave it: memory grows as
+    ``block × g``, not ``q × g``. NaN/inf embeddings are reported by the core
+    (``query_emb``/``gallery_emb``), in the pass that normalises them.
     """
-    qe, ge = embedding_pair(query_emb, gallery_emb)
+    qe, ge = embedding_pair(query_emb, gallery_emb, check_finite=False)
     ks = positive_ints("recall_at", recall_at)
     q_ids, g_ids, lv, c = _relevance_inputs(qe.shape[0], ge.shape[0], query_ids, gallery_ids, levels, coords)
     return _name_per_query(_core.per_query_embeddings(qe, ge, q_ids, g_ids, lv, c), ks)

@@ -212,7 +212,8 @@ def _distance_blocks(q_g_dist: object, q_q_dist: object, g_g_dist: object) -> tu
 
 
 def _embeddings(query_emb: object, gallery_emb: object) -> tuple[np.ndarray, np.ndarray]:
-    query, gallery = embedding_pair(query_emb, gallery_emb)
+    # NaN/inf are reported by the core ("query_emb"/"gallery_emb") while it copies the embeddings.
+    query, gallery = embedding_pair(query_emb, gallery_emb, check_finite=False)
     q, g = query.shape[0], gallery.shape[0]
     _check_fits(q * g * 4, f"the ({q}, {g}) float32 result", _SPLIT_QUERIES)
     return query, gallery
