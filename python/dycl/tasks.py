@@ -38,6 +38,7 @@ from ._validate import float_matrix, id_vector, relevance_levels
 from .geo import DEFAULT_THRESHOLDS, _coords, level_matrix, validate_thresholds
 from .metrics import DEFAULT_RECALL_AT, evaluate, evaluate_embeddings
 from .rerank import check_options, k_reciprocal_embeddings, msrerank_embeddings, msrerank_ks
+from .spatial_metrics import spatial_scores
 
 if TYPE_CHECKING:  # pragma: no cover
     from .data import Split
@@ -317,12 +318,20 @@ def load_embeddings(
 def score_task(
     task: RetrievalTask, distances: np.ndarray | None = None, recall_at: Sequence[int] = DEFAULT_RECALL_AT
 ) -> dict[str, float]:
-    """DESIGN §4 metrics of ``task``: on cosine distances of its embeddings, or on ``distances`` (q, g)."""
+    """DESIGN §4 metrics of ``task``: on cosine distances of its embeddings, or on ``distances`` (q, g).
+
+    With coordinates, also ``err@{k}`` (k > 1) and ``SDM@{k}`` (:mod:`dycl.spatial_metrics`) for the recall ks.
+    """
     kwargs: dict[str, Any] = {"recall_at": recall_at, "coords": task.coords, "thresholds": task.thresholds}
     if distances is None:
-        return evaluate_embeddings(task.query, task.gallery, task.query_ids, task.gallery_ids, task.levels,
-                                   **kwargs)
-    return evaluate(distances, task.query_ids, task.gallery_ids, task.levels, **kwargs)
+        out = evaluate_embeddings(task.query, task.gallery, task.query_ids, task.gallery_ids, task.levels,
+                                  **kwargs)
+    else:
+        out = evaluate(distances, task.query_ids, task.gallery_ids, task.levels, **kwargs)
+    if task.coords is not None:
+        out.update(spatial_scores(task.query_ids, task.gallery_ids, task.coords, recall_at, task.query,
+                                  task.gallery, distances))
+    return out
 
 
 def score_tasks(
