@@ -15,7 +15,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -64,18 +66,10 @@ def export_onnx(
     example = torch.zeros(2, 3, int(image_size), int(image_size))
     try:
         batch = torch.export.Dim("batch", min=1)
-        torch.onnx.export(
-            model,
-            (example,),
-            str(tmp),
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_shapes={"x": {0: batch}},
-            opset_version=opset,
-            dynamo=True,
-            external_data=False,
-            verbose=False,
-        )
+        with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its steps
+            torch.onnx.export(model, (example,), str(tmp), input_names=[INPUT_NAME],
+                              output_names=[OUTPUT_NAME], dynamic_shapes={"x": {0: batch}},
+                              opset_version=opset, dynamo=True, external_data=False, verbose=False)
         proto = onnx.load(str(tmp))
         props = {
             "dycl.fingerprint": model_fingerprint(model, image_size),
