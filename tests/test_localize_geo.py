@@ -160,7 +160,7 @@ def test_err_at_k_is_the_nearest_of_the_top_k_and_eval_keys_are_only_added():
     # query 0 (building 0) ranks buildings 3, 2, 0, 1; query 1 (building 1) ranks 1 first
     query = np.array([[0.1, 0.0, 0.5, 0.9], [0.0, 1.0, 0.2, 0.0]], dtype=np.float32)
     task = RetrievalTask("q->g", query, gallery, np.array([0, 1]), np.arange(4), levels, coords)
-    scores = score_task(task, recall_at=(1, 2, 3))
+    scores = score_task(task, recall_at=(1, 2, 3), geo_metrics=True)
     far = [metres(tuple(coords[0]), tuple(coords[b])) for b in (3, 2)]
     assert scores["err@1_mean_m"] == pytest.approx(far[0] / 2, rel=1e-9)  # the core's key, unchanged
     assert scores["err@2_mean_m"] == pytest.approx(far[1] / 2, rel=1e-9)

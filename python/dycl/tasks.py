@@ -316,11 +316,13 @@ def load_embeddings(
 
 
 def score_task(
-    task: RetrievalTask, distances: np.ndarray | None = None, recall_at: Sequence[int] = DEFAULT_RECALL_AT
+    task: RetrievalTask, distances: np.ndarray | None = None, recall_at: Sequence[int] = DEFAULT_RECALL_AT,
+    geo_metrics: bool = False,
 ) -> dict[str, float]:
     """DESIGN §4 metrics of ``task``: on cosine distances of its embeddings, or on ``distances`` (q, g).
 
-    With coordinates, also ``err@{k}`` (k > 1) and ``SDM@{k}`` (:mod:`dycl.spatial_metrics`) for the recall ks.
+    With ``geo_metrics`` and coordinates, also ``err@{k}`` (k > 1) and ``SDM@{k}`` for the recall ks
+    (:mod:`dycl.spatial_metrics`), after the DESIGN §4 keys.
     """
     kwargs: dict[str, Any] = {"recall_at": recall_at, "coords": task.coords, "thresholds": task.thresholds}
     if distances is None:
@@ -328,7 +330,7 @@ def score_task(
                                   **kwargs)
     else:
         out = evaluate(distances, task.query_ids, task.gallery_ids, task.levels, **kwargs)
-    if task.coords is not None:
+    if geo_metrics and task.coords is not None:
         out.update(spatial_scores(task.query_ids, task.gallery_ids, task.coords, recall_at, task.query,
                                   task.gallery, distances))
     return out
@@ -340,6 +342,7 @@ def score_tasks(
     split: Split,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     recall_at: Sequence[int] = DEFAULT_RECALL_AT,
+    geo_metrics: bool = False,
 ) -> dict[str, dict[str, float]]:
     """:func:`score_task` of both tasks of a split's embeddings (:func:`tasks_from_split`).
 
@@ -348,7 +351,7 @@ def score_tasks(
     localization-error keys: the split's coordinates are always known).
     """
     tasks = tasks_from_split(satellite_emb, drone_emb, split, thresholds)
-    return {name: score_task(task, None, recall_at) for name, task in tasks.items()}
+    return {name: score_task(task, None, recall_at, geo_metrics) for name, task in tasks.items()}
 
 
 def random_embedding_baseline(test_split: Split, dim: int, thresholds: Sequence[float],
@@ -471,7 +474,7 @@ def evaluate_tasks(
     progress: bool = True,
     log: TextIO | None = None,
 ) -> Evaluation:
-    """Re-rank (optionally) and score every task with the Rust core.
+    """Re-rank (optionally) and score every task with the Rust core (geo metrics beyond top-1 included).
 
     Args:
         tasks: ``{name: task}``, e.g. from :func:`tasks_from_split` or :func:`load_embeddings`.
@@ -487,7 +490,7 @@ def evaluate_tasks(
     out = Evaluation(results={}, baseline={}, distances={}, rerank=rerank)
     for name, task in tasks.items():
         start = time.perf_counter()
-        out.baseline[name] = score_task(task, None, recall_at)
+        out.baseline[name] = score_task(task, None, recall_at, geo_metrics=True)
         out.seconds[f"{name}: scoring"] = time.perf_counter() - start
         ks = None
         if rerank.method == "msrerank":
@@ -501,7 +504,7 @@ def evaluate_tasks(
             continue
         out.seconds[f"{name}: re-ranking"] = time.perf_counter() - start
         start = time.perf_counter()
-        out.results[name] = score_task(task, distances, recall_at)
+        out.results[name] = score_task(task, distances, recall_at, geo_metrics=True)
         out.seconds[f"{name}: scoring re-ranked"] = time.perf_counter() - start
         if log is not None:
             print(f"dycl-eval: {name}: {rerank.describe(ks)} in {out.seconds[f'{name}: re-ranking']:.2f} s"

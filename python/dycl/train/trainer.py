@@ -395,7 +395,7 @@ class Trainer:
     def evaluate(self) -> tuple[dict[str, dict[str, float]], np.ndarray, np.ndarray]:
         """Embed the test split and score both tasks (call on the main process)."""
         sat, drone = self.embed_test_split()
-        return score_tasks(sat, drone, self.test_split, self.config.thresholds), sat, drone
+        return score_tasks(sat, drone, self.test_split, self.config.thresholds, geo_metrics=True), sat, drone
 
     def _record_eval(self, results: dict[str, dict[str, float]]) -> None:
         self.last_metrics = results
