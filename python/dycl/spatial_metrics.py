@@ -43,7 +43,7 @@ def sdm_weights(k: int) -> np.ndarray:
 
 
 def sdm_values(query_coords: np.ndarray, result_coords: np.ndarray, k: int) -> np.ndarray:
-    """SDM@K of each query: ``query_coords`` ``(q, 2)`` and ``result_coords`` ``(q, >=k, 2)``, lat/lon degrees."""
+    """SDM@K of each query: ``query_coords`` (q, 2), ``result_coords`` (q, >=k, 2), lat/lon degrees."""
     delta = result_coords[:, :k, :] - query_coords[:, None, :]
     degrees = np.sqrt((delta**2).sum(axis=2))  # DenseUAV: plain distance of (lon, lat) in degrees
     w = sdm_weights(k)
@@ -54,12 +54,17 @@ def paired_geodesics(origins: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """``(q, k)`` geodesic metres from ``origins[i]`` ``(q, 2)`` to each ``targets[i, j]`` ``(q, k, 2)``."""
     out = np.empty(targets.shape[:2], dtype=np.float64)
     for i in range(origins.shape[0]):
-        out[i] = _core.geodesic_distances(origins[i:i + 1], np.ascontiguousarray(targets[i]))[0]
+        out[i] = _core.geodesic_distances(origins[i : i + 1], np.ascontiguousarray(targets[i]))[0]
     return out
 
 
-def summarize_spatial(errors: np.ndarray, query_coords: np.ndarray, result_coords: np.ndarray,
-                      ks: Sequence[int], skip_err: Sequence[int] = ()) -> dict[str, float]:
+def summarize_spatial(
+    errors: np.ndarray,
+    query_coords: np.ndarray,
+    result_coords: np.ndarray,
+    ks: Sequence[int],
+    skip_err: Sequence[int] = (),
+) -> dict[str, float]:
     """``err@{k}_mean_m``, ``err@{k}_median_m`` (nearest of the top k) and ``SDM@{k}``, means over queries.
 
     ``errors`` ``(q, K)`` are the metres from each query to its ranked results,
@@ -72,7 +77,7 @@ def summarize_spatial(errors: np.ndarray, query_coords: np.ndarray, result_coord
     available = errors.shape[1]
     for k in ks:
         if k not in skip_err:
-            best = errors[:, :min(k, available)].min(axis=1)
+            best = errors[:, : min(k, available)].min(axis=1)
             out[f"err@{k}_mean_m"] = float(best.mean())
             out[f"err@{k}_median_m"] = float(np.median(best))
     for k in ks:
@@ -84,8 +89,10 @@ def _rankings(query_emb: np.ndarray, gallery_emb: np.ndarray, k: int, block: int
     """``(q, k)`` gallery indices by cosine distance, ranked by the core, ``block`` queries at a time."""
     qn = query_emb / np.maximum(np.linalg.norm(query_emb, axis=1, keepdims=True), 1e-12)
     gn = gallery_emb / np.maximum(np.linalg.norm(gallery_emb, axis=1, keepdims=True), 1e-12)
-    parts = [ranked_gallery(1.0 - (qn[s:s + block] @ gn.T).astype(np.float64), k)
-             for s in range(0, qn.shape[0], block)]
+    parts = [
+        ranked_gallery(1.0 - (qn[s : s + block] @ gn.T).astype(np.float64), k)
+        for s in range(0, qn.shape[0], block)
+    ]
     return np.concatenate(parts, axis=0)
 
 
@@ -113,12 +120,19 @@ def spatial_scores(
     if distances is not None:
         ranked = ranked_gallery(distances, k_max)
     else:
-        ranked = _rankings(np.asarray(query_emb, dtype=np.float32), np.asarray(gallery_emb, dtype=np.float32),
-                           k_max, block)
+        ranked = _rankings(
+            np.asarray(query_emb, dtype=np.float32), np.asarray(gallery_emb, dtype=np.float32), k_max, block
+        )
     result_buildings = g_ids[ranked]  # (q, k_max)
     errors = geodesic_distances(c)[q_ids[:, None], result_buildings]
     return summarize_spatial(errors, c[q_ids], c[result_buildings], kk, skip_err=(1,))
 
 
-__all__ = ["SDM_SCALE", "paired_geodesics", "sdm_values", "sdm_weights", "spatial_scores",
-           "summarize_spatial"]
+__all__ = [
+    "SDM_SCALE",
+    "paired_geodesics",
+    "sdm_values",
+    "sdm_weights",
+    "spatial_scores",
+    "summarize_spatial",
+]

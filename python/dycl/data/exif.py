@@ -43,16 +43,20 @@ def _dms(value: float) -> tuple[TiffImagePlugin.IFDRational, ...]:
     micro = round(abs(value) * 3600 * _SECONDS_DENOMINATOR)
     degrees, rest = divmod(micro, 3600 * _SECONDS_DENOMINATOR)
     minutes, seconds = divmod(rest, 60 * _SECONDS_DENOMINATOR)
-    return (TiffImagePlugin.IFDRational(int(degrees), 1), TiffImagePlugin.IFDRational(int(minutes), 1),
-            TiffImagePlugin.IFDRational(int(seconds), _SECONDS_DENOMINATOR))
+    return (
+        TiffImagePlugin.IFDRational(int(degrees), 1),
+        TiffImagePlugin.IFDRational(int(minutes), 1),
+        TiffImagePlugin.IFDRational(int(seconds), _SECONDS_DENOMINATOR),
+    )
 
 
 def _rational(value: float, denominator: int = 1000) -> TiffImagePlugin.IFDRational:
     return TiffImagePlugin.IFDRational(round(value * denominator), denominator)
 
 
-def gps_exif(latitude: float, longitude: float, altitude: float | None = None,
-             direction: float | None = None) -> Image.Exif:
+def gps_exif(
+    latitude: float, longitude: float, altitude: float | None = None, direction: float | None = None
+) -> Image.Exif:
     """An :class:`PIL.Image.Exif` with a GPS IFD for ``image.save(..., exif=...)``.
 
     Args:
@@ -83,8 +87,9 @@ def gps_exif(latitude: float, longitude: float, altitude: float | None = None,
 
 
 def _degrees(parts: object, ref: object, positive: str) -> float:
-    values = [float(Fraction(p.numerator, p.denominator)) if hasattr(p, "numerator") else float(p)
-              for p in parts]  # type: ignore[union-attr]
+    values = [
+        float(Fraction(p.numerator, p.denominator)) if hasattr(p, "numerator") else float(p) for p in parts
+    ]  # type: ignore[union-attr]
     if len(values) != 3:
         raise ValueError("expected degrees, minutes, seconds")
     value = values[0] + values[1] / 60.0 + values[2] / 3600.0

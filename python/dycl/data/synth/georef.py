@@ -36,7 +36,7 @@ def world_crs_proj4() -> str:
 
 
 def utm_epsg(latitude: float, longitude: float) -> int:
-    """EPSG code of the WGS84 UTM zone of a point (326zz north, 327zz south; no Norway/Svalbard exceptions)."""
+    """EPSG code of the WGS84 UTM zone of a point (326zz north, 327zz south; no Norway/Svalbard zones)."""
     zone = min(60, int(math.floor((longitude + 180.0) / 6.0)) + 1)
     return (32600 if latitude >= 0 else 32700) + zone
 
@@ -53,8 +53,9 @@ def orthophoto_paths(layout: CampusLayout) -> dict[int, str]:
 
 def camera_position(params: ViewParams) -> tuple[float, float, float]:
     """World x, y, z (metres) of the camera of a drone view."""
-    camera = look_camera(np.array(params.target), params.heading, params.pitch, params.distance,
-                         params.fov, params.roll, 2)
+    camera = look_camera(
+        np.array(params.target), params.heading, params.pitch, params.distance, params.fov, params.roll, 2
+    )
     x, y, z = camera.position
     return float(x), float(y), float(z)
 
@@ -79,24 +80,48 @@ def orthophoto_geotiff(raster: CampusRaster) -> bytes:
     src_crs = rasterio.crs.CRS.from_proj4(world_crs_proj4())
     src_transform = Affine(res, 0.0, raster.x0, 0.0, -res, raster.y1)
     x1, y0 = raster.x0 + width * res, raster.y1 - height * res
-    centre_lat, centre_lon = enu_to_latlon(np.array((raster.x0 + x1) / 2), np.array((raster.y1 + y0) / 2),
-                                           *ORIGIN_LATLON)
+    centre_lat, centre_lon = enu_to_latlon(
+        np.array((raster.x0 + x1) / 2), np.array((raster.y1 + y0) / 2), *ORIGIN_LATLON
+    )
     dst_crs = rasterio.crs.CRS.from_epsg(utm_epsg(float(centre_lat), float(centre_lon)))
-    left, bottom, right, top = transform_bounds(src_crs, dst_crs, raster.x0, y0, x1, raster.y1,
-                                                densify_pts=21)
+    left, bottom, right, top = transform_bounds(
+        src_crs, dst_crs, raster.x0, y0, x1, raster.y1, densify_pts=21
+    )
     left, top = math.floor(left / res) * res, math.ceil(top / res) * res
     dst_width, dst_height = int(math.ceil((right - left) / res)), int(math.ceil((top - bottom) / res))
     dst_transform = Affine(res, 0.0, left, 0.0, -res, top)
     image = np.zeros((3, dst_height, dst_width), dtype=np.uint8)
     covered = np.zeros((dst_height, dst_width), dtype=np.uint8)
-    common = {"src_transform": src_transform, "src_crs": src_crs, "dst_transform": dst_transform,
-              "dst_crs": dst_crs, "num_threads": 1}
+    common = {
+        "src_transform": src_transform,
+        "src_crs": src_crs,
+        "dst_transform": dst_transform,
+        "dst_crs": dst_crs,
+        "num_threads": 1,
+    }
     reproject(ortho, image, resampling=Resampling.bilinear, **common)
-    reproject(np.full((height, width), 255, dtype=np.uint8), covered, resampling=Resampling.nearest,
-              dst_nodata=0, **common)
-    profile = {"driver": "GTiff", "width": dst_width, "height": dst_height, "count": 3, "dtype": "uint8",
-               "crs": dst_crs, "transform": dst_transform, "photometric": "RGB", "compress": "deflate",
-               "predictor": 2, "tiled": True, "blockxsize": 256, "blockysize": 256}
+    reproject(
+        np.full((height, width), 255, dtype=np.uint8),
+        covered,
+        resampling=Resampling.nearest,
+        dst_nodata=0,
+        **common,
+    )
+    profile = {
+        "driver": "GTiff",
+        "width": dst_width,
+        "height": dst_height,
+        "count": 3,
+        "dtype": "uint8",
+        "crs": dst_crs,
+        "transform": dst_transform,
+        "photometric": "RGB",
+        "compress": "deflate",
+        "predictor": 2,
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+    }
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), MemoryFile() as memory:
         with memory.open(**profile) as dst:
             dst.write(image)
