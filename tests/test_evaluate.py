@@ -74,7 +74,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return 1.0 - a @ b.T
 
 
-#: Keys dycl-eval adds after the DESIGN §4 ones when coordinates are known (issue 12: geo metrics beyond top-1).
+#: Keys dycl-eval adds after the DESIGN §4 ones when coordinates are known (geo metrics beyond top-1).
 GEO_KEYS = re.compile(r"err@\d+_(mean|median)_m|SDM@\d+")
 
 

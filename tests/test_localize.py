@@ -407,17 +407,21 @@ def test_an_index_of_another_model_is_refused_and_nothing_is_lost(work, tmp_path
     assert work["index"].read_bytes() == index_before
 
 
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 def test_bad_maps_and_tile_sizes_are_one_line_errors(work, tmp_path, capsys):
     import rasterio
 
-    bare = tmp_path / "bare.tif"
-    with (
-        rasterio.open(work["tif"]) as src,
-        rasterio.open(bare, "w", driver="GTiff", width=200, height=200, count=3, dtype="uint8") as dst,
-    ):
-        dst.write(src.read([1, 2, 3], window=((0, 200), (0, 200))))
+    with rasterio.open(work["tif"]) as src:
+        pixels, transform = src.read([1, 2, 3], window=((0, 200), (0, 200))), src.transform
+    no_crs, no_transform = tmp_path / "no_crs.tif", tmp_path / "no_transform.tif"
+    common = {"driver": "GTiff", "width": 200, "height": 200, "count": 3, "dtype": "uint8"}
+    with rasterio.open(no_crs, "w", transform=transform, **common) as dst:  # a geotransform but no CRS
+        dst.write(pixels)
+    with rasterio.open(no_transform, "w", crs="EPSG:32619", **common) as dst:  # a CRS but no geotransform
+        dst.write(pixels)
     args = ["--checkpoint", work["ckpt"], "--out", tmp_path / "x.dyclidx", "--no-progress"]
-    one_line_error(capsys, index_main, [*args, "--geotiff", bare], "has no coordinate reference system")
+    one_line_error(capsys, index_main, [*args, "--geotiff", no_crs], "has no coordinate reference system")
+    one_line_error(capsys, index_main, [*args, "--geotiff", no_transform], "has no geotransform")
     one_line_error(
         capsys,
         index_main,

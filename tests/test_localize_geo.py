@@ -68,6 +68,7 @@ def test_geotiff_tile_centres_and_sizes_agree_with_pyproj(tmp_path, name):
     assert abs(metres(tuple(grid.centres[0]), tuple(grid.centres[1])) - 50.0) <= max(grid.ground_resolution_m)
 
 
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 def test_geotiff_bad_inputs_are_refused_in_one_line(tmp_path):
     ok = write_geotiff(tmp_path / "ok.tif", "EPSG:32633", Affine(1, 0, 499_000, 0, -1, 5_001_000), 300, 200)
     no_crs = write_geotiff(tmp_path / "nocrs.tif", None, Affine(1, 0, 499_000, 0, -1, 5_001_000), 300, 200)

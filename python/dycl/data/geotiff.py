@@ -102,11 +102,6 @@ def open_geotiff(path: str | os.PathLike):
     except RasterioIOError as exc:
         raise ValueError(f"geotiff: cannot read {p} as a raster ({str(exc).splitlines()[0]})") from None
     try:
-        if src.crs is None:
-            raise ValueError(
-                f"geotiff: {p} has no coordinate reference system (CRS); georeference it first "
-                "(e.g. gdal_translate -a_srs EPSG:...)"
-            )
         if src.transform.is_identity and not src.gcps[0]:
             raise ValueError(
                 f"geotiff: {p} has no geotransform (pixel-to-map coordinates); georeference it "
@@ -116,6 +111,11 @@ def open_geotiff(path: str | os.PathLike):
             raise ValueError(
                 f"geotiff: {p} is georeferenced by ground control points only; warp it to a "
                 "geotransform first (gdalwarp)"
+            )
+        if src.crs is None:
+            raise ValueError(
+                f"geotiff: {p} has no coordinate reference system (CRS); georeference it first "
+                "(e.g. gdal_translate -a_srs EPSG:...)"
             )
         if src.count not in (1, 3, 4) or any(dtype != "uint8" for dtype in src.dtypes):
             raise ValueError(

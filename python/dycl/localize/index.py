@@ -5,7 +5,7 @@ A ``.dyclidx`` file is a NumPy ``.npz`` archive (read with ``allow_pickle=False`
     embeddings   (n, d) float32, unit rows
     coords       (n, 2) float64 latitude, longitude of each tile's centre (WGS84 degrees)
     footprints   (n, 4, 2) float64 latitude, longitude of the tile's corners (a ring, not closed)
-    names        (n,) str        tile name: "<source>#<col>,<row>" for GeoTIFF tiles, else the image path
+    names        (n,) str        tile name: "<file>#c<col>_r<row>" for GeoTIFF tiles, else the image path
     source       (n,) int32      which entry of meta["sources"] the tile comes from
     windows      (n, 4) int64    pixel window (col, row, width, height) in its GeoTIFF, -1 otherwise
     meta         () str          JSON: format, version, model (fingerprint, ...), sources, image_size

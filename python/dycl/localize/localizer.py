@@ -221,7 +221,7 @@ class Localizer:
                 tiles.close()
             parts["coords"].append(grid.centres)
             parts["foot"].append(grid.footprints)
-            parts["names"] += [f"{grid.path.name}#{c},{r}" for c, r, _, _ in grid.windows]
+            parts["names"] += [f"{grid.path.name}#c{c}_r{r}" for c, r, _, _ in grid.windows]
             parts["source"].append(np.full(len(grid), number))
             parts["windows"].append(grid.windows)
         return self._finish_index(
