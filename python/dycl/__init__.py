@@ -10,7 +10,9 @@ Submodules:
 * :mod:`dycl.data`, :mod:`dycl.models`, :mod:`dycl.losses` — the PyTorch side;
 * :mod:`dycl.embed`, :mod:`dycl.tasks`, :mod:`dycl.tables`, :mod:`dycl.runs` — embedding, the
   retrieval task, result tables, the run folder;
-* :mod:`dycl.train`, :mod:`dycl.evaluate`, :mod:`dycl.experiment`, :mod:`dycl.cli` — engines and commands.
+* :mod:`dycl.spatial_metrics` — err@k and DenseUAV's SDM@K from rankings and geodesic distances;
+* :mod:`dycl.train`, :mod:`dycl.evaluate`, :mod:`dycl.experiment`, :mod:`dycl.cli` — engines and commands;
+* :mod:`dycl.localize` — where was a photo taken: map indexes, positions and errors in metres, ONNX.
 
 Torch is imported lazily by the submodules that need it, so ``import dycl``
 and the evaluation core stay light.

@@ -1,7 +1,7 @@
 """``python -m dycl COMMAND ...``: the console commands without their scripts.
 
-``COMMAND`` is ``train``, ``eval``, ``data`` or ``experiment`` (as ``dycl-train``,
-``dycl-eval``, ...). This is the entry point for ``torchrun``, which starts a
+``COMMAND`` is ``train``, ``eval``, ``data``, ``experiment``, ``index``, ``localize`` or
+``export`` (as ``dycl-train``, ``dycl-eval``, ...). This is the entry point for ``torchrun``, which starts a
 module on every process::
 
     torchrun --nproc-per-node 4 -m dycl train --data-dir DA-Campus --output runs/ddp

@@ -38,6 +38,7 @@ from ._validate import float_matrix, id_vector, relevance_levels
 from .geo import DEFAULT_THRESHOLDS, _coords, level_matrix, validate_thresholds
 from .metrics import DEFAULT_RECALL_AT, evaluate, evaluate_embeddings
 from .rerank import check_options, k_reciprocal_embeddings, msrerank_embeddings, msrerank_ks
+from .spatial_metrics import spatial_scores
 
 if TYPE_CHECKING:  # pragma: no cover
     from .data import Split
@@ -318,14 +319,24 @@ def load_embeddings(
 
 
 def score_task(
-    task: RetrievalTask, distances: np.ndarray | None = None, recall_at: Sequence[int] = DEFAULT_RECALL_AT
+    task: RetrievalTask, distances: np.ndarray | None = None, recall_at: Sequence[int] = DEFAULT_RECALL_AT,
+    geo_metrics: bool = False,
 ) -> dict[str, float]:
-    """DESIGN §4 metrics of ``task``: on cosine distances of its embeddings, or on ``distances`` (q, g)."""
+    """DESIGN §4 metrics of ``task``: on cosine distances of its embeddings, or on ``distances`` (q, g).
+
+    With ``geo_metrics`` and coordinates, also ``err@{k}`` (k > 1) and ``SDM@{k}`` for the recall ks
+    (:mod:`dycl.spatial_metrics`), after the DESIGN §4 keys.
+    """
     kwargs: dict[str, Any] = {"recall_at": recall_at, "coords": task.coords, "thresholds": task.thresholds}
     if distances is None:
-        return evaluate_embeddings(task.query, task.gallery, task.query_ids, task.gallery_ids, task.levels,
-                                   **kwargs)
-    return evaluate(distances, task.query_ids, task.gallery_ids, task.levels, **kwargs)
+        out = evaluate_embeddings(task.query, task.gallery, task.query_ids, task.gallery_ids, task.levels,
+                                  **kwargs)
+    else:
+        out = evaluate(distances, task.query_ids, task.gallery_ids, task.levels, **kwargs)
+    if geo_metrics and task.coords is not None:
+        out.update(spatial_scores(task.query_ids, task.gallery_ids, task.coords, recall_at, task.query,
+                                  task.gallery, distances))
+    return out
 
 
 def score_tasks(
@@ -334,6 +345,7 @@ def score_tasks(
     split: Split,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     recall_at: Sequence[int] = DEFAULT_RECALL_AT,
+    geo_metrics: bool = False,
 ) -> dict[str, dict[str, float]]:
     """:func:`score_task` of both tasks of a split's embeddings (:func:`tasks_from_split`).
 
@@ -342,7 +354,7 @@ def score_tasks(
     localization-error keys: the split's coordinates are always known).
     """
     tasks = tasks_from_split(satellite_emb, drone_emb, split, thresholds)
-    return {name: score_task(task, None, recall_at) for name, task in tasks.items()}
+    return {name: score_task(task, None, recall_at, geo_metrics) for name, task in tasks.items()}
 
 
 def random_embedding_baseline(test_split: Split, dim: int, thresholds: Sequence[float],
@@ -481,7 +493,7 @@ def evaluate_tasks(
     progress: bool = True,
     log: TextIO | None = None,
 ) -> Evaluation:
-    """Re-rank (optionally) and score every task with the Rust core.
+    """Re-rank (optionally) and score every task with the Rust core (geo metrics beyond top-1 included).
 
     Args:
         tasks: ``{name: task}``, e.g. from :func:`tasks_from_split` or :func:`load_embeddings`.
@@ -497,7 +509,7 @@ def evaluate_tasks(
     out = Evaluation(results={}, baseline={}, distances={}, rerank=rerank)
     for name, task in tasks.items():
         start = time.perf_counter()
-        out.baseline[name] = score_task(task, None, recall_at)
+        out.baseline[name] = score_task(task, None, recall_at, geo_metrics=True)
         out.seconds[f"{name}: scoring"] = time.perf_counter() - start
         ks = None
         if rerank.method == "msrerank":
@@ -511,7 +523,7 @@ def evaluate_tasks(
             continue
         out.seconds[f"{name}: re-ranking"] = time.perf_counter() - start
         start = time.perf_counter()
-        out.results[name] = score_task(task, distances, recall_at)
+        out.results[name] = score_task(task, distances, recall_at, geo_metrics=True)
         out.seconds[f"{name}: scoring re-ranked"] = time.perf_counter() - start
         if log is not None:
             print(f"dycl-eval: {name}: {rerank.describe(ks)} in {out.seconds[f'{name}: re-ranking']:.2f} s"

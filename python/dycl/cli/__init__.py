@@ -1,9 +1,11 @@
-"""Console entry points: ``dycl-data``, ``dycl-train``, ``dycl-eval``, ``dycl-experiment``.
+"""Console entry points: ``dycl-data``, ``dycl-train``, ``dycl-eval``, ``dycl-experiment``,
+``dycl-index``, ``dycl-localize``, ``dycl-export``.
 
-Each command has a module here (``data``, ``train``, ``eval``, ``experiment``)
-that builds its ``argparse`` parser and hands the parsed arguments to its
-engine (:mod:`dycl.data`, :mod:`dycl.train`, :mod:`dycl.evaluate`,
-:mod:`dycl.experiment`). :func:`~dycl.cli.common.run_cli` gives every command
+Each command has a module here (``data``, ``train``, ``eval``, ``experiment``;
+``localize`` holds the three localization commands) that builds its
+``argparse`` parser and hands the parsed arguments to its engine
+(:mod:`dycl.data`, :mod:`dycl.train`, :mod:`dycl.evaluate`,
+:mod:`dycl.experiment`, :mod:`dycl.localize`). :func:`~dycl.cli.common.run_cli` gives every command
 the same behaviour on bad input: a one-line ``error: ...`` on stderr and exit
 code 2, never a traceback. :func:`main` is ``python -m dycl COMMAND``.
 """
@@ -17,9 +19,11 @@ from .common import CLIError, run_cli
 from .data import data_main
 from .eval import eval_main
 from .experiment import experiment_main
+from .localize import export_main, index_main, localize_main
 from .train import train_main
 
-_COMMANDS = {"train": train_main, "eval": eval_main, "data": data_main, "experiment": experiment_main}
+_COMMANDS = {"train": train_main, "eval": eval_main, "data": data_main, "experiment": experiment_main,
+             "index": index_main, "localize": localize_main, "export": export_main}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,10 +35,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"dycl: error: unknown command {args[0]!r}; expected one of {known}", file=sys.stderr)
             return 2
         print(f"usage: python -m dycl {{{','.join(_COMMANDS)}}} ...\n\n"
-              "Runs dycl-train, dycl-eval, dycl-data or dycl-experiment; e.g. under torchrun:\n"
+              "Runs dycl-train, dycl-eval, dycl-data, dycl-experiment, dycl-index, dycl-localize or "
+              "dycl-export; e.g. under torchrun:\n"
               "  torchrun --nproc-per-node 4 -m dycl train --data-dir DA-Campus --output runs/ddp")
         return 0 if args else 2
     return _COMMANDS[args[0]](args[1:])
 
 
-__all__ = ["CLIError", "data_main", "eval_main", "experiment_main", "main", "run_cli", "train_main"]
+__all__ = ["CLIError", "data_main", "eval_main", "experiment_main", "export_main", "index_main",
+           "localize_main", "main", "run_cli", "train_main"]

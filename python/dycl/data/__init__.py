@@ -99,6 +99,14 @@ Synthetic campus (``dycl.data.synth``)::
     campus_layout(train_buildings, test_buildings, seed=0) -> CampusLayout  # coordinates only, no images
         # .coords(split) -> (B, 2) lat/lon in class_id order
 
+Geospatial files (localization; rasterio, pyproj, Pillow)::
+
+    dycl.data.geotiff.plan_tiles(tif, tile_m=160.0, stride_m=40.0) -> TileGrid  # any CRS; WGS84 centres
+    dycl.data.geotiff.GeoTiffTiles(grid, image_size)[i] -> uint8 (3, S, S)
+    dycl.data.exif.gps_exif(lat, lon, altitude=None, direction=None) -> Image.Exif
+    dycl.data.exif.read_gps(path) -> GpsFix | None
+    dycl.data.images.collect_images(inputs), decode_images(paths, transform), read_tile_list(csv)
+
 Statistics and previews (``dycl.data.stats``)::
 
     dataset_stats(root, thresholds=(200.0, 500.0), appearance=False) -> dict   # ``dycl-data stats``

@@ -267,10 +267,13 @@ def merge_resumed_config(saved: Mapping[str, Any], overrides: Mapping[str, Any])
 def demo_data_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     """Where ``--demo`` keeps its synthetic campus: under ``$DYCL_CACHE`` or ``~/.cache/dycl``."""
     from ..data.synth import DEMO_DEFAULTS as p
+    from ..data.synth.generate import GENERATOR_VERSION
 
     root = Path(cache_dir or os.environ.get("DYCL_CACHE") or Path.home() / ".cache" / "dycl")
+    # The generator's version is in the name: a campus cached by an older generator (no GPS EXIF,
+    # no GeoTIFF) stays where it is and a complete one is generated next to it.
     name = (f"demo-campus-{p['train_buildings']}-{p['test_buildings']}-{p['drone_views']}"
-            f"-{p['image_size']}px-seed{p['seed']}")
+            f"-{p['image_size']}px-seed{p['seed']}-v{GENERATOR_VERSION}")
     return root / name
 
 

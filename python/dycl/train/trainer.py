@@ -400,7 +400,7 @@ class Trainer:
         def score() -> dict[str, dict[str, float]] | None:
             if not self.dist.is_main:
                 return None
-            return score_tasks(sat, drone, self.test_split, self.config.thresholds)
+            return score_tasks(sat, drone, self.test_split, self.config.thresholds, geo_metrics=True)
 
         results = all_ranks(score, peer_error=lambda: PeerFailed(
             "evaluation: the main process failed while scoring (see its message)"))

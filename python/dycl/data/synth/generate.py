@@ -7,6 +7,10 @@ byte-identical for a seed whatever the number of workers or the order in
 which they finish. Images are written atomically and existing ones are kept,
 so an interrupted run resumes where it stopped; the four list files are
 written last.
+
+Since version 2 each drone JPEG carries its camera's true GPS position in
+its EXIF, and every campus's orthophoto is written as a georeferenced
+GeoTIFF (:mod:`.georef`), so that localization can be tested end to end.
 """
 
 from __future__ import annotations
@@ -22,11 +26,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..exif import gps_exif
+from .georef import camera_gps, orthophoto_paths, write_orthophoto
 from .raster import build_campus_raster, raster_resolution
 from .render import CampusScene, drone_view, satellite_tile, view_params
 from .world import TAG_VIEWS, Building, CampusLayout, campus_layout
 
-GENERATOR_VERSION = 1
+#: 2: drone JPEGs carry their camera's GPS in EXIF; campus orthophotos as GeoTIFFs (same pixels as 1).
+GENERATOR_VERSION = 2
 SPEC_FILE = "synth.json"
 JPEG_QUALITY = 92
 DEMO_DEFAULTS = {
@@ -63,9 +70,12 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _jpeg(image) -> bytes:
+def _jpeg(image, exif=None) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    if exif is None:
+        image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    else:
+        image.save(buffer, format="JPEG", quality=JPEG_QUALITY, exif=exif)
     return buffer.getvalue()
 
 
@@ -111,7 +121,19 @@ class _Renderer:
             strict=True,
         ):
             if not path.is_file():
-                _write_atomic(path, _jpeg(drone_view(scene, building, params, size, supersample)))
+                lat, lon, altitude, heading = camera_gps(params)
+                exif = gps_exif(lat, lon, altitude=altitude, direction=heading)
+                _write_atomic(path, _jpeg(drone_view(scene, building, params, size, supersample), exif))
+                written += 1
+        return written
+
+    def write_orthophotos(self) -> int:
+        """Write the GeoTIFF of every campus that has none yet; returns the files written."""
+        written = 0
+        for campus, rel in orthophoto_paths(self.layout).items():
+            path = self.out / rel
+            if not path.is_file():
+                write_orthophoto(self.scene(campus).raster, path, _write_atomic)
                 written += 1
         return written
 
@@ -170,7 +192,9 @@ def generate_campus(
 
     Writes ``<out_dir>/satellite/{train,test}.txt``, ``<out_dir>/drone/{train,test}.txt``
     (header ``path class_id latitude longitude``), one satellite tile and
-    ``drone_views`` drone views per building as JPEG files, and
+    ``drone_views`` drone views per building as JPEG files (each drone view
+    with its camera's GPS position in EXIF), each campus's orthophoto as a
+    GeoTIFF in its UTM zone (``<out_dir>/orthophoto/{split}-NN.tif``) and
     ``<out_dir>/synth.json`` with the parameters. Class ids are 1..N (train)
     and N+1..N+M (test). Re-running with the same parameters on the same
     folder completes an interrupted run.
@@ -208,23 +232,25 @@ def generate_campus(
     # Campus by campus, so that a worker needs few campus rasters at a time.
     order = sorted(range(len(layout.buildings)), key=lambda i: (layout.buildings[i].campus, i))
     bar = tqdm(total=len(order), unit="building", desc="synth", disable=not progress, dynamic_ncols=True)
+    renderer = _Renderer(spec, str(out))
+    renderer.layout = layout
     try:
         if workers == 1 or len(order) == 1:
-            written = _render_here(spec, out, layout, order, bar)
+            written = _render_here(renderer, order, bar)
         else:
             written = _render_in_pool(spec, out, order, workers, bar)
         bar.set_postfix(images=written)
     finally:
         bar.close()
+    # In this process (no GDAL in forked workers); the single-process path reuses its campus rasters.
+    renderer.write_orthophotos()
 
     _write_lists(out, layout, spec["drone_views"])
     return out
 
 
-def _render_here(spec: dict, out: Path, layout: CampusLayout, order: list[int], bar: tqdm) -> int:
+def _render_here(renderer: _Renderer, order: list[int], bar: tqdm) -> int:
     """Render the buildings ``order`` in this process; returns the images written."""
-    renderer = _Renderer(spec, str(out))
-    renderer.layout = layout
     written = 0
     for index in order:
         written += renderer.render(index)
