@@ -25,7 +25,8 @@ from dycl.metrics import evaluate
 from dycl.models import build_model
 from dycl.rerank import k_reciprocal_embeddings, msrerank_embeddings, msrerank_ks
 from dycl.tables import format_csv, read_metrics
-from dycl.tasks import TASK_FILES, TASKS, RerankConfig, eq6_ks, evaluate_tasks, load_embeddings
+from dycl.task_files import load_embeddings
+from dycl.tasks import TASK_FILES, TASKS, RerankConfig, eq6_ks, evaluate_tasks
 
 THRESHOLDS = ("--thresholds", "100", "200")
 TINY_TRAIN = ["--backbone", "resnet18", "--no-pretrained", "--image-size", "32", "--embedding-dim", "16",

@@ -33,13 +33,13 @@ from .figures import write_plots
 from .geo import DEFAULT_THRESHOLDS, validate_thresholds
 from .metrics import DEFAULT_RECALL_AT
 from .tables import format_tables, percent, read_metrics, result_paths, write_results
+from .task_files import load_embeddings
 from .tasks import (
     TASK_FILES,
     Evaluation,
     RerankConfig,
     RetrievalTask,
     evaluate_tasks,
-    load_embeddings,
     tasks_from_split,
 )
 

@@ -10,7 +10,8 @@ from typing import Any
 from ..data import open_train_test
 from ..figures import write_plots, write_rank_shift_profiles
 from ..runs import CHECKPOINT_FILE, EMBEDDINGS_DIR
-from ..tasks import TASK_FILES, TASKS, RerankConfig, evaluate_tasks, load_embeddings, tasks_from_split
+from ..task_files import load_embeddings
+from ..tasks import TASK_FILES, TASKS, RerankConfig, evaluate_tasks, tasks_from_split
 from .stats import SuiteResults, mean_interval
 from .suites import RERANKINGS, RunSpec
 

@@ -28,7 +28,8 @@ from .._files import FolderLock, write_json_atomic
 from ..data import open_train_test
 from ..runs import EMBEDDINGS_DIR, epochs_logged, read_json
 from ..tables import write_results
-from ..tasks import evaluate_tasks, load_embeddings
+from ..task_files import load_embeddings
+from ..tasks import evaluate_tasks
 from .report import write_report
 from .state import (
     DATA_DIR,
