@@ -282,7 +282,10 @@ def test_ctrl_c_interrupts_long_geo_and_metrics_calls(name):
     import time
 
     code = PRELUDE + textwrap.dedent(LONG_CALLS[name]) + textwrap.dedent("""
-        import sys, time
+        import signal, sys, time
+        # A job started in the background by a non-interactive shell inherits SIGINT ignored, and Python
+        # then keeps ignoring it: restore Ctrl-C's usual meaning, as in an interactive session.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         print("started", flush=True)
         start = time.perf_counter()
         try:
