@@ -11,9 +11,11 @@ paper's Fig. 6).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
+
+from .base import as_compute_dtype
 
 
 def active_scales(scales: Sequence[int] | None, num_levels: int) -> tuple[int, ...]:
@@ -48,6 +50,25 @@ def masked_logsumexp(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor,
     filled = x.masked_fill(~mask, float("-inf"))
     filled = torch.where(nonempty[:, None], filled, torch.zeros((), dtype=x.dtype, device=x.device))
     return torch.logsumexp(filled, dim=1), nonempty
+
+
+def both_directions(direction: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+                    emb_a: torch.Tensor, emb_b: torch.Tensor, levels: torch.Tensor,
+                    symmetric: bool) -> torch.Tensor:
+    """``direction(a, b, levels)`` in the compute dtype, averaged with ``direction(b, a, levelsᵀ)``
+    when ``symmetric``.
+
+    The per-scale losses (Σ-Triplet, Σ-Multi-Similarity) are defined for one
+    view querying the other; the symmetric form averages both directions.
+    """
+    a, b = as_compute_dtype(emb_a), as_compute_dtype(emb_b)
+    dtype = torch.promote_types(a.dtype, b.dtype)
+    a, b = a.to(dtype), b.to(dtype)
+    levels = levels.long()
+    forward = direction(a, b, levels)
+    if not symmetric:
+        return forward
+    return 0.5 * (forward + direction(b, a, levels.t()))
 
 
 def scales_repr(scales: tuple[int, ...], num_levels: int) -> str:

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 import torch
 from pytorch_metric_learning import losses as pml_losses
 
-from .base import PairLoss, as_compute_dtype
-from .multiscale import active_scales, scales_repr
+from .base import PairLoss
+from .multiscale import active_scales, both_directions, scales_repr
 
 
 def scale_triplets(levels: torch.Tensor, threshold: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -73,11 +73,4 @@ class SigmaTripletLoss(PairLoss):
         return total
 
     def compute(self, emb_a, emb_b, levels, labels_a=None, labels_b=None) -> torch.Tensor:
-        a, b = as_compute_dtype(emb_a), as_compute_dtype(emb_b)
-        dtype = torch.promote_types(a.dtype, b.dtype)
-        a, b = a.to(dtype), b.to(dtype)
-        levels = levels.long()
-        forward = self._direction(a, b, levels)
-        if not self.symmetric:
-            return forward
-        return 0.5 * (forward + self._direction(b, a, levels.t()))
+        return both_directions(self._direction, emb_a, emb_b, levels, self.symmetric)
