@@ -79,6 +79,12 @@ def one_line_error(capsys, main, args, match: str) -> str:
 # --------------------------------------------------------------------------- the job, API and CLI
 
 
+def locate_cli(work: dict[str, Path], photos: object, out: object, *options: object) -> int:
+    """``dycl-localize`` on the fixture's index and checkpoint, without progress output."""
+    return localize_main(["--index", str(work["index"]), "--checkpoint", str(work["ckpt"]), str(photos),
+                          "--out", str(out), "--no-progress", *map(str, options)])
+
+
 def test_index_holds_tiles_coords_footprints_and_the_model(work):
     index = read_index(work["index"])
     assert len(index) == 64 and index.embeddings.shape == (64, 16)  # 770 px map: 8 x 8 tiles of 160 px
@@ -90,21 +96,7 @@ def test_index_holds_tiles_coords_footprints_and_the_model(work):
 
 def test_cli_and_api_give_the_same_positions(work, tmp_path, capsys):
     out = tmp_path / "results"
-    assert (
-        localize_main(
-            [
-                "--index",
-                str(work["index"]),
-                "--checkpoint",
-                str(work["ckpt"]),
-                str(work["photos"]),
-                "--out",
-                str(out),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert locate_cli(work, work["photos"], out) == 0
     printed = capsys.readouterr().out
     assert "median error (m)" in printed and "SDM@1" in printed and "R@5" in printed
     assert {p.name for p in out.iterdir()} >= {
@@ -139,35 +131,21 @@ def test_search_is_ranked_by_the_core_and_estimates_follow_their_definition(work
     expected = np.argsort(-(qn @ index.embeddings.T), axis=1, kind="stable")[:, :10]
     np.testing.assert_array_equal(ranked, expected)
     top1, used = estimate_positions(ranked, sims, index, "top1", 100.0, 0.05)
-    np.testing.assert_array_equal(top1, index.coords[ranked[:, 0]]) and (used == 1).all()
+    np.testing.assert_array_equal(top1, index.coords[ranked[:, 0]])
+    assert (used == 1).all()
     # a radius below the stride keeps only the best tile: the weighted estimate is the top-1 centre
     alone, used = estimate_positions(ranked, sims, index, "weighted", 1.0, 0.05)
-    np.testing.assert_allclose(alone, top1, atol=1e-12) and (used == 1).all()
+    np.testing.assert_allclose(alone, top1, atol=1e-12)
+    assert (used == 1).all()
     # an infinite temperature and radius: the plain mean of the top-k centres
     mean, used = estimate_positions(ranked, sims, index, "weighted", 1e7, 1e9)
-    np.testing.assert_allclose(mean, index.coords[ranked].mean(axis=1), atol=1e-9) and (used == 10).all()
+    np.testing.assert_allclose(mean, index.coords[ranked].mean(axis=1), atol=1e-9)
+    assert (used == 10).all()
 
 
 def test_geojson_is_rfc7946_with_lon_lat_positions(work, tmp_path):
     out = tmp_path / "r"
-    assert (
-        localize_main(
-            [
-                "--index",
-                str(work["index"]),
-                "--checkpoint",
-                str(work["ckpt"]),
-                str(work["photos"]),
-                "--out",
-                str(out),
-                "--no-progress",
-                "--no-map",
-                "--top-k",
-                "3",
-            ]
-        )
-        == 0
-    )
+    assert locate_cli(work, work["photos"], out, "--no-map", "--top-k", "3") == 0
     doc = json.loads((out / "results.geojson").read_text())
     assert doc["type"] == "FeatureCollection" and "crs" not in doc  # RFC 7946 §4: WGS84 only, no crs member
     rows = {r["image"]: r for r in csv.DictReader((out / "results.csv").open())}
@@ -246,22 +224,7 @@ def test_undecodable_photos_are_skipped_counted_and_named(work, tmp_path, capsys
     broken.write_bytes(b"\xff\xd8 not really a jpeg")
     out = tmp_path / "out"
     capsys.readouterr()
-    assert (
-        localize_main(
-            [
-                "--index",
-                str(work["index"]),
-                "--checkpoint",
-                str(work["ckpt"]),
-                str(photos),
-                "--out",
-                str(out),
-                "--no-progress",
-                "--no-map",
-            ]
-        )
-        == 0
-    )
+    assert locate_cli(work, photos, out, "--no-map") == 0
     captured = capsys.readouterr()
     assert f"warning: {broken}: cannot decode image" in captured.err
     assert "1 skipped" in captured.out and f"skipped {broken}" in captured.out
@@ -300,47 +263,13 @@ def test_photos_without_gps_are_named_when_truth_is_asked_for(work, tmp_path, ca
     for src in sorted(work["photos"].rglob("*.jpg"))[:3]:
         Image.open(src).save(photos / src.name)  # re-saved without EXIF
     capsys.readouterr()
-    assert (
-        localize_main(
-            [
-                "--index",
-                str(work["index"]),
-                "--checkpoint",
-                str(work["ckpt"]),
-                str(photos),
-                "--out",
-                str(tmp_path / "out"),
-                "--truth",
-                "exif",
-                "--no-progress",
-                "--no-map",
-            ]
-        )
-        == 0
-    )
+    assert locate_cli(work, photos, tmp_path / "out", "--truth", "exif", "--no-map") == 0
     err = capsys.readouterr().err
     assert err.count("no GPS position in its EXIF") == 3 and str(photos / "0009_00.jpg") in err
     # a truth CSV instead: listed photos get errors, the others a warning
     truth = tmp_path / "truth.csv"
     truth.write_text("path,latitude,longitude\n0009_00.jpg,42.3716,-71.0504\n")
-    assert (
-        localize_main(
-            [
-                "--index",
-                str(work["index"]),
-                "--checkpoint",
-                str(work["ckpt"]),
-                str(photos),
-                "--out",
-                str(tmp_path / "csv"),
-                "--truth",
-                str(truth),
-                "--no-progress",
-                "--no-map",
-            ]
-        )
-        == 0
-    )
+    assert locate_cli(work, photos, tmp_path / "csv", "--truth", str(truth), "--no-map") == 0
     err = capsys.readouterr().err
     assert err.count("not listed in") == 2
     assert json.loads((tmp_path / "csv" / "summary.json").read_text())["with_truth"] == 1
@@ -348,22 +277,7 @@ def test_photos_without_gps_are_named_when_truth_is_asked_for(work, tmp_path, ca
 
 def test_an_index_of_another_model_is_refused_and_nothing_is_lost(work, tmp_path, capsys):
     out = tmp_path / "out"
-    assert (
-        localize_main(
-            [
-                "--index",
-                str(work["index"]),
-                "--checkpoint",
-                str(work["ckpt"]),
-                str(work["photos"]),
-                "--out",
-                str(out),
-                "--no-progress",
-                "--no-map",
-            ]
-        )
-        == 0
-    )
+    assert locate_cli(work, work["photos"], out, "--no-map") == 0
     before = hashes(out)
     one_line_error(
         capsys,
