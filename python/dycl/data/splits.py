@@ -17,7 +17,7 @@ import csv
 import io
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -171,27 +171,43 @@ def _read_text(path: Path) -> str:
         ) from None
 
 
+def _table(rows: Iterable[tuple[int, list[str]]], path: Path, required: Sequence[str],
+           separator: str) -> Iterator[tuple[int, str, list[str], dict[str, int]]]:
+    """The data rows of a list file: ``(line, "file:line", fields, header columns)``.
+
+    Blank rows are skipped, the first row is the header (with every ``required``
+    column), every other row must have the header's width; a file without a
+    header is an error. ``separator`` names the field separator in messages.
+    """
+    cols: dict[str, int] | None = None
+    width = 0
+    for line_no, fields in rows:
+        if not fields or all(not f.strip() for f in fields):
+            continue
+        where = f"{path}:{line_no}"
+        if cols is None:
+            cols = _header_index(fields, required, where)
+            width = len(fields)
+            continue
+        if len(fields) != width:
+            raise DatasetError(
+                f"{where}: expected {width} {separator}-separated fields like the header, got {len(fields)}"
+            )
+        yield line_no, where, fields, cols
+    if cols is None:
+        names = (" " if separator == "space" else ", ").join(required)
+        raise DatasetError(f"{path}:1: empty file (expected a header with {names})")
+
+
 def _read_dacampus_table(path: Path) -> list[_Row]:
     """Rows of one DA-Campus platform file (space-separated, header first)."""
     if not path.is_file():
         raise DatasetError(f"{path}: missing file")
     rows: list[_Row] = []
-    cols: dict[str, int] | None = None
-    width = 0
     seen: dict[str, int] = {}
-    for line_no, raw in enumerate(io.StringIO(_read_text(path), newline=None), start=1):
-        fields = raw.split()
-        if not fields:
-            continue
-        where = f"{path}:{line_no}"
-        if cols is None:
-            cols = _header_index(fields, DACAMPUS_COLUMNS, where)
-            width = len(fields)
-            continue
-        if len(fields) != width:
-            raise DatasetError(
-                f"{where}: expected {width} space-separated fields like the header, got {len(fields)}"
-            )
+    lines = enumerate(io.StringIO(_read_text(path), newline=None), start=1)
+    for line_no, where, fields, cols in _table(((n, raw.split()) for n, raw in lines), path, DACAMPUS_COLUMNS,
+                                               "space"):
         rel = fields[cols["path"]]
         if rel in seen:
             raise DatasetError(f"{where}: duplicate row for {rel} (first on line {seen[rel]})")
@@ -210,8 +226,6 @@ def _read_dacampus_table(path: Path) -> list[_Row]:
                 _parse_coordinate(fields[cols["longitude"]], "longitude", where),
             )
         )
-    if cols is None:
-        raise DatasetError(f"{path}:1: empty file (expected a header with {' '.join(DACAMPUS_COLUMNS)})")
     return rows
 
 
@@ -391,29 +405,13 @@ def _read_manifest_rows(csv_path: Path) -> tuple[dict[str, list[_Row]], dict[str
     drone_rows: dict[str, list[_Row]] = {}
     seen: dict[tuple[str, str], int] = {}  # (view, path) -> line, to report duplicates
     reader = csv.reader(io.StringIO(_read_text(csv_path), newline=""))
-    cols: dict[str, int] | None = None
-    width = 0
-    for row in reader:
-        line_no = reader.line_num
-        if not row or all(not f.strip() for f in row):
-            continue
-        where = f"{csv_path}:{line_no}"
-        if cols is None:
-            cols = _header_index(row, MANIFEST_COLUMNS, where)
-            width = len(row)
-            continue
-        if len(row) != width:
-            raise DatasetError(
-                f"{where}: expected {width} comma-separated fields like the header, got {len(row)}"
-            )
+    # line_num is read as each row is yielded: a quoted field may span lines.
+    numbered = ((reader.line_num, row) for row in reader)
+    for line_no, where, row, cols in _table(numbered, csv_path, MANIFEST_COLUMNS, "comma"):
         view, split_name, parsed = _parse_manifest_row(
             [f.strip() for f in row], cols, line_no, where, seen
         )
         (sat_rows if view == "satellite" else drone_rows).setdefault(split_name, []).append(parsed)
-    if cols is None:
-        raise DatasetError(
-            f"{csv_path}:1: empty file (expected a header with {', '.join(MANIFEST_COLUMNS)})"
-        )
     return sat_rows, drone_rows
 
 
