@@ -104,10 +104,17 @@ def _build_index_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _fields(options: type) -> tuple[str, ...]:
+    """The option names of an engine's options dataclass: the names its errors may start with."""
+    import dataclasses
+
+    return tuple(f.name for f in dataclasses.fields(options))
+
+
 def _run_index(args: argparse.Namespace) -> int:
     from ..localize.run import IndexOptions, run_index
 
-    with flag_errors({"out": "--out", "geotiff": "--geotiff", "index": "--index", "model": "--model"}):
+    with flag_errors(known=_fields(IndexOptions)):
         options = IndexOptions(
             checkpoint=args.checkpoint,
             model=args.model,
@@ -204,18 +211,10 @@ def _run_localize(args: argparse.Namespace) -> int:
     if args.demo:
         from ..localize.demo import run_demo
 
-        with flag_errors({"out": "--out"}):
+        with flag_errors(known=("out",)):
             run_demo(args.out, progress=args.progress)
         return 0
-    with flag_errors(
-        {
-            "method": "--estimate",
-            "out": "--out",
-            "index": "--index",
-            "model": "--model",
-            "images": "IMAGES_OR_FOLDERS",
-        }
-    ):
+    with flag_errors({"method": "--estimate", "images": "IMAGES_OR_FOLDERS"}, known=_fields(LocalizeOptions)):
         options = LocalizeOptions(
             checkpoint=args.checkpoint,
             model=args.model,
@@ -261,7 +260,7 @@ def _build_export_parser() -> argparse.ArgumentParser:
 def _run_export(args: argparse.Namespace) -> int:
     from ..localize.run import run_export
 
-    with flag_errors({"onnx": "--onnx"}):
+    with flag_errors(known=("checkpoint", "onnx", "image_size", "backbone", "overwrite")):
         run_export(
             args.checkpoint,
             args.onnx,
