@@ -15,6 +15,7 @@ __version__: str
 # RuntimeError("internal error in dycl._core.<name>: ...; please report it"); a buffer that cannot be
 # allocated raises MemoryError.
 
+def available_memory() -> int | None: ...
 def _panic_for_tests(message: str) -> None:
     """Panics inside the binding wrapper, so the tests can check the panic policy."""
 

@@ -35,7 +35,6 @@ Semantic notes:
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 
@@ -106,45 +105,9 @@ def check_options(k1: int = 20, k2: int = 6, lambda_value: float = 0.3, ks: Sequ
     _variant(variant)
 
 
-def _cgroup_headroom() -> int | None:
-    """Bytes left under this process's cgroup memory limit (containers, Slurm jobs), if it has one."""
-    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
-        try:
-            with open(limit_file) as fh:
-                limit = fh.read().strip()
-            with open(usage_file) as fh:
-                usage = int(fh.read().strip())
-        except (OSError, ValueError):
-            continue
-        if limit == "max" or not limit.isdigit() or int(limit) >= 2**60:  # "no limit" in v2 and v1
-            return None
-        return max(int(limit) - usage, 0)
-    return None
-
-
 def _available_memory() -> int | None:
-    """Bytes this process can still get: the host's ``MemAvailable``, capped by its cgroup's limit."""
-    host = _host_available_memory()
-    cgroup = _cgroup_headroom()
-    known = [v for v in (host, cgroup) if v is not None]
-    return min(known) if known else None
-
-
-def _host_available_memory() -> int | None:
-    """Bytes the system can still hand out (``MemAvailable``), if known."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
+    """Bytes this process can still get (the host's, capped by its cgroup's limit): the core's figure."""
+    return _core.available_memory()
 
 
 #: What to do when a distance block cannot even be converted, or when the result is too large.

@@ -103,10 +103,20 @@ fn _panic_for_tests(py: Python<'_>, message: String) -> PyResult<()> {
     })
 }
 
+/// Bytes this process can still allocate: the host's available memory capped by
+/// its cgroup's limit (the figure the core's own memory guards use), or None.
+#[pyfunction]
+fn available_memory(py: Python<'_>) -> PyResult<Option<u64>> {
+    call_core(py, "available_memory", None, |_| {
+        Ok(dycl_core::memory::available_memory())
+    })
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
+    m.add_function(wrap_pyfunction!(available_memory, m)?)?;
     geo::register(m)?;
     metrics::register(m)?;
     rerank::register(m)?;
