@@ -102,9 +102,8 @@ def extract_embeddings(
     from ._progress import bar
     from .data.transforms import BatchNormalizer
 
-    batch_size = _positive("batch_size", batch_size)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise ValueError(f"workers: expected a non-negative integer, got {workers!r}")
+    batch_size = int_at_least("batch_size", batch_size, 1)
+    workers = int_at_least("workers", workers, 0)
     if len(image_set) == 0:
         raise ValueError("image_set: is empty")
     dev = torch.device(device)
@@ -130,13 +129,6 @@ def extract_embeddings(
     finally:
         model.train(was_training)
     return np.ascontiguousarray(np.concatenate(rows, axis=0), dtype=np.float32)
-
-
-def _positive(name: str, value: object) -> int:
-    try:
-        return int_at_least(name, value, 1)
-    except ValueError:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}") from None
 
 
 def shard_rows(count: int, rank: int = 0, world_size: int = 1) -> range:
