@@ -206,3 +206,12 @@ def test_drone_views_differ_from_the_satellite_tile(campus60):
     assert result["drone_to_own_satellite"] < np.mean(result["satellite_by_level"][2])
     stats = split_stats(split)
     assert stats["level_histogram"]["level_2"] > 0 and stats["level_histogram"]["level_1"] > 0
+
+
+def test_progress_in_a_log_file_is_one_closing_line(tmp_path, capsys):
+    # under capsys stderr is not a terminal, as in a batch job's log
+    generate_campus(tmp_path / "logged", seed=3, workers=1, progress=True, **TINY)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = [line for line in err.splitlines() if line.startswith("synth")]
+    assert len(lines) == 1 and "images" in lines[0], err

@@ -27,7 +27,8 @@ def stderr_is_terminal() -> bool:
         return False
 
 
-def _line(desc: str, done: int, total: int | None, unit: str, seconds: float) -> None:
+def stage_line(desc: str, done: int, total: int | None, unit: str, seconds: float) -> None:
+    """The one line a finished stage gets in a log file (the non-terminal form of a bar)."""
     amount = f"{done}/{total}" if total is not None and total != done else f"{done}"
     print(f"{desc}: {amount} {unit} in {seconds:.1f} s", file=sys.stderr, flush=True)
 
@@ -56,7 +57,7 @@ def bar(iterable: Iterable[T], desc: str, unit: str = "it", disable: bool = Fals
         done += 1
     seconds = time.perf_counter() - start
     if seconds >= DELAY_S:
-        _line(desc, done, total, unit, seconds)
+        stage_line(desc, done, total, unit, seconds)
 
 
 class StageProgress:
@@ -90,8 +91,8 @@ class StageProgress:
         elif self._stage is not None and not self._terminal:
             seconds = time.perf_counter() - self._start
             if seconds >= DELAY_S:
-                _line(self._stage, self._done, self._total, "steps", seconds)
+                stage_line(self._stage, self._done, self._total, "steps", seconds)
         self._stage = None
 
 
-__all__ = ["DELAY_S", "StageProgress", "bar", "stderr_is_terminal"]
+__all__ = ["DELAY_S", "StageProgress", "bar", "stage_line", "stderr_is_terminal"]

@@ -19,6 +19,7 @@ import io
 import json
 import multiprocessing
 import os
+import time
 from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..._progress import stage_line, stderr_is_terminal
 from ..exif import gps_exif
 from .georef import camera_gps, orthophoto_paths, write_orthophoto
 from .raster import build_campus_raster, raster_resolution
@@ -231,7 +233,10 @@ def generate_campus(
     layout = campus_layout(spec["train_buildings"], spec["test_buildings"], spec["seed"])
     # Campus by campus, so that a worker needs few campus rasters at a time.
     order = sorted(range(len(layout.buildings)), key=lambda i: (layout.buildings[i].campus, i))
-    bar = tqdm(total=len(order), unit="building", desc="synth", disable=not progress, dynamic_ncols=True)
+    # A bar on a terminal; in a log file one closing line instead of thousands of \r updates.
+    bar = tqdm(total=len(order), unit="building", desc="synth", dynamic_ncols=True,
+               disable=not (progress and stderr_is_terminal()))
+    start = time.perf_counter()
     renderer = _Renderer(spec, str(out))
     renderer.layout = layout
     try:
@@ -242,6 +247,9 @@ def generate_campus(
         bar.set_postfix(images=written)
     finally:
         bar.close()
+    if progress and bar.disable:
+        stage_line("synth", len(order), len(order), f"buildings ({written} images)",
+                   time.perf_counter() - start)
     # In this process (no GDAL in forked workers); the single-process path reuses its campus rasters.
     renderer.write_orthophotos()
 
