@@ -229,11 +229,14 @@ def test_dycl_eval_compat_authors(tmp_path, capsys):
         warnings.simplefilter("always")
         assert eval_main([*common, "--compat", "authors", "--output", str(tmp_path / "a.json")]) == 0
     assert not [w for w in caught if issubclass(w.category, AuthorsCompatWarning)]
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert captured.out.startswith("Scored with compat=authors: the authors' released evaluation")
+    err = captured.err
     warned = [line for line in err.splitlines() if "warning" in line]
     assert warned == [f"dycl-eval: warning: {AUTHORS_COMPAT_MESSAGE}"], err
     assert eval_main([*common, "--output", str(tmp_path / "d.json")]) == 0
-    assert "warning" not in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "warning" not in captured.err and "compat=authors" not in captured.out
 
     authors = json.loads((tmp_path / "a.json").read_text())["satellite->drone"]
     default = json.loads((tmp_path / "d.json").read_text())["satellite->drone"]
@@ -249,6 +252,9 @@ def test_dycl_eval_compat_authors(tmp_path, capsys):
     assert eval_main(["--compare", str(tmp_path / "a.json"), str(tmp_path / "d.json"), "--labels", "A", "D",
                       "--out", str(tmp_path / "bars.png")]) == 0
     assert "== A [compat=authors]" in capsys.readouterr().out
+    assert eval_main(["--compare", str(tmp_path / "a.json"), "--compat", "authors", "--out",
+                      str(tmp_path / "bars.png")]) == 2
+    assert capsys.readouterr().err.strip().startswith("dycl-eval: error: --compat: not used with --compare")
 
 
 def test_dycl_eval_help_explains_compat(capsys):

@@ -264,6 +264,7 @@ def _run_eval(o: EvalOptions, out: TextIO, log: TextIO) -> Evaluation:
     _settings_after(evaluation, tasks, settings)
     if o.compat == AUTHORS:
         settings["metrics"] = AUTHORS_SETTING
+        print(f"Scored with {AUTHORS_SETTING}\n", file=out)  # the tables alone must not pass for ours
     _print_results(evaluation, o.rerank, out)
     if o.output is not None:
         paths = write_results(o.output, _marked(evaluation.results, o.compat), settings)

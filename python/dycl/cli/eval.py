@@ -16,6 +16,7 @@ examples:
   dycl-eval --embeddings runs/dycl/embeddings --rerank msrerank --ks 20,62,292 --output rerank/metrics.json
   dycl-eval --embeddings runs/dycl/embeddings --data-dir DA-Campus --rerank msrerank --ks-from gallery
   dycl-eval --embeddings other_model.npz --thresholds 200 500 --plots figures/
+  dycl-eval --embeddings runs/dycl/embeddings --compat authors --output paper-like/metrics.json
   dycl-eval --compare runs/a/metrics.json runs/b/metrics.json --labels A B --out map_by_scale.png
 
 With --checkpoint, both tasks (satellite->drone, drone->satellite) of the --split
@@ -145,10 +146,12 @@ _EVAL_FLAGS = {"lambda_value": "--lambda", "variant": "--msrerank-variant",
 
 def _run_eval(args: argparse.Namespace) -> int:
     from ..evaluate import EvalOptions, run_compare, run_eval
-    from ..metrics_authors import AUTHORS, AUTHORS_COMPAT_MESSAGE, AuthorsCompatWarning
+    from ..metrics_authors import AUTHORS, AUTHORS_COMPAT_MESSAGE, DEFINITIONS, AuthorsCompatWarning
     from ..tasks import RerankConfig
 
     if args.compare:
+        if args.compat != DEFINITIONS:
+            raise CLIError("--compat: not used with --compare (each metrics file says how it was scored)")
         run_compare(args.compare, labels=args.labels, out_png=args.out, plots=args.plots, metric=args.metric)
         return 0
     if args.labels or args.out:
