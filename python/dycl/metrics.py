@@ -189,7 +189,8 @@ def per_query_embeddings(
     block of queries at a time and never leave it: memory grows as
     ``block × g``, not ``q × g``. NaN/inf embeddings are reported by the core
     (``query_emb``/``gallery_emb``), in the pass that normalises them.
-    With ``compat="authors"`` the distances are computed in NumPy, block by block.
+    With ``compat="authors"`` the distances are computed in NumPy, block by block (float32, like
+    the core's, but not bit for bit: items within float32 rounding of each other may swap ranks).
     """
     authors = check_compat(compat) == AUTHORS
     qe, ge = embedding_pair(query_emb, gallery_emb, check_finite=False)

@@ -220,7 +220,7 @@ def score_tasks(
 
     Returns ``{"satellite->drone": metrics, "drone->satellite": metrics}``, each
     the dict of :func:`dycl.metrics.evaluate` (DESIGN §4 keys, counts, and the
-    localization-error keys: the split's coordinates are always known).
+    localization-error keys: the split's coordinates are always known); ``compat`` as in :func:`score_task`.
     """
     tasks = tasks_from_split(satellite_emb, drone_emb, split, thresholds)
     return {name: score_task(task, None, recall_at, geo_metrics, compat) for name, task in tasks.items()}
