@@ -32,6 +32,7 @@ from ._validate import int_at_least, positive_ints
 from .figures import write_plots
 from .geo import DEFAULT_THRESHOLDS, validate_thresholds
 from .metrics import DEFAULT_RECALL_AT
+from .metrics_authors import AUTHORS, DEFINITIONS, check_compat
 from .tables import format_tables, percent, read_metrics, result_paths, write_results
 from .task_files import load_embeddings
 from .tasks import (
@@ -55,6 +56,8 @@ class EvalOptions:
     ``embeddings`` (a DESIGN §7 file or folder) is given. ``None`` for
     ``backbone``, ``image_size``, ``batch_size`` and ``thresholds`` means "from
     the checkpoint's training configuration" (else the paper's defaults).
+    ``compat="authors"`` scores as the authors' release does (:mod:`dycl.metrics_authors`),
+    and says so in the result files.
     """
 
     checkpoint: str | os.PathLike | None = None
@@ -81,6 +84,7 @@ class EvalOptions:
     map_building: str | None = None
     shift_ks: Sequence[int] | None = None
     progress: bool = True
+    compat: str = DEFINITIONS
 
     def __post_init__(self) -> None:
         # Checked here, before any work: a bad option must not fail after minutes of embedding.
@@ -95,6 +99,7 @@ class EvalOptions:
         int_at_least("plot_queries", self.plot_queries, 1)
         int_at_least("plot_top_k", self.plot_top_k, 1)
         self.recall_at = positive_ints("recall_at", self.recall_at)
+        check_compat(self.compat, warn=False)
 
 
 def embeddings_dir(options: EvalOptions) -> Path | None:
@@ -184,6 +189,18 @@ def _print_results(evaluation: Evaluation, rerank: RerankConfig, out: TextIO) ->
         print(f"  {name}: {', '.join(changes)}", file=out)
 
 
+#: What a result file scored with ``compat="authors"`` says about its numbers (``metrics.md``).
+AUTHORS_SETTING = ("compat=authors: the authors' released evaluation, not the definitions (H-AP counted by "
+                   "relevance value, can exceed 1; each query's last-ranked gallery item dropped)")
+
+
+def _marked(results: dict[str, dict[str, Any]], compat: str) -> dict[str, dict[str, Any]]:
+    """The results to write: with ``compat="authors"`` every task's metrics carry ``"compat": "authors"``."""
+    if compat != AUTHORS:
+        return results
+    return {task: {"compat": AUTHORS, **metrics} for task, metrics in results.items()}
+
+
 def _settings_after(evaluation: Evaluation, tasks: dict[str, RetrievalTask],
                     settings: dict[str, Any]) -> None:
     first = next(iter(tasks.values()))
@@ -241,12 +258,16 @@ def _run_eval(o: EvalOptions, out: TextIO, log: TextIO) -> Evaluation:
         train_split, why = _training_split(o.data_dir, o.dataset_format, o.split)
         if train_split is None:
             print(f"dycl-eval: no training split for Eq. 6 ({why}); ks from the evaluated images", file=log)
-    evaluation = evaluate_tasks(tasks, o.rerank, train_split, o.recall_at, progress=o.progress, log=log)
+    evaluation = evaluate_tasks(tasks, o.rerank, train_split, o.recall_at, progress=o.progress, log=log,
+                                compat=o.compat)
     evaluation.seconds.update(timings)
     _settings_after(evaluation, tasks, settings)
+    if o.compat == AUTHORS:
+        settings["metrics"] = AUTHORS_SETTING
+        print(f"Scored with {AUTHORS_SETTING}\n", file=out)  # the tables alone must not pass for ours
     _print_results(evaluation, o.rerank, out)
     if o.output is not None:
-        paths = write_results(o.output, evaluation.results, settings)
+        paths = write_results(o.output, _marked(evaluation.results, o.compat), settings)
         print(f"\nwrote {paths['json']}, {paths['md'].name}, {paths['csv'].name}", file=out)
     if o.plots is not None:
         start = time.perf_counter()
@@ -295,6 +316,9 @@ def run_compare(
         raise ValueError("out: --compare needs --out PNG or --plots DIR")
     names = list(labels) if labels is not None else _default_labels(paths)
     runs = {name: read_metrics(p) for name, p in zip(names, paths, strict=True)}
+    # a file scored with compat=authors keeps saying so next to its numbers
+    runs = {name + (" [compat=authors]" if any(m.get("compat") == AUTHORS for m in results.values()) else ""):
+            results for name, results in runs.items()}
     if len(runs) != len(names):
         raise ValueError("labels: every compared file needs its own label")
     for name, results in runs.items():

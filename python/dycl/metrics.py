@@ -18,6 +18,12 @@ the level matrix, i.e. the level of "same building") and scale ``s`` in
 The ranking sorts the gallery by ascending distance, ties by gallery index.
 Distances stay float64 (float32 is widened, never the other way).
 
+``compat="authors"`` (every entry point) reproduces the authors' released
+evaluation instead, to compare with the paper's numbers: H-AP counted by
+relevance value (can exceed 1) and each query's last-ranked gallery item
+dropped (:mod:`dycl.metrics_authors`; it warns). The default,
+``compat="definitions"``, is the definitions above.
+
 Example::
 
     from dycl.geo import level_matrix
@@ -38,6 +44,7 @@ import numpy as np
 from . import _core
 from ._validate import embedding_pair, float_matrix, id_vector, positive_ints, relevance_levels
 from .geo import DEFAULT_THRESHOLDS, _coords, validate_thresholds
+from .metrics_authors import AUTHORS, DEFINITIONS, check_compat, cosine_blocks, per_query_blocks
 
 DEFAULT_RECALL_AT: tuple[int, ...] = (1, 5, 10)
 
@@ -133,6 +140,7 @@ def per_query(
     levels: object,
     recall_at: Sequence[int] | int = DEFAULT_RECALL_AT,
     coords: object | None = None,
+    compat: str = DEFINITIONS,
 ) -> dict[str, np.ndarray]:
     """Metric values of every query, for plots and significance tests.
 
@@ -144,6 +152,9 @@ def per_query(
         levels: ``(B, B)`` integer relevance levels (see :func:`dycl.geo.level_matrix`).
         recall_at: the ``K`` of Recall@K.
         coords: optional ``(B, 2)`` building latitude, longitude in degrees.
+        compat: ``"definitions"`` (default: DESIGN §4, in the Rust core) or
+            ``"authors"`` (the authors' release, see :mod:`dycl.metrics_authors`;
+            warns with :class:`~dycl.metrics_authors.AuthorsCompatWarning`).
 
     Returns:
         ``(q,)`` arrays: ``"H-AP"``, ``"ASI"``, ``"NDCG"`` (NaN for a query
@@ -153,9 +164,12 @@ def per_query(
         that scale, and ``f"n_relevant_{s}"`` (int64); ``"top1"`` (int64
         gallery index of the rank-1 item); with ``coords``, ``"err@1_m"``.
     """
+    authors = check_compat(compat) == AUTHORS
     d = _distances(distances)
     ks = positive_ints("recall_at", recall_at)
     q_ids, g_ids, lv, c = _relevance_inputs(d.shape[0], d.shape[1], query_ids, gallery_ids, levels, coords)
+    if authors:
+        return per_query_blocks(*d.shape, lambda a, b: d[a:b], q_ids, g_ids, lv, ks, c)
     return _name_per_query(_core.per_query(d, q_ids, g_ids, lv, c), ks)
 
 
@@ -167,6 +181,7 @@ def per_query_embeddings(
     levels: object,
     recall_at: Sequence[int] | int = DEFAULT_RECALL_AT,
     coords: object | None = None,
+    compat: str = DEFINITIONS,
 ) -> dict[str, np.ndarray]:
     """:func:`per_query` with cosine distances of ``(q, d)`` / ``(g, d)`` embeddings.
 
@@ -174,10 +189,16 @@ def per_query_embeddings(
     block of queries at a time and never leave it: memory grows as
     ``block × g``, not ``q × g``. NaN/inf embeddings are reported by the core
     (``query_emb``/``gallery_emb``), in the pass that normalises them.
+    With ``compat="authors"`` the distances are computed in NumPy, block by block (float32, like
+    the core's, but not bit for bit: items within float32 rounding of each other may swap ranks).
     """
+    authors = check_compat(compat) == AUTHORS
     qe, ge = embedding_pair(query_emb, gallery_emb, check_finite=False)
     ks = positive_ints("recall_at", recall_at)
     q_ids, g_ids, lv, c = _relevance_inputs(qe.shape[0], ge.shape[0], query_ids, gallery_ids, levels, coords)
+    if authors:
+        blocks = cosine_blocks(qe, ge)
+        return per_query_blocks(qe.shape[0], ge.shape[0], blocks, q_ids, g_ids, lv, ks, c, name="gallery_emb")
     return _name_per_query(_core.per_query_embeddings(qe, ge, q_ids, g_ids, lv, c), ks)
 
 
@@ -246,15 +267,18 @@ def evaluate(
     recall_at: Sequence[int] | int = DEFAULT_RECALL_AT,
     coords: object | None = None,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    compat: str = DEFINITIONS,
 ) -> dict[str, float]:
     """All metrics of DESIGN §4 for a ``(q, g)`` distance matrix (lower = closer).
 
     Arguments as in :func:`per_query`; ``thresholds`` (metres) only name the
     ``within@{t}m`` shares reported when ``coords`` is given. Returns the
-    dict of :func:`summarize`; values other than counts and metres lie in [0, 1].
+    dict of :func:`summarize`; values other than counts and metres lie in [0, 1]
+    (except H-AP with ``compat="authors"``, which can exceed 1).
     """
     ts = validate_thresholds(thresholds)
-    return summarize(per_query(distances, query_ids, gallery_ids, levels, recall_at, coords), ts)
+    values = per_query(distances, query_ids, gallery_ids, levels, recall_at, coords, compat=compat)
+    return summarize(values, ts)
 
 
 def evaluate_embeddings(
@@ -266,10 +290,12 @@ def evaluate_embeddings(
     recall_at: Sequence[int] | int = DEFAULT_RECALL_AT,
     coords: object | None = None,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    compat: str = DEFINITIONS,
 ) -> dict[str, float]:
     """:func:`evaluate` on cosine distances of embeddings computed in the core."""
     ts = validate_thresholds(thresholds)
-    values = per_query_embeddings(query_emb, gallery_emb, query_ids, gallery_ids, levels, recall_at, coords)
+    values = per_query_embeddings(query_emb, gallery_emb, query_ids, gallery_ids, levels, recall_at, coords,
+                                  compat=compat)
     return summarize(values, ts)
 
 

@@ -3,7 +3,9 @@
 These follow DESIGN.md §4 (metrics) and §5 (re-ranking) line by line, with
 loops where loops make the definition obvious. They are the yardstick the
 Rust core is tested against and the NumPy baseline of the Python
-benchmarks; do not use them for real evaluation.
+benchmarks; do not use them for real evaluation. ``compat="authors"`` gives
+the twin of :mod:`dycl.metrics_authors` (the authors' released evaluation:
+H-AP by value, each query's last-ranked gallery item dropped).
 """
 
 from __future__ import annotations
@@ -32,6 +34,31 @@ def h_ap(lv: np.ndarray, n_levels: int) -> float:
     total = 0.0
     for k in np.flatnonzero(rel > 0):  # k is 0-based, the rank is k + 1
         h_rank = rel[k] + np.minimum(rel[k], rel[:k]).sum()
+        total += h_rank / (k + 1)
+    return float(total / rel.sum())
+
+
+def h_ap_value_matching(lv: np.ndarray, n_levels: int) -> float:
+    """H-AP counted as the authors' release does: by matching relevance *values*.
+
+    For a positive at rank k, H-rank sums ``min(rel(k), r) · #{j <= k: rel(j) == r}``
+    over the relevance value ``r`` of every level present. When two levels
+    share a value, their items are counted once per level: double counting.
+    With ``L = 1`` the only level gets weight 1, as in :func:`h_ap`.
+    """
+    rel = np.zeros(len(lv))
+    values = []
+    for v in range(1, n_levels + 1):
+        n_v = np.count_nonzero(lv == v)
+        if n_v:
+            weight = v / (n_levels - 1) if n_levels > 1 else 1.0
+            rel[lv == v] = weight / n_v
+            values.append(weight / n_v)
+    if rel.sum() == 0:
+        return float("nan")
+    total = 0.0
+    for k in np.flatnonzero(rel > 0):
+        h_rank = sum(min(rel[k], r) * np.count_nonzero(rel[: k + 1] == r) for r in values)
         total += h_rank / (k + 1)
     return float(total / rel.sum())
 
@@ -84,9 +111,18 @@ def metrics_per_query(
     levels: np.ndarray,
     recall_at: tuple[int, ...] = (1, 5, 10),
     coords: np.ndarray | None = None,
+    compat: str = "definitions",
 ) -> dict[str, np.ndarray]:
-    """Per-query values with the keys of :func:`dycl.metrics.per_query`."""
+    """Per-query values with the keys of :func:`dycl.metrics.per_query`.
+
+    ``compat="authors"``: the ranking stops before its last item (the release
+    retrieves the top g - 1) and H-AP is :func:`h_ap_value_matching`; a
+    one-item gallery, with nothing left to retrieve, is refused.
+    """
     levels = np.asarray(levels)
+    authors = compat == "authors"
+    if authors and distances.shape[1] < 2:
+        raise ValueError("distances: compat='authors' needs at least 2 gallery items")
     n_levels = int(levels.max())
     rows: dict[str, list[float]] = {}
 
@@ -95,8 +131,10 @@ def metrics_per_query(
 
     for i in range(distances.shape[0]):
         order = np.argsort(distances[i], kind="stable")
+        if authors:
+            order = order[:-1]
         lv = levels[query_ids[i], gallery_ids[order]]
-        put("H-AP", h_ap(lv, n_levels))
+        put("H-AP", h_ap_value_matching(lv, n_levels) if authors else h_ap(lv, n_levels))
         put("ASI", asi(lv, n_levels))
         put("NDCG", ndcg(lv))
         for s in range(n_levels):
@@ -129,9 +167,10 @@ def evaluate_metrics(
     recall_at: tuple[int, ...] = (1, 5, 10),
     coords: np.ndarray | None = None,
     thresholds: tuple[float, ...] = (200.0, 500.0),
+    compat: str = "definitions",
 ) -> dict[str, float]:
     """All metrics with the keys of :func:`dycl.metrics.evaluate`, query by query."""
-    v = metrics_per_query(distances, query_ids, gallery_ids, levels, recall_at, coords)
+    v = metrics_per_query(distances, query_ids, gallery_ids, levels, recall_at, coords, compat)
     n_levels = int(np.asarray(levels).max())
     n_queries = distances.shape[0]
 

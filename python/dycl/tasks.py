@@ -36,6 +36,7 @@ import numpy as np
 from ._files import atomic_open
 from .geo import DEFAULT_THRESHOLDS, validate_thresholds
 from .metrics import DEFAULT_RECALL_AT, evaluate, evaluate_embeddings
+from .metrics_authors import DEFINITIONS, check_compat
 from .rerank import check_options, k_reciprocal_embeddings, msrerank_embeddings, msrerank_ks
 from .spatial_metrics import spatial_scores
 
@@ -184,14 +185,17 @@ def save_task_embeddings(
 
 def score_task(
     task: RetrievalTask, distances: np.ndarray | None = None, recall_at: Sequence[int] = DEFAULT_RECALL_AT,
-    geo_metrics: bool = False,
+    geo_metrics: bool = False, compat: str = DEFINITIONS,
 ) -> dict[str, float]:
     """DESIGN §4 metrics of ``task``: on cosine distances of its embeddings, or on ``distances`` (q, g).
 
     With ``geo_metrics`` and coordinates, also ``err@{k}`` (k > 1) and ``SDM@{k}`` for the recall ks
-    (:mod:`dycl.spatial_metrics`), after the DESIGN §4 keys.
+    (:mod:`dycl.spatial_metrics`), after the DESIGN §4 keys. ``compat="authors"`` scores the DESIGN §4
+    keys as the authors' release does (:mod:`dycl.metrics_authors`); the geo metrics beyond top-1 are
+    not part of that release and stay as defined.
     """
-    kwargs: dict[str, Any] = {"recall_at": recall_at, "coords": task.coords, "thresholds": task.thresholds}
+    kwargs: dict[str, Any] = {"recall_at": recall_at, "coords": task.coords, "thresholds": task.thresholds,
+                              "compat": compat}
     if distances is None:
         out = evaluate_embeddings(task.query, task.gallery, task.query_ids, task.gallery_ids, task.levels,
                                   **kwargs)
@@ -210,15 +214,16 @@ def score_tasks(
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     recall_at: Sequence[int] = DEFAULT_RECALL_AT,
     geo_metrics: bool = False,
+    compat: str = DEFINITIONS,
 ) -> dict[str, dict[str, float]]:
     """:func:`score_task` of both tasks of a split's embeddings (:func:`tasks_from_split`).
 
     Returns ``{"satellite->drone": metrics, "drone->satellite": metrics}``, each
     the dict of :func:`dycl.metrics.evaluate` (DESIGN §4 keys, counts, and the
-    localization-error keys: the split's coordinates are always known).
+    localization-error keys: the split's coordinates are always known); ``compat`` as in :func:`score_task`.
     """
     tasks = tasks_from_split(satellite_emb, drone_emb, split, thresholds)
-    return {name: score_task(task, None, recall_at, geo_metrics) for name, task in tasks.items()}
+    return {name: score_task(task, None, recall_at, geo_metrics, compat) for name, task in tasks.items()}
 
 
 def random_embedding_baseline(test_split: Split, dim: int, thresholds: Sequence[float],
@@ -356,6 +361,7 @@ def evaluate_tasks(
     recall_at: Sequence[int] = DEFAULT_RECALL_AT,
     progress: bool = True,
     log: TextIO | None = None,
+    compat: str = DEFINITIONS,
 ) -> Evaluation:
     """Re-rank (optionally) and score every task with the Rust core (geo metrics beyond top-1 included).
 
@@ -367,13 +373,15 @@ def evaluate_tasks(
         recall_at: the ``K`` of Recall@K.
         progress: progress output for the re-ranking.
         log: where to report timings (e.g. ``sys.stderr``); None = silent.
+        compat: ``"definitions"`` (default) or ``"authors"`` (the authors' release, see :func:`score_task`).
     """
     if not tasks:
         raise ValueError("tasks: nothing to evaluate")
+    check_compat(compat, warn=False)  # before any re-ranking; the scoring warns
     out = Evaluation(results={}, baseline={}, distances={}, rerank=rerank)
     for name, task in tasks.items():
         start = time.perf_counter()
-        out.baseline[name] = score_task(task, None, recall_at, geo_metrics=True)
+        out.baseline[name] = score_task(task, None, recall_at, geo_metrics=True, compat=compat)
         out.seconds[f"{name}: scoring"] = time.perf_counter() - start
         ks = None
         if rerank.method == "msrerank":
@@ -387,7 +395,7 @@ def evaluate_tasks(
             continue
         out.seconds[f"{name}: re-ranking"] = time.perf_counter() - start
         start = time.perf_counter()
-        out.results[name] = score_task(task, distances, recall_at, geo_metrics=True)
+        out.results[name] = score_task(task, distances, recall_at, geo_metrics=True, compat=compat)
         out.seconds[f"{name}: scoring re-ranked"] = time.perf_counter() - start
         if log is not None:
             print(f"dycl-eval: {name}: {rerank.describe(ks)} in {out.seconds[f'{name}: re-ranking']:.2f} s"

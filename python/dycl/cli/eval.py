@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
 from collections.abc import Sequence
 
 from .common import CLIError, flag_errors, run_cli
@@ -14,6 +16,7 @@ examples:
   dycl-eval --embeddings runs/dycl/embeddings --rerank msrerank --ks 20,62,292 --output rerank/metrics.json
   dycl-eval --embeddings runs/dycl/embeddings --data-dir DA-Campus --rerank msrerank --ks-from gallery
   dycl-eval --embeddings other_model.npz --thresholds 200 500 --plots figures/
+  dycl-eval --embeddings runs/dycl/embeddings --compat authors --output paper-like/metrics.json
   dycl-eval --compare runs/a/metrics.json runs/b/metrics.json --labels A B --out map_by_scale.png
 
 With --checkpoint, both tasks (satellite->drone, drone->satellite) of the --split
@@ -22,6 +25,13 @@ embeddings are saved in x/metrics.embeddings/ (or --save-embeddings DIR), so
 that other re-ranking options can be scored with --embeddings, without the
 network; two evaluations into one folder never share it. --output
 metrics.json also writes metrics.md and metrics.csv.
+
+--compat authors reproduces the numbers of the DyCL authors' released
+evaluation, to compare with the paper: it counts H-AP by relevance value (two
+levels with equal per-item relevance are counted twice, so H-AP can exceed 1)
+and retrieves only the top g - 1 gallery items (each query's last-ranked item
+is dropped from every metric). Neither is the metric's definition, so it is not
+the default; the result files say "compat": "authors" next to every task.
 """
 
 
@@ -39,6 +49,7 @@ def _ks_option(text: str) -> tuple[int, ...] | None:
 
 
 def _build_eval_parser() -> argparse.ArgumentParser:
+    from ..metrics_authors import COMPAT_MODES, DEFINITIONS
     from ..rerank import VARIANTS
     from ..tasks import KS_SOURCES, RERANK_METHODS  # no torch import: scoring embeddings files needs none
 
@@ -100,6 +111,10 @@ def _build_eval_parser() -> argparse.ArgumentParser:
                     help="weight of the original distance (default 0.3)")
 
     out = p.add_argument_group("output")
+    out.add_argument("--compat", choices=COMPAT_MODES, default=DEFINITIONS,
+                     help="definitions (default: the metrics as defined) or authors (the authors' released "
+                          "evaluation, to compare with the paper's numbers: H-AP by relevance value, can "
+                          "exceed 1; last-ranked gallery item dropped; see below)")
     out.add_argument("--recall-at", type=int, nargs="+", default=[1, 5, 10], metavar="K",
                      help="the K of Recall@K (default 1 5 10)")
     out.add_argument("--output", metavar="JSON", help="metrics file (+ .md and .csv next to it)")
@@ -131,9 +146,12 @@ _EVAL_FLAGS = {"lambda_value": "--lambda", "variant": "--msrerank-variant",
 
 def _run_eval(args: argparse.Namespace) -> int:
     from ..evaluate import EvalOptions, run_compare, run_eval
+    from ..metrics_authors import AUTHORS, AUTHORS_COMPAT_MESSAGE, DEFINITIONS, AuthorsCompatWarning
     from ..tasks import RerankConfig
 
     if args.compare:
+        if args.compat != DEFINITIONS:
+            raise CLIError("--compat: not used with --compare (each metrics file says how it was scored)")
         run_compare(args.compare, labels=args.labels, out_png=args.out, plots=args.plots, metric=args.metric)
         return 0
     if args.labels or args.out:
@@ -149,9 +167,14 @@ def _run_eval(args: argparse.Namespace) -> int:
             recall_at=tuple(args.recall_at), output=args.output, save_embeddings=args.save_embeddings,
             overwrite=args.overwrite, plots=args.plots, plot_queries=args.plot_queries,
             plot_top_k=args.plot_top_k, map_building=args.map_building, shift_ks=args.shift_ks,
-            progress=args.progress,
+            progress=args.progress, compat=args.compat,
         )
-    run_eval(options)
+    with warnings.catch_warnings():
+        if options.compat == AUTHORS:
+            # said once, as one line, instead of a warning per scored task
+            print(f"dycl-eval: warning: {AUTHORS_COMPAT_MESSAGE}", file=sys.stderr)
+            warnings.simplefilter("ignore", AuthorsCompatWarning)
+        run_eval(options)
     return 0
 
 
