@@ -97,7 +97,7 @@ def test_equal_relevance_campus_h_ap_exceeds_one_only_in_compat():
     np.testing.assert_allclose(fast.pop("err@1_m"), slow.pop("err@1_m"), rtol=0, atol=1e-3)  # GeographicLib
     assert_same_values(fast, slow)
     for i, order in enumerate(rankings):
-        expected = reference.h_ap_value_matching(gallery_levels[order[:-1]], 3)
+        expected = reference.h_ap_value_matching(gallery_levels[order[:-1]], 3, gallery_levels[order])
         assert fast["H-AP"][i] == pytest.approx(expected, abs=ATOL)
     assert fast["H-AP"][0] > 1.3  # the ideal ranking
     default = metrics.per_query(dist, q_ids, g_ids, lv)
@@ -287,3 +287,16 @@ def test_compat_equals_the_definitions_where_neither_effect_applies():
             assert np.all(compat[key][equal_values] > default[key][equal_values])
         else:
             np.testing.assert_allclose(compat[key], default[key], atol=ATOL, equal_nan=True, err_msg=key)
+
+
+def test_the_never_retrieved_item_still_counts_in_the_relevance_table():
+    # Ranked levels 1, 2 | 1 (the last never retrieved). The release's relevance table counts n_1 = 2
+    # over the whole gallery: rel = 0.5, 2; H-ranks 0.5 and 2.5 give (0.5 / 1 + 2.5 / 2) / 2.5 = 0.7.
+    # Counting only the retrieved items (n_1 = 1) would give 2.5 / 3 instead.
+    lv = np.array([[2, 1, 1], [1, 2, 0], [1, 0, 2]], dtype=np.uint8)
+    dist = np.array([[0.0, 1.0, 2.0]])
+    g_ids = np.array([1, 0, 2])
+    assert reference.h_ap_value_matching(np.array([1, 2]), 2, np.array([1, 2, 1])) == pytest.approx(0.7)
+    assert reference.h_ap_value_matching(np.array([1, 2]), 2) == pytest.approx(2.5 / 3)
+    fast = authors_per_query(dist, np.array([0]), g_ids, lv)
+    assert fast["H-AP"][0] == pytest.approx(0.7, abs=ATOL)

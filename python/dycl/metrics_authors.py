@@ -74,15 +74,19 @@ def _cumulative_counts(ranked: np.ndarray, n_levels: int) -> list[np.ndarray]:
 
 
 def _h_ap_by_value(ranked: np.ndarray, counts: list[np.ndarray], n_levels: int,
-                   inverse_ranks: np.ndarray) -> np.ndarray:
+                   inverse_ranks: np.ndarray, totals: list[np.ndarray]) -> np.ndarray:
     """H-AP counted by relevance value, per query (NaN without positives).
+
+    ``totals[v - 1]``: the items of level ``v`` the per-item relevance divides
+    by. The release counts them over the whole set (its relevance table is
+    computed before retrieval), the never-retrieved last item included, while
+    the normaliser sums the relevance of the retrieved items only.
 
     Summing ``min(rel(k), r) · #{j <= k : rel(j) == r}`` over the value ``r`` of
     each level present equals ``Σ_w m_w · min(rel(k), r_w) · count_w(k)`` over the
     levels ``w``, with ``m_w`` the number of levels whose value equals ``r_w``:
     one pass per level instead of one per pair of levels.
     """
-    totals = [c[:, -1] for c in counts]
     with np.errstate(divide="ignore", invalid="ignore"):
         # the definition's expression, so that equal values compare equal bit for bit
         values = [np.where(t > 0, (v / (n_levels - 1) if n_levels > 1 else 1.0) / t, 0.0)
@@ -162,14 +166,18 @@ def _scale_values(ranked: np.ndarray, counts: list[np.ndarray], recall_at: tuple
         out.setdefault(f"n_relevant_{s}", []).append(n_rel)
 
 
-def _block_values(ranked: np.ndarray, n_levels: int, recall_at: tuple[int, ...],
+def _block_values(ranked_all: np.ndarray, n_levels: int, recall_at: tuple[int, ...],
                   out: dict[str, list[np.ndarray]]) -> None:
+    """The metrics of one block; ``ranked_all`` is every gallery item's level in ranked order, of which
+    only the first g - 1 are retrieved."""
+    ranked, last = ranked_all[:, :-1], ranked_all[:, -1]
     counts = _cumulative_counts(ranked, n_levels)
     totals = [c[:, -1] for c in counts]
+    whole_set = [t + (last == v) for v, t in zip(range(1, n_levels + 1), totals, strict=True)]
     starts = _ideal_starts(totals)
     n_positive = np.sum(totals, axis=0)
     inverse_ranks = 1.0 / np.arange(1, ranked.shape[1] + 1, dtype=np.float64)
-    out.setdefault("H-AP", []).append(_h_ap_by_value(ranked, counts, n_levels, inverse_ranks))
+    out.setdefault("H-AP", []).append(_h_ap_by_value(ranked, counts, n_levels, inverse_ranks, whole_set))
     out.setdefault("ASI", []).append(_asi(counts, starts, n_positive, inverse_ranks))
     out.setdefault("NDCG", []).append(_ndcg(ranked, totals, starts))
     _scale_values(ranked, counts, recall_at, inverse_ranks, out)
@@ -218,8 +226,9 @@ def per_query_blocks(
     top1 = []
     for start in range(0, n_queries, block):
         d = distance_block(start, min(start + block, n_queries))
-        # The core's ranking (ties by index, NaN/inf refused), without the last item: never retrieved.
-        order = _core.ranked_gallery(d, n_gallery - 1).astype(np.intp)
+        # The core's ranking (ties by index, NaN/inf refused); the last item is never retrieved but
+        # still counts in the relevance table.
+        order = _core.ranked_gallery(d, n_gallery).astype(np.intp)
         ranked = levels[query_ids[start : start + d.shape[0], None], gallery_ids[order]]
         _block_values(ranked, n_levels, recall_at, parts)
         top1.append(order[:, 0].astype(np.int64))

@@ -38,18 +38,22 @@ def h_ap(lv: np.ndarray, n_levels: int) -> float:
     return float(total / rel.sum())
 
 
-def h_ap_value_matching(lv: np.ndarray, n_levels: int) -> float:
+def h_ap_value_matching(lv: np.ndarray, n_levels: int, counted: np.ndarray | None = None) -> float:
     """H-AP counted as the authors' release does: by matching relevance *values*.
 
     For a positive at rank k, H-rank sums ``min(rel(k), r) · #{j <= k: rel(j) == r}``
     over the relevance value ``r`` of every level present. When two levels
     share a value, their items are counted once per level: double counting.
     With ``L = 1`` the only level gets weight 1, as in :func:`h_ap`.
+    ``counted``: the levels the per-item relevance ``weight / n_v`` counts
+    ``n_v`` over (default ``lv``; the release counts the whole gallery, also
+    the item it never retrieves).
     """
+    counted = lv if counted is None else counted
     rel = np.zeros(len(lv))
     values = []
     for v in range(1, n_levels + 1):
-        n_v = np.count_nonzero(lv == v)
+        n_v = np.count_nonzero(counted == v)
         if n_v:
             weight = v / (n_levels - 1) if n_levels > 1 else 1.0
             rel[lv == v] = weight / n_v
@@ -131,10 +135,9 @@ def metrics_per_query(
 
     for i in range(distances.shape[0]):
         order = np.argsort(distances[i], kind="stable")
-        if authors:
-            order = order[:-1]
-        lv = levels[query_ids[i], gallery_ids[order]]
-        put("H-AP", h_ap_value_matching(lv, n_levels) if authors else h_ap(lv, n_levels))
+        whole = levels[query_ids[i], gallery_ids[order]]
+        lv = whole[:-1] if authors else whole
+        put("H-AP", h_ap_value_matching(lv, n_levels, whole) if authors else h_ap(lv, n_levels))
         put("ASI", asi(lv, n_levels))
         put("NDCG", ndcg(lv))
         for s in range(n_levels):
