@@ -29,7 +29,7 @@ A list need not contain the item itself (an approximate search may miss it).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,17 @@ BACKENDS: tuple[str, ...] = ("exact", "faiss", "torch")
 FAISS_INDEXES: tuple[str, ...] = ("flat", "ivf", "hnsw")
 DEVICES: tuple[str, ...] = ("cpu", "cuda")
 
+#: Named searches (``dycl-eval --knn``, ``RerankConfig.knn``): ``(backend, params)``.
+_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "exact": ("exact", {}),
+    "faiss": ("faiss", {"index": "flat"}),
+    "faiss-ivf": ("faiss", {"index": "ivf"}),
+    "faiss-hnsw": ("faiss", {"index": "hnsw"}),
+    "torch": ("torch", {"device": "cuda"}),
+    "torch-cpu": ("torch", {"device": "cpu"}),
+}
+PRESETS: tuple[str, ...] = tuple(_PRESETS)
+
 #: ``progress(stage, done, total)`` as in :mod:`dycl.rerank`.
 ProgressCallback = Callable[[str, int, int], object]
 
@@ -50,7 +61,18 @@ _SEARCH_ROWS = 65536
 #: Bytes of one torch similarity block (rows × N float32).
 _TORCH_BLOCK_BYTES = 1 << 28
 
-__all__ = ["BACKENDS", "FAISS_INDEXES", "NeighbourGraph", "neighbours"]
+__all__ = ["BACKENDS", "FAISS_INDEXES", "PRESETS", "NeighbourGraph", "neighbours", "preset"]
+
+
+def preset(name: str, overrides: Mapping[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """``(backend, params)`` of a named search of :data:`PRESETS`, ``overrides`` applied over its params.
+
+    ``"faiss-ivf"`` is ``("faiss", {"index": "ivf"})``; ``preset("faiss-ivf", {"nprobe": 64})`` adds nprobe.
+    """
+    if name not in _PRESETS:
+        raise ValueError(f"knn: unknown neighbour search {name!r}; expected one of {PRESETS}")
+    backend, params = _PRESETS[name]
+    return backend, {**params, **dict(overrides or {})}
 
 
 @dataclass(frozen=True)
