@@ -72,7 +72,7 @@ def test_exact_lists_of_row_ranges_concatenate_to_the_whole():
     query, gallery = split(x, 100)
     whole = _core.neighbour_lists(query, gallery, 12)
     parts = [_core.neighbour_lists(query, gallery, 12, rows) for rows in ((0, 257), (257, 300), (300, 700))]
-    for got, expected in zip(zip(*parts), whole, strict=True):
+    for got, expected in zip(zip(*parts, strict=True), whole, strict=True):
         np.testing.assert_array_equal(np.concatenate(got), expected)
     order, cos, largest = reference_lists(x.astype(np.float64), 13)
     np.testing.assert_allclose(whole[1], cos, atol=2e-6)
@@ -87,6 +87,22 @@ def test_k_beyond_n_minus_1_is_clamped_to_all_items():
     assert (np.sort(graph.index, axis=1) == np.arange(40)).all()
     torch_graph = knn.neighbours(x[:10], x[10:], 500, "torch", device="cpu")
     assert torch_graph.index.shape == (40, 40)
+
+
+def test_joint_rows_are_the_normalised_joint_set_in_blocks():
+    rng = np.random.default_rng(10)
+    x, _ = clustered(rng, 230)
+    x[7] = 0.0  # a zero row stays zero
+    rows = knn.JointRows(x[:50], x[50:], block=33)
+    starts, blocks = zip(*rows.blocks(), strict=True)
+    assert starts == tuple(range(0, 230, 33))
+    joint = np.concatenate(blocks)
+    norms = np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
+    np.testing.assert_allclose(joint, np.divide(x, norms, out=np.zeros_like(x), where=norms > 0), atol=1e-6)
+    sample = rows.sample(40)
+    assert sample.shape == (40, 32) and np.isin(sample.view([("", sample.dtype)] * 32),
+                                                 joint.view([("", joint.dtype)] * 32)).all()
+    np.testing.assert_array_equal(rows.sample(500), joint)
 
 
 # --------------------------------------------------------------------------- re-ranking from given lists
@@ -129,7 +145,8 @@ def test_rerank_accepts_a_precomputed_graph_and_reports_it():
 
 
 @pytest.mark.parametrize("backend, params", [("faiss", {"index": "flat"}), ("torch", {"device": "cpu"})])
-def test_exact_faiss_and_torch_give_the_exact_re_ranking(backend, params):
+def test_exact_faiss_and_torch_give_the_exact_re_ranking(backend, params, monkeypatch):
+    monkeypatch.setattr(knn, "_SEARCH_ROWS", 97)  # blocks that straddle the query/gallery boundary
     rng = np.random.default_rng(5)
     x, _ = clustered(rng, 900)
     query, gallery = split(x, 150)
@@ -212,7 +229,7 @@ def test_bad_lists_raise_value_error_naming_the_argument():
         ({"index": edited(good[0], (3, 4), 300)}, r"index: value 300 at \(3, 4\) is outside"),
         ({"index": edited(good[0], (3, 4), -1)}, "index: value -1"),
         ({"index": edited(good[0], (3, 4), good[0][3, 5])}, "index: row 3 lists item"),
-        ({"distance": edited(good[1], (7, 2), np.nan)}, r"distance: contains NaN or inf \(first at \(7, 2\)\)"),
+        ({"distance": edited(good[1], (7, 2), np.nan)}, r"distance: contains NaN or inf \(first at \(7, 2\)"),
         ({"distance": edited(good[1], (7, 2), -0.6)}, "distance: value -0.6 .* similarities"),
         ({"largest": edited(good[2], 9, np.inf)}, "max_distance: contains NaN or inf"),
         ({"k1": 30}, "index: holds 21 neighbours per item, but k = 30"),
