@@ -296,6 +296,7 @@ def _faiss_graph(joint: JointRows, width: int, progress: ProgressCallback | None
     ids = np.empty((n, width), dtype=np.int64)
     distance = np.empty((n, width), dtype=np.float32)
     max_distance = np.empty(n, dtype=np.float32)
+    _report(progress, "FAISS search", 0, n)
     for start, rows in joint.blocks():
         stop = start + len(rows)
         scores, found = index.search(rows, width)
@@ -329,6 +330,7 @@ def _torch_graph(joint: JointRows, width: int, progress: ProgressCallback | None
     ids = np.empty((n, width), dtype=np.int64)
     distance = np.empty((n, width), dtype=np.float32)
     max_distance = np.empty(n, dtype=np.float32)
+    _report(progress, "torch top-k", 0, n)
     with torch.no_grad():
         for start in range(0, n, block):
             sim = x[start:start + block] @ x.T  # (rows, N): one block, never N × N
