@@ -61,7 +61,8 @@ _SEARCH_ROWS = 65536
 #: Bytes of one torch similarity block (rows × N float32).
 _TORCH_BLOCK_BYTES = 1 << 28
 
-__all__ = ["BACKENDS", "FAISS_INDEXES", "PRESETS", "JointRows", "NeighbourGraph", "neighbours", "preset"]
+__all__ = ["BACKENDS", "FAISS_INDEXES", "PRESETS", "JointRows", "NeighbourGraph", "graph_for", "neighbours",
+           "preset"]
 
 
 def preset(name: str, overrides: Mapping[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
@@ -166,6 +167,22 @@ def neighbours(
     if backend == "faiss":
         return _faiss_graph(rows, min(k + 1, n), progress, **params)
     return _torch_graph(rows, min(k + 1, n), progress, **params)
+
+
+def graph_for(query_emb: object, gallery_emb: object, width: int, knn: object,
+              knn_params: Mapping[str, Any] | None = None,
+              progress: ProgressCallback | None = None) -> NeighbourGraph:
+    """The graph a re-ranking needing ``width`` neighbours per item starts from: ``knn`` itself when it
+    is a :class:`NeighbourGraph` (the core checks its shape), else a search by the preset ``knn``."""
+    if isinstance(knn, NeighbourGraph):
+        if knn_params:
+            raise ValueError("knn_params: a precomputed NeighbourGraph takes no search parameters")
+        return knn
+    if not isinstance(knn, str):
+        raise ValueError(f"knn: expected a backend or preset name {PRESETS} or a NeighbourGraph, "
+                         f"got {type(knn).__name__}")
+    backend, params = preset(knn, knn_params)
+    return neighbours(query_emb, gallery_emb, width - 1, backend, progress=progress, **params)
 
 
 class JointRows:
