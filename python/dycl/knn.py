@@ -61,7 +61,8 @@ _SEARCH_ROWS = 65536
 #: Bytes of one torch similarity block (rows × N float32).
 _TORCH_BLOCK_BYTES = 1 << 28
 
-__all__ = ["BACKENDS", "FAISS_INDEXES", "PRESETS", "JointRows", "NeighbourGraph", "graph_for", "neighbours",
+__all__ = ["BACKENDS", "FAISS_INDEXES", "PRESETS", "JointRows", "NeighbourGraph", "check_search", "graph_for",
+           "neighbours",
            "preset"]
 
 
@@ -183,6 +184,18 @@ def graph_for(query_emb: object, gallery_emb: object, width: int, knn: object,
                          f"got {type(knn).__name__}")
     backend, params = preset(knn, knn_params)
     return neighbours(query_emb, gallery_emb, width - 1, backend, progress=progress, **params)
+
+
+def check_search(name: str, params: Mapping[str, Any] | None = None) -> None:
+    """Check a preset and its options before any data exists (what needs ``N``, such as
+    ``nlist <= N``, is checked by :func:`neighbours`); raises ``ValueError`` naming the option."""
+    backend, merged = preset(name, params)
+    if backend == "exact" and merged:
+        raise ValueError(f"params: the exact backend takes none, got {sorted(merged)}")
+    if backend == "faiss":
+        _faiss_params(2**62, 2, merged)
+    elif backend == "torch":
+        _torch_params(2**20, merged)
 
 
 class JointRows:
@@ -332,17 +345,23 @@ def _faiss_graph(joint: JointRows, width: int, progress: ProgressCallback | None
 # --------------------------------------------------------------------------- torch
 
 
-def _torch_graph(joint: JointRows, width: int, progress: ProgressCallback | None,
-                 **params: Any) -> NeighbourGraph:
+def _torch_params(n: int, params: dict[str, Any]) -> tuple[str, int]:
+    """``(device, block_rows)`` of the torch search, checked."""
     known = {"device", "block_rows"}
     if unknown := sorted(set(params) - known):
         raise ValueError(f"params: unknown torch option(s) {unknown}; expected some of {sorted(known)}")
     device = _device(params.get("device"), "cuda")
+    block = int_at_least("block_rows", params.get("block_rows", max(1, _TORCH_BLOCK_BYTES // (4 * n))), 1)
+    return device, block
+
+
+def _torch_graph(joint: JointRows, width: int, progress: ProgressCallback | None,
+                 **params: Any) -> NeighbourGraph:
+    n = joint.n
+    device, block = _torch_params(n, params)
     torch = importlib.import_module("torch")
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: CUDA is not available to torch; pass device='cpu' to search on the CPU")
-    n = joint.n
-    block = int_at_least("block_rows", params.get("block_rows", max(1, _TORCH_BLOCK_BYTES // (4 * n))), 1)
     x = torch.cat([torch.from_numpy(rows).to(device) for _, rows in joint.blocks()])
     ids = np.empty((n, width), dtype=np.int64)
     distance = np.empty((n, width), dtype=np.float32)
