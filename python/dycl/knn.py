@@ -332,8 +332,9 @@ def _faiss_graph(joint: JointRows, width: int, progress: ProgressCallback | None
         scores, found = index.search(rows, width)
         ids[start:stop], distance[start:stop] = found, 1.0 - scores
         # The farthest item by cosine is the nearest by inner product to the negated vector.
-        far, _ = index.search(np.negative(rows), 1)
-        max_distance[start:stop] = 1.0 + far[:, 0]
+        far, far_id = index.search(np.negative(rows), 1)
+        # Nothing found (empty probed lists): 0, so the core falls back to the largest listed distance.
+        max_distance[start:stop] = np.where(far_id[:, 0] >= 0, 1.0 + far[:, 0], 0.0)
         _report(progress, "FAISS search", stop, n)
     if (ids < 0).any():
         knob = "nprobe" if p["index"] == "ivf" else "ef_search"
