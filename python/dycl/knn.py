@@ -77,7 +77,7 @@ def preset(name: str, overrides: Mapping[str, Any] | None = None) -> tuple[str, 
     return backend, {**params, **dict(overrides or {})}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: compared by identity, not element-wise
 class NeighbourGraph:
     """Each item's nearest neighbours in the joint set (queries, then gallery).
 

@@ -362,7 +362,7 @@ def msrerank_embeddings(
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: compared by identity, not element-wise
 class Reranked:
     """Re-ranked distances and the neighbour search they started from.
 

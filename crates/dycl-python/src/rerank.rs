@@ -10,6 +10,7 @@
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
 
+use dycl_core::memory::{try_capacity, Purpose};
 use dycl_core::rerank::{self, DistanceBlock, DistanceBlocks, GivenNeighbours, Variant};
 use dycl_core::Result as CoreResult;
 use ndarray::Array2;
@@ -135,6 +136,12 @@ fn msrerank_embeddings<'py>(
     })
 }
 
+/// What the int64 copy of the neighbour indices is, and what to do when it does not fit.
+const INDEX: Purpose = Purpose::new(
+    "neighbour lists: the int64 indices handed to Python (r × L)",
+    "ask for fewer rows (rows=(start, stop)) or a smaller k",
+);
+
 /// `(index int64 (r, L), distance float32 (r, L), max_distance float32 (r,))`.
 type ListArrays<'py> = (
     Bound<'py, PyArray2<i64>>,
@@ -158,7 +165,8 @@ fn neighbour_lists<'py>(
     let out = call_core(py, "neighbour_lists", progress, |sink| {
         let lists = rerank::neighbour_lists(q, g, k, rows.map(|(a, b)| a..b), Some(sink))?;
         let shape = (lists.max_distance.len(), lists.lists.len);
-        let index: Vec<i64> = lists.lists.index.iter().map(|&j| j as i64).collect();
+        let mut index = try_capacity::<i64>(lists.lists.index.len(), INDEX)?;
+        index.extend(lists.lists.index.iter().map(|&j| j as i64));
         Ok((
             rows_of(shape, index)?,
             rows_of(shape, lists.distance)?,
