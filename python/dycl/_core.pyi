@@ -90,7 +90,10 @@ def neighbour_lists(
     rows: tuple[int, int] | None = None,
     progress: Callable[[str, int, int], object] | None = None,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    """(index (r, L), cosine distance (r, L), max cosine distance (r,)) of rows start..stop."""
+    """(index (r, L), cosine distance (r, L), max cosine distance (r,)) of rows start..stop.
+
+    Each call copies and normalises all N embeddings (N × d float32) before its rows.
+    """
 def k_reciprocal_neighbours(
     query_emb: npt.NDArray[np.float32],
     gallery_emb: npt.NDArray[np.float32],

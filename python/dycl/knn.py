@@ -62,8 +62,7 @@ _SEARCH_ROWS = 65536
 _TORCH_BLOCK_BYTES = 1 << 28
 
 __all__ = ["BACKENDS", "FAISS_INDEXES", "PRESETS", "JointRows", "NeighbourGraph", "check_search", "graph_for",
-           "neighbours",
-           "preset"]
+           "neighbours", "preset"]
 
 
 def preset(name: str, overrides: Mapping[str, Any] | None = None) -> tuple[str, dict[str, Any]]:

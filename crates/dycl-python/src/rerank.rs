@@ -151,6 +151,8 @@ type ListArrays<'py> = (
 
 /// Exact neighbour lists of the joint set's rows `rows = (start, stop)`
 /// (default all): the first `min(k + 1, N)` by cosine distance, ties by index.
+/// Each call normalises its own copy of all `N` embeddings (N × d float32),
+/// so a split computation pays that copy once per block of rows.
 #[pyfunction]
 #[pyo3(signature = (query_emb, gallery_emb, k, rows=None, progress=None))]
 fn neighbour_lists<'py>(
