@@ -203,6 +203,8 @@ def test_bad_search_options_name_the_argument(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="^device: CUDA is not available.*device='cpu'"):
         knn.neighbours(query, gallery, 10, "torch")
+    with pytest.raises(ValueError, match="^device: CUDA is not available"):
+        RerankConfig(method="k-reciprocal", knn="torch")  # before any embedding
     monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss now raises ImportError
     with pytest.raises(ImportError, match=r"pip install dycl\[faiss\]"):
         knn.neighbours(query, gallery, 10, "faiss")

@@ -194,7 +194,16 @@ def check_search(name: str, params: Mapping[str, Any] | None = None) -> None:
     if backend == "faiss":
         _faiss_params(2**62, 2, merged)
     elif backend == "torch":
-        _torch_params(2**20, merged)
+        device, _ = _torch_params(2**20, merged)
+        _torch_device(device)
+
+
+def _torch_device(device: str) -> Any:
+    """torch, once ``device`` is known to be usable."""
+    torch = importlib.import_module("torch")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: CUDA is not available to torch; pass device='cpu' to search on the CPU")
+    return torch
 
 
 class JointRows:
@@ -359,9 +368,7 @@ def _torch_graph(joint: JointRows, width: int, progress: ProgressCallback | None
                  **params: Any) -> NeighbourGraph:
     n = joint.n
     device, block = _torch_params(n, params)
-    torch = importlib.import_module("torch")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: CUDA is not available to torch; pass device='cpu' to search on the CPU")
+    torch = _torch_device(device)
     x = torch.cat([torch.from_numpy(rows).to(device) for _, rows in joint.blocks()])
     ids = np.empty((n, width), dtype=np.int64)
     distance = np.empty((n, width), dtype=np.float32)
