@@ -81,3 +81,36 @@ def msrerank_embeddings(
     variant: str,
     progress: Callable[[str, int, int], object] | None = None,
 ) -> npt.NDArray[np.float32]: ...
+
+# --- neighbour lists (dycl.knn); rows of the joint set (queries then gallery), L = min(k + 1, N)
+def neighbour_lists(
+    query_emb: npt.NDArray[np.float32],
+    gallery_emb: npt.NDArray[np.float32],
+    k: int,
+    rows: tuple[int, int] | None = None,
+    progress: Callable[[str, int, int], object] | None = None,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """(index (r, L), cosine distance (r, L), max cosine distance (r,)) of rows start..stop."""
+def k_reciprocal_neighbours(
+    query_emb: npt.NDArray[np.float32],
+    gallery_emb: npt.NDArray[np.float32],
+    index: npt.NDArray[np.int64],
+    distance: npt.NDArray[np.float32],
+    max_distance: npt.NDArray[np.float32],
+    k1: int,
+    k2: int,
+    lambda_value: float,
+    progress: Callable[[str, int, int], object] | None = None,
+) -> npt.NDArray[np.float32]: ...
+def msrerank_neighbours(
+    query_emb: npt.NDArray[np.float32],
+    gallery_emb: npt.NDArray[np.float32],
+    index: npt.NDArray[np.int64],
+    distance: npt.NDArray[np.float32],
+    max_distance: npt.NDArray[np.float32],
+    ks: list[int],
+    k2: int,
+    lambda_value: float,
+    variant: str,
+    progress: Callable[[str, int, int], object] | None = None,
+) -> npt.NDArray[np.float32]: ...

@@ -7,10 +7,10 @@
 //! moments, so a long call can be interrupted. A panic in the core becomes a
 //! `RuntimeError` (see [`crate::call_core`]).
 
-use numpy::{IntoPyArray, PyArray2, PyReadonlyArray2};
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
 
-use dycl_core::rerank::{self, DistanceBlock, DistanceBlocks, Variant};
+use dycl_core::rerank::{self, DistanceBlock, DistanceBlocks, GivenNeighbours, Variant};
 use dycl_core::Result as CoreResult;
 use ndarray::Array2;
 
@@ -135,10 +135,117 @@ fn msrerank_embeddings<'py>(
     })
 }
 
+/// `(index int64 (r, L), distance float32 (r, L), max_distance float32 (r,))`.
+type ListArrays<'py> = (
+    Bound<'py, PyArray2<i64>>,
+    Bound<'py, PyArray2<f32>>,
+    Bound<'py, PyArray1<f32>>,
+);
+
+/// Exact neighbour lists of the joint set's rows `rows = (start, stop)`
+/// (default all): the first `min(k + 1, N)` by cosine distance, ties by index.
+#[pyfunction]
+#[pyo3(signature = (query_emb, gallery_emb, k, rows=None, progress=None))]
+fn neighbour_lists<'py>(
+    py: Python<'py>,
+    query_emb: PyReadonlyArray2<'py, f32>,
+    gallery_emb: PyReadonlyArray2<'py, f32>,
+    k: usize,
+    rows: Option<(usize, usize)>,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<ListArrays<'py>> {
+    let (q, g) = (query_emb.as_array(), gallery_emb.as_array());
+    let out = call_core(py, "neighbour_lists", progress, |sink| {
+        let lists = rerank::neighbour_lists(q, g, k, rows.map(|(a, b)| a..b), Some(sink))?;
+        let shape = (lists.max_distance.len(), lists.lists.len);
+        let index: Vec<i64> = lists.lists.index.iter().map(|&j| j as i64).collect();
+        Ok((
+            rows_of(shape, index)?,
+            rows_of(shape, lists.distance)?,
+            lists.max_distance,
+        ))
+    })?;
+    Ok((
+        out.0.into_pyarray(py),
+        out.1.into_pyarray(py),
+        ndarray::Array1::from_vec(out.2).into_pyarray(py),
+    ))
+}
+
+/// A row-major buffer as a 2-D array (the core sized it; a mismatch is a bug, reported as one).
+fn rows_of<T>(shape: (usize, usize), data: Vec<T>) -> CoreResult<Array2<T>> {
+    Array2::from_shape_vec(shape, data)
+        .map_err(|e| dycl_core::DyclError::invalid("rows", format!("internal shape mismatch: {e}")))
+}
+
+/// Given neighbour lists as NumPy hands them over.
+fn given<'a>(
+    index: &'a PyReadonlyArray2<i64>,
+    distance: &'a PyReadonlyArray2<f32>,
+    max_distance: &'a PyReadonlyArray1<f32>,
+) -> GivenNeighbours<'a> {
+    GivenNeighbours {
+        index: index.as_array(),
+        distance: distance.as_array(),
+        max_distance: max_distance.as_array(),
+    }
+}
+
+/// k-reciprocal re-ranking from embeddings and given neighbour lists; `(q, g)` float32.
+#[pyfunction]
+#[pyo3(signature = (query_emb, gallery_emb, index, distance, max_distance, k1, k2, lambda_value, progress=None))]
+#[allow(clippy::too_many_arguments)]
+fn k_reciprocal_neighbours<'py>(
+    py: Python<'py>,
+    query_emb: PyReadonlyArray2<'py, f32>,
+    gallery_emb: PyReadonlyArray2<'py, f32>,
+    index: PyReadonlyArray2<'py, i64>,
+    distance: PyReadonlyArray2<'py, f32>,
+    max_distance: PyReadonlyArray1<'py, f32>,
+    k1: usize,
+    k2: usize,
+    lambda_value: f64,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    let (q, g) = (query_emb.as_array(), gallery_emb.as_array());
+    let lists = given(&index, &distance, &max_distance);
+    run_detached(py, "k_reciprocal_neighbours", progress, |sink| {
+        rerank::k_reciprocal_neighbours(q, g, &lists, k1, k2, lambda_value, Some(sink))
+    })
+}
+
+/// MSRerank from embeddings and given neighbour lists; `(q, g)` float32.
+#[pyfunction]
+#[pyo3(signature = (query_emb, gallery_emb, index, distance, max_distance, ks, k2, lambda_value, variant, progress=None))]
+#[allow(clippy::too_many_arguments)]
+fn msrerank_neighbours<'py>(
+    py: Python<'py>,
+    query_emb: PyReadonlyArray2<'py, f32>,
+    gallery_emb: PyReadonlyArray2<'py, f32>,
+    index: PyReadonlyArray2<'py, i64>,
+    distance: PyReadonlyArray2<'py, f32>,
+    max_distance: PyReadonlyArray1<'py, f32>,
+    ks: Vec<usize>,
+    k2: usize,
+    lambda_value: f64,
+    variant: &str,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    let variant: Variant = variant.parse().map_err(to_py_err)?;
+    let (q, g) = (query_emb.as_array(), gallery_emb.as_array());
+    let lists = given(&index, &distance, &max_distance);
+    run_detached(py, "msrerank_neighbours", progress, |sink| {
+        rerank::msrerank_neighbours(q, g, &lists, &ks, k2, lambda_value, variant, Some(sink))
+    })
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(k_reciprocal, m)?)?;
     m.add_function(wrap_pyfunction!(k_reciprocal_embeddings, m)?)?;
     m.add_function(wrap_pyfunction!(msrerank, m)?)?;
     m.add_function(wrap_pyfunction!(msrerank_embeddings, m)?)?;
+    m.add_function(wrap_pyfunction!(neighbour_lists, m)?)?;
+    m.add_function(wrap_pyfunction!(k_reciprocal_neighbours, m)?)?;
+    m.add_function(wrap_pyfunction!(msrerank_neighbours, m)?)?;
     Ok(())
 }

@@ -4,12 +4,13 @@
 //! argsort. Both are packed into one `u64` key so that selection is integer
 //! comparisons only.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
-use super::source::SquaredDistances;
-use crate::error::{FirstError, Result};
+use super::source::{EmbeddingDistances, SquaredDistances};
+use crate::error::{DyclError, FirstError, Result};
 use crate::memory::{ensure_fits, try_capacity, try_zeroed, Purpose};
 use crate::progress::Tracker;
 
@@ -166,69 +167,231 @@ impl NeighbourLists {
         len: usize,
         tracker: &Tracker,
     ) -> Result<Self> {
+        Self::build_rows(source, 0..source.n_items(), len, tracker)
+    }
+
+    /// [`NeighbourLists::build`] for the rows `rows` of the joint set only,
+    /// against all `N` columns: `n` is still `N`, but `index`, `dist` and
+    /// `row_max` hold `rows.len()` rows, `row(r)` being item `rows.start + r`.
+    /// The row blocks of a split computation concatenate to the full lists.
+    pub fn build_rows<S: SquaredDistances + ?Sized>(
+        source: &S,
+        rows: Range<usize>,
+        len: usize,
+        tracker: &Tracker,
+    ) -> Result<Self> {
         let n = source.n_items();
-        let len = len.min(n);
-        let tile = source.tile_rows();
-        let mut index = try_zeroed::<u32>(ensure_fits::<u32>(&[n, len], LISTS)?, LISTS)?;
-        let mut dist = try_zeroed::<f32>(n * len, LISTS)?;
-        let mut row_max = try_zeroed::<f32>(n, LISTS)?;
-        let tile_cells = ensure_fits::<f32>(&[tile, n], TILES)?;
-        let bad = AtomicBool::new(false);
-        let scratch_error = FirstError::default();
-        index
-            .par_chunks_mut(tile * len)
-            .zip(dist.par_chunks_mut(tile * len))
-            .zip(row_max.par_chunks_mut(tile))
-            .enumerate()
-            .for_each_init(
-                || -> Result<_> {
-                    Ok((
-                        try_zeroed::<f32>(tile_cells, TILES)?,
-                        SmallestK::default(),
-                        try_capacity::<u32>(len, LISTS)?,
-                    ))
-                },
-                |scratch, (t, ((index, dist), maxes))| {
-                    let (buf, selector, picked) = match scratch {
-                        Ok(s) => (&mut s.0, &mut s.1, &mut s.2),
-                        Err(err) => return scratch_error.record(err),
-                    };
-                    if tracker.cancelled() {
-                        return;
-                    }
-                    let r0 = t * tile;
-                    let rows = maxes.len();
-                    source.fill(r0..r0 + rows, 0..n, buf);
-                    for r in 0..rows {
-                        let values = &mut buf[r * n..(r + 1) * n];
-                        let (max, finite) = max_and_finite(values);
-                        if !finite {
-                            bad.store(true, Ordering::Relaxed);
-                            return;
-                        }
-                        normalise_row(values, max);
-                        maxes[r] = max;
-                        selector.select(values, len, picked);
-                        for (slot, &j) in picked.iter().enumerate() {
-                            index[r * len + slot] = j;
-                            dist[r * len + slot] = values[j as usize];
-                        }
-                    }
-                    tracker.advance(rows);
-                },
-            );
-        scratch_error.into_result()?;
-        if bad.into_inner() {
+        let fill = |r: Range<usize>, buf: &mut [f32]| source.fill(r, 0..n, buf);
+        let selected = select_rows(n, source.tile_rows(), rows, len, &fill, false, tracker)?;
+        if selected.non_finite {
             return Err(source.non_finite_error());
         }
-        Ok(NeighbourLists {
-            n,
-            len,
-            index,
-            dist,
-            row_max,
+        Ok(selected.lists)
+    }
+}
+
+/// Neighbour lists with the cosine distances `1 − a·b` they were ranked by.
+pub struct CosineLists {
+    /// Indices, normalised `D` values and divisors, as [`NeighbourLists::build_rows`].
+    pub lists: NeighbourLists,
+    /// Row-major `rows × len` cosine distances at `lists.index`: exactly the
+    /// values whose squares are `A²` (so `distance² / max_distance²` is `D`).
+    pub distance: Vec<f32>,
+    /// Per row, the largest `|1 − a·b|` over all items: its square is `row_max`.
+    pub max_distance: Vec<f32>,
+}
+
+impl CosineLists {
+    /// [`NeighbourLists::build_rows`] on embeddings, keeping the distances
+    /// before squaring so that a caller can hand them back
+    /// ([`super::given::GivenNeighbours`]) and get the very same `D`.
+    pub fn build_rows(
+        source: &EmbeddingDistances,
+        rows: Range<usize>,
+        len: usize,
+        tracker: &Tracker,
+    ) -> Result<Self> {
+        let n = source.n_items();
+        let fill = |r: Range<usize>, buf: &mut [f32]| source.fill_cosine(r, 0..n, buf);
+        let selected = select_rows(n, source.tile_rows(), rows, len, &fill, true, tracker)?;
+        if selected.non_finite {
+            return Err(source.non_finite_error());
+        }
+        let (distance, max_distance) = selected.cosine;
+        Ok(CosineLists {
+            lists: selected.lists,
+            distance,
+            max_distance,
         })
     }
+}
+
+/// What [`select_rows`] produced.
+struct Selected {
+    lists: NeighbourLists,
+    /// The unsquared values and per-row maxima of `|value|` (empty unless asked for).
+    cosine: (Vec<f32>, Vec<f32>),
+    /// A tile held NaN or inf (the lists are then incomplete).
+    non_finite: bool,
+}
+
+/// The output rows of one tile.
+struct TileOut<'a> {
+    first_row: usize,
+    index: &'a mut [u32],
+    dist: &'a mut [f32],
+    maxes: &'a mut [f32],
+    /// Unsquared values and their row maxima, when the fill is unsquared.
+    cosine: Option<(&'a mut [f32], &'a mut [f32])>,
+}
+
+/// Per-thread buffers of [`select_rows`].
+struct TileScratch {
+    buf: Vec<f32>,
+    selector: SmallestK,
+    picked: Vec<u32>,
+    /// One row before squaring (unsquared fills only).
+    raw: Vec<f32>,
+}
+
+/// The blocked pass behind [`NeighbourLists::build_rows`]: `fill(rows, out)`
+/// writes tiles of `rows.len() × n` values, squared distances or (when
+/// `unsquared`) the values to square.
+fn select_rows(
+    n: usize,
+    tile: usize,
+    rows: Range<usize>,
+    len: usize,
+    fill: &(dyn Fn(Range<usize>, &mut [f32]) + Sync),
+    unsquared: bool,
+    tracker: &Tracker,
+) -> Result<Selected> {
+    if rows.start >= rows.end || rows.end > n {
+        return Err(DyclError::invalid(
+            "rows",
+            format!(
+                "must be a non-empty range (start, stop) within [0, N] = [0, {n}], got {rows:?}"
+            ),
+        ));
+    }
+    if len == 0 {
+        return Err(DyclError::invalid(
+            "k",
+            "must keep at least one neighbour per item",
+        ));
+    }
+    let (count, len, tile) = (rows.len(), len.min(n), tile.max(1));
+    let mut index = try_zeroed::<u32>(ensure_fits::<u32>(&[count, len], LISTS)?, LISTS)?;
+    let mut dist = try_zeroed::<f32>(count * len, LISTS)?;
+    let mut row_max = try_zeroed::<f32>(count, LISTS)?;
+    let extra = if unsquared {
+        (count * len, count)
+    } else {
+        (0, 0)
+    };
+    let mut cosine = (
+        try_zeroed::<f32>(extra.0, LISTS)?,
+        try_zeroed::<f32>(extra.1, LISTS)?,
+    );
+    let tile_cells = ensure_fits::<f32>(&[tile, n], TILES)?;
+    let mut cos_chunks = cosine
+        .0
+        .chunks_mut(tile * len)
+        .zip(cosine.1.chunks_mut(tile));
+    let mut outs = try_capacity::<TileOut>(count.div_ceil(tile), LISTS)?;
+    for (t, ((index, dist), maxes)) in index
+        .chunks_mut(tile * len)
+        .zip(dist.chunks_mut(tile * len))
+        .zip(row_max.chunks_mut(tile))
+        .enumerate()
+    {
+        let cosine = if unsquared { cos_chunks.next() } else { None };
+        let first_row = rows.start + t * tile;
+        outs.push(TileOut {
+            first_row,
+            index,
+            dist,
+            maxes,
+            cosine,
+        });
+    }
+    let bad = AtomicBool::new(false);
+    let scratch_error = FirstError::default();
+    outs.into_par_iter().for_each_init(
+        || -> Result<TileScratch> {
+            Ok(TileScratch {
+                buf: try_zeroed::<f32>(tile_cells, TILES)?,
+                selector: SmallestK::default(),
+                picked: try_capacity::<u32>(len, LISTS)?,
+                raw: try_zeroed::<f32>(if unsquared { n } else { 0 }, TILES)?,
+            })
+        },
+        |scratch, out| match scratch {
+            Err(err) => scratch_error.record(err),
+            Ok(_) if tracker.cancelled() => {}
+            Ok(s) => {
+                let rows = out.maxes.len();
+                if !select_tile(s, out, n, len, fill) {
+                    bad.store(true, Ordering::Relaxed);
+                }
+                tracker.advance(rows);
+            }
+        },
+    );
+    scratch_error.into_result()?;
+    let lists = NeighbourLists {
+        n,
+        len,
+        index,
+        dist,
+        row_max,
+    };
+    Ok(Selected {
+        lists,
+        cosine,
+        non_finite: bad.into_inner(),
+    })
+}
+
+/// Fill one tile, normalise its rows and keep their top `len`; false if a
+/// value was not finite.
+fn select_tile(
+    s: &mut TileScratch,
+    mut out: TileOut,
+    n: usize,
+    len: usize,
+    fill: &(dyn Fn(Range<usize>, &mut [f32]) + Sync),
+) -> bool {
+    let rows = out.maxes.len();
+    fill(out.first_row..out.first_row + rows, &mut s.buf);
+    for r in 0..rows {
+        let values = &mut s.buf[r * n..(r + 1) * n];
+        if let Some((_, cos_max)) = &mut out.cosine {
+            s.raw.copy_from_slice(values);
+            // Rounding is monotone, so the largest square is the square of the largest |value|.
+            let mut largest = 0f32;
+            for v in values.iter_mut() {
+                largest = largest.max(v.abs());
+                *v = *v * *v;
+            }
+            cos_max[r] = largest;
+        }
+        let (max, finite) = max_and_finite(values);
+        if !finite {
+            return false;
+        }
+        normalise_row(values, max);
+        out.maxes[r] = max;
+        s.selector.select(values, len, &mut s.picked);
+        for (slot, &j) in s.picked.iter().enumerate() {
+            out.index[r * len + slot] = j;
+            out.dist[r * len + slot] = values[j as usize];
+            if let Some((cos, _)) = &mut out.cosine {
+                cos[r * len + slot] = s.raw[j as usize];
+            }
+        }
+    }
+    true
 }
 
 /// For every item `i`, the `(j, position)` pairs such that `i` is at that

@@ -22,6 +22,7 @@
 //! divided by its maximum. One deliberate difference: a column whose maximum
 //! is 0 stays 0 instead of becoming NaN.
 
+pub mod given;
 pub mod knn;
 pub mod kreciprocal;
 pub mod msrerank;
@@ -32,6 +33,8 @@ pub use crate::progress;
 
 use ndarray::{Array2, ArrayView2};
 
+pub use given::GivenNeighbours;
+pub use knn::CosineLists;
 pub use msrerank::Variant;
 pub use progress::{Progress, ProgressSink};
 pub use source::{
@@ -96,6 +99,106 @@ pub fn msrerank_embeddings(
 ) -> Result<Array2<f32>> {
     check_ks(ks)?;
     from_embeddings(query, gallery, ks, (k2, lambda, variant), progress)
+}
+
+/// k-reciprocal re-ranking on embeddings with neighbour lists found
+/// elsewhere (see [`given`]): the lists replace the first pass over `D`;
+/// the rest reads single cosine distances from the embeddings. With the
+/// core's own lists ([`neighbour_lists`]) it equals
+/// [`k_reciprocal_embeddings`] exactly. `(q, g)` float32.
+pub fn k_reciprocal_neighbours(
+    query: ArrayView2<f32>,
+    gallery: ArrayView2<f32>,
+    lists: &GivenNeighbours,
+    k1: usize,
+    k2: usize,
+    lambda: f64,
+    progress: Option<&mut dyn ProgressSink>,
+) -> Result<Array2<f32>> {
+    check_k1(k1)?;
+    from_neighbours(
+        query,
+        gallery,
+        lists,
+        &[k1],
+        (k2, lambda, Variant::Paper),
+        progress,
+    )
+}
+
+/// MSRerank on embeddings with given neighbour lists (as
+/// [`k_reciprocal_neighbours`]); `(q, g)` float32.
+#[allow(clippy::too_many_arguments)]
+pub fn msrerank_neighbours(
+    query: ArrayView2<f32>,
+    gallery: ArrayView2<f32>,
+    lists: &GivenNeighbours,
+    ks: &[usize],
+    k2: usize,
+    lambda: f64,
+    variant: Variant,
+    progress: Option<&mut dyn ProgressSink>,
+) -> Result<Array2<f32>> {
+    check_ks(ks)?;
+    from_neighbours(query, gallery, lists, ks, (k2, lambda, variant), progress)
+}
+
+/// The exact neighbour lists of the items `rows` of the joint set
+/// (queries then gallery) against all `N` items: the first
+/// `min(k + 1, N)` by cosine distance (ties by index) with their distances
+/// and each item's largest distance, in the form [`GivenNeighbours`] takes.
+pub fn neighbour_lists(
+    query: ArrayView2<f32>,
+    gallery: ArrayView2<f32>,
+    k: usize,
+    rows: Option<std::ops::Range<usize>>,
+    progress: Option<&mut dyn ProgressSink>,
+) -> Result<CosineLists> {
+    if k < 1 {
+        return Err(DyclError::invalid("k", format!("must be >= 1, got {k}")));
+    }
+    let source = EmbeddingDistances::new(query, gallery)?;
+    let n = source.n_items();
+    let rows = rows.unwrap_or(0..n);
+    let len = k.saturating_add(1).min(n);
+    Progress::new(progress).run("neighbour lists", 0, rows.len(), |t| {
+        CosineLists::build_rows(&source, rows.clone(), len, t)
+    })?
+}
+
+/// The entry points on embeddings with given lists, once `ks` is checked.
+fn from_neighbours(
+    query: ArrayView2<f32>,
+    gallery: ArrayView2<f32>,
+    given: &GivenNeighbours,
+    ks: &[usize],
+    (k2, lambda, variant): (usize, f64, Variant),
+    progress: Option<&mut dyn ProgressSink>,
+) -> Result<Array2<f32>> {
+    EmbeddingDistances::check_shapes(query, gallery)?;
+    let (q, n) = (query.nrows(), query.nrows() + gallery.nrows());
+    let joint_bytes = (n as u64).saturating_mul(query.ncols() as u64 * 4);
+    let tile = EmbeddingDistances::TILE_ROWS;
+    let plan = Plan::new(n, q, ks, k2, lambda, tile, joint_bytes)?;
+    given.validate(n)?;
+    if given.width() < plan.len {
+        let k_max = plan.ks.iter().max().copied().unwrap_or(1);
+        return Err(DyclError::invalid(
+            "index",
+            format!(
+                "holds {} neighbours per item, but k = {k_max} and k2 = {k2} need {} \
+                 (max(k + 1, k2), at most N = {n}); search more neighbours or lower k",
+                given.width(),
+                plan.len
+            ),
+        ));
+    }
+    let source = EmbeddingDistances::new(query, gallery)?;
+    let mut progress = Progress::new(progress);
+    let lists = progress.run("neighbour lists", 0, n, |t| {
+        NeighbourLists::from_given(given, n, plan.len, t)
+    })??;
+    rerank_lists(&source, &plan, lists, variant, progress)
 }
 
 /// The entry points on distance blocks, once `ks` is checked.
@@ -239,10 +342,21 @@ fn rerank<S: SquaredDistances>(
     variant: Variant,
     mut progress: Progress,
 ) -> Result<Array2<f32>> {
-    let (n, q, ks) = (source.n_items(), plan.q, &plan.ks[..]);
-    let lists = progress.run("neighbour lists", 0, n, |t| {
+    let lists = progress.run("neighbour lists", 0, source.n_items(), |t| {
         NeighbourLists::build(source, plan.len, t)
     })??;
+    rerank_lists(source, plan, lists, variant, progress)
+}
+
+/// Steps 2 and 3 of the pipeline, on lists of `plan.len` entries per item.
+fn rerank_lists<S: SquaredDistances>(
+    source: &S,
+    plan: &Plan,
+    lists: NeighbourLists,
+    variant: Variant,
+    mut progress: Progress,
+) -> Result<Array2<f32>> {
+    let (n, q, ks) = (source.n_items(), plan.q, &plan.ks[..]);
     let inlists = InLists::build(&lists)?;
 
     let first_cols = first_columns(variant, ks.len(), q);

@@ -417,16 +417,10 @@ impl EmbeddingDistances {
     }
 }
 
-impl SquaredDistances for EmbeddingDistances {
-    fn n_items(&self) -> usize {
-        self.joint.nrows()
-    }
-
-    fn tile_rows(&self) -> usize {
-        Self::TILE_ROWS
-    }
-
-    fn fill(&self, rows: Range<usize>, cols: Range<usize>, out: &mut [f32]) {
+impl EmbeddingDistances {
+    /// Row-major tile of cosine distances `1 − a·b`, the values that
+    /// [`SquaredDistances::fill`] squares (one GEMM path for both).
+    pub fn fill_cosine(&self, rows: Range<usize>, cols: Range<usize>, out: &mut [f32]) {
         let (h, w) = (rows.len(), cols.len());
         let out = &mut out[..h * w];
         let view =
@@ -437,8 +431,25 @@ impl SquaredDistances for EmbeddingDistances {
             view,
         );
         for v in out.iter_mut() {
-            let d = 1.0 - *v;
-            *v = d * d;
+            *v = 1.0 - *v;
+        }
+    }
+}
+
+impl SquaredDistances for EmbeddingDistances {
+    fn n_items(&self) -> usize {
+        self.joint.nrows()
+    }
+
+    fn tile_rows(&self) -> usize {
+        Self::TILE_ROWS
+    }
+
+    fn fill(&self, rows: Range<usize>, cols: Range<usize>, out: &mut [f32]) {
+        let cells = rows.len() * cols.len();
+        self.fill_cosine(rows, cols, out);
+        for v in out[..cells].iter_mut() {
+            *v = *v * *v;
         }
     }
 

@@ -1,0 +1,207 @@
+//! Neighbour lists found outside the core (FAISS, torch, a cluster), turned
+//! into the [`NeighbourLists`] the rest of the pipeline consumes.
+//!
+//! Contract of a given list, per item `i` of the joint set (queries, then
+//! gallery):
+//! * `index[i]`: `L` distinct items in `[0, N)`, any order. The item itself
+//!   need not be present: an approximate search may miss any item,
+//!   including `i` (the exact lists hold it, at distance 0, near rank 0).
+//! * `distance[i]`: their cosine distances `1 − a·b`, finite, in `[0, 2]`
+//!   up to rounding (values far outside mean similarities were passed).
+//! * `max_distance[i]`: the largest cosine distance from `i` to any item.
+//!   It may come from an approximate farthest-item search, so the divisor
+//!   used is the larger of its square and the largest listed square.
+//!
+//! Each row is re-sorted by (normalised squared distance, index), the order
+//! of the core's own selection, so ties are deterministic and the core's
+//! exact lists, handed back, give the very same `D` and result.
+
+use ndarray::{ArrayView1, ArrayView2};
+use rayon::prelude::*;
+
+use super::knn::{normalise_row, sort_key, NeighbourLists, LISTS};
+use crate::error::{DyclError, Result};
+use crate::memory::{ensure_fits, try_capacity, try_vec, try_zeroed};
+use crate::progress::Tracker;
+
+/// Per-thread buffers: one row's normalised values, its (sort key, position) pairs.
+type RowScratch = (Vec<f32>, Vec<(u64, u32)>);
+
+/// How far outside `[0, 2]` a cosine distance may stray by rounding.
+const COSINE_SLACK: f32 = 1e-3;
+
+/// Neighbour lists of all `N` items, as a caller hands them over.
+#[derive(Clone, Copy, Debug)]
+pub struct GivenNeighbours<'a> {
+    /// `(N, L)` neighbour indices into the joint set.
+    pub index: ArrayView2<'a, i64>,
+    /// `(N, L)` cosine distances at those indices.
+    pub distance: ArrayView2<'a, f32>,
+    /// `(N,)` each item's largest cosine distance to any item.
+    pub max_distance: ArrayView1<'a, f32>,
+}
+
+impl GivenNeighbours<'_> {
+    /// Neighbours per item, `L`.
+    pub fn width(&self) -> usize {
+        self.index.ncols()
+    }
+
+    /// Check shapes against `n` items and every value (see the module docs).
+    pub fn validate(&self, n: usize) -> Result<()> {
+        let (rows, width) = self.index.dim();
+        if rows != n || width == 0 {
+            return Err(DyclError::invalid(
+                "index",
+                format!(
+                    "expected shape (N, L) with N = q + g = {n} and L >= 1, got ({rows}, {width})"
+                ),
+            ));
+        }
+        if self.distance.dim() != (rows, width) {
+            return Err(DyclError::invalid(
+                "distance",
+                format!(
+                    "expected the shape of index ({rows}, {width}), got {:?}",
+                    self.distance.dim()
+                ),
+            ));
+        }
+        if self.max_distance.len() != n {
+            return Err(DyclError::invalid(
+                "max_distance",
+                format!(
+                    "expected shape (N,) = ({n},), got ({},)",
+                    self.max_distance.len()
+                ),
+            ));
+        }
+        check_cosines("distance", self.distance.indexed_iter())?;
+        check_cosines(
+            "max_distance",
+            self.max_distance.indexed_iter().map(|(i, v)| ((i, 0), v)),
+        )?;
+        self.check_indices(n)
+    }
+
+    /// Every index in `[0, n)` and no item twice in a row.
+    fn check_indices(&self, n: usize) -> Result<()> {
+        let mut seen = try_vec::<u32>(n, u32::MAX, LISTS)?;
+        for (i, row) in self.index.rows().into_iter().enumerate() {
+            for (slot, &j) in row.iter().enumerate() {
+                if j < 0 || j as u64 >= n as u64 {
+                    return Err(DyclError::invalid(
+                        "index",
+                        format!("value {j} at ({i}, {slot}) is outside [0, N) = [0, {n}) (an approximate search's -1 'not found' cannot be used: search more lists)"),
+                    ));
+                }
+                if seen[j as usize] == i as u32 {
+                    return Err(DyclError::invalid(
+                        "index",
+                        format!("row {i} lists item {j} twice (at {slot}); each row must list distinct items"),
+                    ));
+                }
+                seen[j as usize] = i as u32;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Finite values within `[0, 2]` up to [`COSINE_SLACK`].
+fn check_cosines<'v>(
+    name: &'static str,
+    values: impl Iterator<Item = ((usize, usize), &'v f32)>,
+) -> Result<()> {
+    for ((r, c), &v) in values {
+        if !v.is_finite() {
+            return Err(DyclError::invalid(
+                name,
+                format!("contains NaN or inf (first at ({r}, {c}))"),
+            ));
+        }
+        if !(-COSINE_SLACK..=2.0 + COSINE_SLACK).contains(&v) {
+            return Err(DyclError::invalid(
+                name,
+                format!("value {v} at ({r}, {c}) is not a cosine distance 1 − a·b in [0, 2]; were similarities passed?"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl NeighbourLists {
+    /// The lists of `n` items from given neighbours (validated here), each
+    /// row re-sorted by (normalised squared distance, index) and cut to its
+    /// first `len` entries; `len` must not exceed the given width.
+    pub fn from_given(
+        given: &GivenNeighbours,
+        n: usize,
+        len: usize,
+        tracker: &Tracker,
+    ) -> Result<Self> {
+        given.validate(n)?;
+        let width = given.width();
+        if len == 0 || len > width {
+            return Err(DyclError::invalid(
+                "index",
+                format!("holds {width} neighbours per item, {len} needed"),
+            ));
+        }
+        let mut index = try_zeroed::<u32>(ensure_fits::<u32>(&[n, len], LISTS)?, LISTS)?;
+        let mut dist = try_zeroed::<f32>(n * len, LISTS)?;
+        let mut row_max = try_zeroed::<f32>(n, LISTS)?;
+        let scratch = || -> Result<RowScratch> {
+            Ok((
+                try_zeroed::<f32>(width, LISTS)?,
+                try_capacity::<(u64, u32)>(width, LISTS)?,
+            ))
+        };
+        index
+            .par_chunks_mut(len)
+            .zip(dist.par_chunks_mut(len))
+            .zip(row_max.par_iter_mut())
+            .enumerate()
+            .try_for_each_init(scratch, |buffers, (i, ((index, dist), max))| {
+                let (values, keys) = buffers.as_mut().map_err(|err| err.clone())?;
+                *max = sorted_row(given, i, values, keys);
+                for (slot, &(_, pos)) in keys[..len].iter().enumerate() {
+                    let pos = pos as usize;
+                    index[slot] = given.index[[i, pos]] as u32;
+                    dist[slot] = values[pos];
+                }
+                tracker.advance(1);
+                Ok(())
+            })?;
+        Ok(NeighbourLists {
+            n,
+            len,
+            index,
+            dist,
+            row_max,
+        })
+    }
+}
+
+/// Row `i`'s normalised squared distances into `values` and, into `keys`,
+/// their positions sorted by (value, item index); returns the divisor.
+fn sorted_row(
+    given: &GivenNeighbours,
+    i: usize,
+    values: &mut [f32],
+    keys: &mut Vec<(u64, u32)>,
+) -> f32 {
+    let m = given.max_distance[i];
+    let mut max = m * m;
+    for (v, &d) in values.iter_mut().zip(given.distance.row(i)) {
+        *v = d * d;
+        max = max.max(*v);
+    }
+    normalise_row(values, max);
+    // Keys are unique (distinct items), so the unstable sort is deterministic.
+    let items = given.index.row(i);
+    keys.clear();
+    keys.extend((0..values.len()).map(|p| (sort_key(values[p], items[p] as u32), p as u32)));
+    keys.sort_unstable();
+    max
+}

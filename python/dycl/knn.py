@@ -1,0 +1,292 @@
+"""Neighbour search for re-ranking: the first stage of :mod:`dycl.rerank`, made pluggable.
+
+k-reciprocal re-ranking and MSRerank start from each item's nearest
+neighbours in the joint set (queries, then gallery; ``N`` items). This module
+finds them with one of three backends and returns a :class:`NeighbourGraph`
+that :func:`dycl.rerank.k_reciprocal_embeddings` / ``msrerank_embeddings``
+accept as ``knn=``:
+
+* ``"exact"`` — the Rust core (blocked GEMM + exact top-k, ties by index);
+  the lists the re-ranking would compute itself, so results are identical.
+* ``"faiss"`` — `FAISS <https://github.com/facebookresearch/faiss>`_
+  (``pip install dycl[faiss]``) on inner products of the L2-normalised
+  embeddings: ``index="flat"`` is exact (up to float rounding), ``"ivf"``
+  (``nlist``, ``nprobe``) and ``"hnsw"`` (``M``, ``ef_search``,
+  ``ef_construction``) are approximate. ``device="cuda"`` uses faiss-gpu.
+* ``"torch"`` — blocked top-k with PyTorch (``device="cuda"`` by default,
+  ``device="cpu"`` also works), exact up to float rounding, never N×N.
+
+Every graph also holds each item's largest cosine distance to any item (the
+divisor of DESIGN §5's ``D``): exact for ``exact``, ``torch`` and FAISS
+``flat``; for ``ivf``/``hnsw`` it comes from an approximate search for the
+farthest item (with the negated vectors), and ``params["max_distance"]``
+says ``"approximate"``. The core raises it to at least the largest listed
+distance, and re-sorts each list by (distance, index).
+
+A list need not contain the item itself (an approximate search may miss it).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from ._validate import embedding_pair, int_at_least
+
+BACKENDS: tuple[str, ...] = ("exact", "faiss", "torch")
+FAISS_INDEXES: tuple[str, ...] = ("flat", "ivf", "hnsw")
+DEVICES: tuple[str, ...] = ("cpu", "cuda")
+
+#: ``progress(stage, done, total)`` as in :mod:`dycl.rerank`.
+ProgressCallback = Callable[[str, int, int], object]
+
+#: Rows searched per FAISS call (bounds the result buffers, lets progress move).
+_SEARCH_ROWS = 65536
+#: Bytes of one torch similarity block (rows × N float32).
+_TORCH_BLOCK_BYTES = 1 << 28
+
+__all__ = ["BACKENDS", "FAISS_INDEXES", "NeighbourGraph", "neighbours"]
+
+
+@dataclass(frozen=True)
+class NeighbourGraph:
+    """Each item's nearest neighbours in the joint set (queries, then gallery).
+
+    Attributes:
+        index: ``(N, L)`` int64 neighbour indices into the joint set.
+        distance: ``(N, L)`` float32 cosine distances ``1 − a·b`` at those indices.
+        max_distance: ``(N,)`` float32, each item's largest cosine distance to any item.
+        backend: what found them (``"exact"``, ``"faiss"``, ``"torch"``, or a caller's name).
+        exact: whether the lists are the exact nearest neighbours (up to float rounding).
+        params: the backend's parameters (``index``, ``nlist``, ``device``…), for the record.
+    """
+
+    index: np.ndarray
+    distance: np.ndarray
+    max_distance: np.ndarray
+    backend: str
+    exact: bool
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        index = np.ascontiguousarray(self.index, dtype=np.int64)
+        distance = np.ascontiguousarray(self.distance, dtype=np.float32)
+        max_distance = np.ascontiguousarray(self.max_distance, dtype=np.float32)
+        if index.ndim != 2 or index.shape[1] == 0:
+            raise ValueError(f"index: expected a 2-D (N, L) array with L >= 1, got shape {index.shape}")
+        if distance.shape != index.shape:
+            raise ValueError(f"distance: expected the shape of index {index.shape}, got {distance.shape}")
+        if max_distance.shape != (index.shape[0],):
+            raise ValueError(f"max_distance: expected shape ({index.shape[0]},), got {max_distance.shape}")
+        object.__setattr__(self, "index", index)
+        object.__setattr__(self, "distance", distance)
+        object.__setattr__(self, "max_distance", max_distance)
+        object.__setattr__(self, "params", dict(self.params))
+
+    @property
+    def n_items(self) -> int:
+        """``N``, the number of items of the joint set."""
+        return int(self.index.shape[0])
+
+    @property
+    def width(self) -> int:
+        """``L``, neighbours per item."""
+        return int(self.index.shape[1])
+
+    def describe(self) -> dict[str, Any]:
+        """What a result file records: backend, exactness, width and parameters."""
+        return {"backend": self.backend, "exact": self.exact, "width": self.width,
+                "params": dict(self.params)}
+
+
+def neighbours(
+    query_emb: object,
+    gallery_emb: object,
+    k: int,
+    backend: str = "exact",
+    *,
+    progress: ProgressCallback | None = None,
+    **params: Any,
+) -> NeighbourGraph:
+    """The ``min(k + 1, N)`` nearest neighbours of every item of the joint set.
+
+    Args:
+        query_emb: ``(q, d)`` query embeddings.
+        gallery_emb: ``(g, d)`` gallery embeddings (both L2-normalised here; cosine distance).
+        k: neighbours besides the item itself (>= 1); above ``N − 1`` it means all items,
+            as in :mod:`dycl.rerank`.
+        backend: ``"exact"``, ``"faiss"`` or ``"torch"`` (see the module docs).
+        progress: optional ``callable(stage, done, total)``.
+        **params: the backend's options — faiss: ``index`` (``"flat"``, ``"ivf"``,
+            ``"hnsw"``), ``nlist``, ``nprobe``, ``M``, ``ef_search``,
+            ``ef_construction``, ``device`` (``"cpu"``/``"cuda"``); torch: ``device``
+            (default ``"cuda"``), ``block_rows``.
+
+    Returns:
+        A :class:`NeighbourGraph` with ``L = min(k + 1, N)`` columns.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: unknown {backend!r}; expected one of {BACKENDS}")
+    query, gallery = embedding_pair(query_emb, gallery_emb)
+    n = query.shape[0] + gallery.shape[0]
+    k = min(int_at_least("k", k, 1), max(n - 1, 1))
+    if backend == "exact":
+        if params:
+            raise ValueError(f"params: the exact backend takes none, got {sorted(params)}")
+        index, distance, max_distance = _core.neighbour_lists(query, gallery, k, None, progress)
+        return NeighbourGraph(index, distance, max_distance, "exact", True, {})
+    joint = normalised_joint(query, gallery)
+    if backend == "faiss":
+        return _faiss_graph(joint, min(k + 1, n), progress, **params)
+    return _torch_graph(joint, min(k + 1, n), progress, **params)
+
+
+def normalised_joint(query: np.ndarray, gallery: np.ndarray, block: int = 65536) -> np.ndarray:
+    """Queries then gallery, rows scaled to unit norm as the core does (norm summed in
+    float64, scale applied in float32; zero rows stay zero), in blocks to bound memory."""
+    joint = np.concatenate([query, gallery]).astype(np.float32, copy=False)
+    for start in range(0, joint.shape[0], block):
+        rows = joint[start:start + block]
+        norm = np.sqrt(np.einsum("ij,ij->i", rows, rows, dtype=np.float64))
+        scale = np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0).astype(np.float32)
+        rows *= scale[:, None]
+    return joint
+
+
+def _report(progress: ProgressCallback | None, stage: str, done: int, total: int) -> None:
+    if progress is not None:
+        progress(stage, done, total)
+
+
+# --------------------------------------------------------------------------- faiss
+
+
+def _import_faiss() -> Any:
+    try:
+        return importlib.import_module("faiss")
+    except ImportError:
+        raise ImportError("backend='faiss' needs FAISS: pip install dycl[faiss] (faiss-cpu), "
+                          "or faiss-gpu for device='cuda'") from None
+
+
+def _device(value: object, default: str) -> str:
+    device = default if value is None else value
+    if device not in DEVICES:
+        raise ValueError(f"device: unknown {device!r}; expected one of {DEVICES}")
+    return str(device)
+
+
+def _faiss_params(n: int, width: int, params: dict[str, Any]) -> dict[str, Any]:
+    """The FAISS options checked, with their defaults filled in."""
+    known = {"index", "nlist", "nprobe", "M", "ef_search", "ef_construction", "device"}
+    if unknown := sorted(set(params) - known):
+        raise ValueError(f"params: unknown FAISS option(s) {unknown}; expected some of {sorted(known)}")
+    kind = params.get("index", "flat")
+    if kind not in FAISS_INDEXES:
+        raise ValueError(f"index: unknown FAISS index {kind!r}; expected one of {FAISS_INDEXES}")
+    out: dict[str, Any] = {"index": kind, "device": _device(params.get("device"), "cpu")}
+    if kind == "ivf":
+        nlist = int_at_least("nlist", params.get("nlist", max(1, round(4 * n ** 0.5))), 1)
+        if nlist > n:
+            raise ValueError(f"nlist: {nlist} inverted lists for N = {n} items; use nlist <= N "
+                             "(about 4·sqrt(N) is usual)")
+        out.update(nlist=nlist, nprobe=min(int_at_least("nprobe", params.get("nprobe", 32), 1), nlist))
+    elif kind == "hnsw":
+        if out["device"] == "cuda":
+            raise ValueError("device: FAISS has no GPU HNSW index; use index='flat' or 'ivf' on cuda")
+        out.update(M=int_at_least("M", params.get("M", 32), 2),
+                   ef_construction=int_at_least("ef_construction", params.get("ef_construction", 200), 1),
+                   ef_search=int_at_least("ef_search", params.get("ef_search", max(64, 2 * width)), 1))
+    else:
+        extra = sorted(set(params) - {"index", "device"})
+        if extra:
+            raise ValueError(f"params: {extra} apply to index='ivf' or 'hnsw', not 'flat'")
+    out["max_distance"] = "exact" if kind == "flat" else "approximate"
+    return out
+
+
+def _faiss_index(faiss: Any, joint: np.ndarray, p: dict[str, Any]) -> Any:
+    """The trained, filled index of ``p["index"]`` (on the GPU when asked)."""
+    d = joint.shape[1]
+    metric = faiss.METRIC_INNER_PRODUCT
+    if p["index"] == "flat":
+        index = faiss.IndexFlatIP(d)
+    elif p["index"] == "ivf":
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, p["nlist"], metric)
+    else:
+        index = faiss.IndexHNSWFlat(d, p["M"], metric)
+        index.hnsw.efConstruction = p["ef_construction"]
+    if p["device"] == "cuda":
+        if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() < 1:
+            raise ValueError("device: 'cuda' needs faiss-gpu and a CUDA GPU; none found "
+                             "(install faiss-gpu, or use device='cpu')")
+        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+    if p["index"] == "ivf":
+        index.train(joint)
+        index.nprobe = p["nprobe"]
+    index.add(joint)
+    if p["index"] == "hnsw":
+        index.hnsw.efSearch = p["ef_search"]
+    return index
+
+
+def _faiss_graph(joint: np.ndarray, width: int, progress: ProgressCallback | None,
+                 **params: Any) -> NeighbourGraph:
+    n = joint.shape[0]
+    p = _faiss_params(n, width, params)
+    faiss = _import_faiss()
+    _report(progress, "building the FAISS index", 0, 1)
+    index = _faiss_index(faiss, joint, p)
+    _report(progress, "building the FAISS index", 1, 1)
+    ids = np.empty((n, width), dtype=np.int64)
+    distance = np.empty((n, width), dtype=np.float32)
+    max_distance = np.empty(n, dtype=np.float32)
+    for start in range(0, n, _SEARCH_ROWS):
+        rows = joint[start:start + _SEARCH_ROWS]
+        scores, found = index.search(rows, width)
+        ids[start:start + len(rows)] = found
+        distance[start:start + len(rows)] = 1.0 - scores
+        # The farthest item by cosine is the nearest by inner product to the negated vector.
+        far, _ = index.search(np.negative(rows), 1)
+        max_distance[start:start + len(rows)] = 1.0 + far[:, 0]
+        _report(progress, "FAISS search", start + len(rows), n)
+    if (ids < 0).any():
+        knob = "nprobe" if p["index"] == "ivf" else "ef_search"
+        raise ValueError(f"{knob}: the FAISS search found fewer than {width} neighbours for "
+                         f"{int((ids < 0).any(axis=1).sum())} items; raise {knob}")
+    return NeighbourGraph(ids, distance, max_distance, "faiss", p["index"] == "flat", p)
+
+
+# --------------------------------------------------------------------------- torch
+
+
+def _torch_graph(joint: np.ndarray, width: int, progress: ProgressCallback | None,
+                 **params: Any) -> NeighbourGraph:
+    known = {"device", "block_rows"}
+    if unknown := sorted(set(params) - known):
+        raise ValueError(f"params: unknown torch option(s) {unknown}; expected some of {sorted(known)}")
+    device = _device(params.get("device"), "cuda")
+    torch = importlib.import_module("torch")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: CUDA is not available to torch; pass device='cpu' to search on the CPU")
+    n = joint.shape[0]
+    block = int_at_least("block_rows", params.get("block_rows", max(1, _TORCH_BLOCK_BYTES // (4 * n))), 1)
+    x = torch.from_numpy(joint).to(device)
+    ids = np.empty((n, width), dtype=np.int64)
+    distance = np.empty((n, width), dtype=np.float32)
+    max_distance = np.empty(n, dtype=np.float32)
+    with torch.no_grad():
+        for start in range(0, n, block):
+            sim = x[start:start + block] @ x.T  # (rows, N): one block, never N × N
+            top, found = torch.topk(sim, width, dim=1, largest=True, sorted=True)
+            ids[start:start + len(found)] = found.cpu().numpy()
+            distance[start:start + len(found)] = (1.0 - top).cpu().numpy()
+            max_distance[start:start + len(found)] = (1.0 - sim.min(dim=1).values).cpu().numpy()
+            _report(progress, "torch top-k", start + len(found), n)
+    return NeighbourGraph(ids, distance, max_distance, "torch", True,
+                          {"device": device, "block_rows": block, "max_distance": "exact"})
