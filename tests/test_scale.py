@@ -77,6 +77,11 @@ def test_dask_graph_is_the_exact_graph_and_reranks_identically(client, monkeypat
                                        variant, None)
         np.testing.assert_array_equal(ms, msrerank_embeddings(q, g, ks, k2, 0.3, variant))
 
+    # No client: the default one (the fixture's), with blocks sized for its 2 workers.
+    default = scale.neighbour_graph(q, g, 4)
+    assert default.params["workers"] == 2 and default.params["block_rows"] == 20  # 155 rows / (2 x 4)
+    assert_same_graph(default, neighbours(q, g, 4, "exact"))
+
     # One block per row, k above N - 1 (all items), the scheduler's address instead of the client.
     small_q, small_g = q[:3], g[:4]
     by_address = scale.neighbour_graph(small_q, small_g, 50, client=client.scheduler.address, block_rows=1)

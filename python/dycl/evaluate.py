@@ -246,6 +246,10 @@ def run_eval(options: EvalOptions, out: TextIO | None = None, log: TextIO | None
         return _run_eval(options, out, log)
 
 
+#: How long a torchrun process of dycl-eval may wait for the others (the process group's timeout).
+_SHARD_WAIT_S = 7 * 24 * 3600.0
+
+
 def _launched() -> tuple[int, int]:
     """torchrun's ``(RANK, WORLD_SIZE)``; ``(0, 1)`` outside it, without importing torch."""
     if "WORLD_SIZE" not in os.environ:
@@ -262,7 +266,9 @@ def _run_eval_launched(options: EvalOptions, out: TextIO, log: TextIO) -> Evalua
     if embeddings_dir(options) is None:
         raise ValueError("output: under torchrun the processes hand their embeddings over in files: "
                          "pass --output or --save-embeddings")
-    dist = init_distributed(options.device)
+    # A process whose shards are already there waits in a collective for the slowest one, which may
+    # embed for hours; a process that dies outright is caught by torchrun, which stops the others.
+    dist = init_distributed(options.device, timeout_s=_SHARD_WAIT_S)
     try:
         with contextlib.ExitStack() as held:
             all_ranks(lambda: _claim_outputs(options, held) if dist.is_main else None,
