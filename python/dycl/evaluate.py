@@ -216,6 +216,8 @@ def _settings_after(evaluation: Evaluation, tasks: dict[str, RetrievalTask],
     first = next(iter(tasks.values()))
     settings["thresholds"] = ", ".join(f"{t:g} m" for t in first.thresholds)
     settings["re-ranking"] = evaluation.rerank.describe()
+    for name, search in evaluation.knn.items():
+        settings[f"neighbour search {name}"] = search
     for name, ks in evaluation.ks.items():
         settings[f"ks {name}"] = f"{','.join(map(str, ks))} ({evaluation.notes[name]})"
 

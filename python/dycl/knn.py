@@ -29,7 +29,7 @@ A list need not contain the item itself (an approximate search may miss it).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,17 @@ BACKENDS: tuple[str, ...] = ("exact", "faiss", "torch")
 FAISS_INDEXES: tuple[str, ...] = ("flat", "ivf", "hnsw")
 DEVICES: tuple[str, ...] = ("cpu", "cuda")
 
+#: Named searches (``dycl-eval --knn``, ``RerankConfig.knn``): ``(backend, params)``.
+_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "exact": ("exact", {}),
+    "faiss": ("faiss", {"index": "flat"}),
+    "faiss-ivf": ("faiss", {"index": "ivf"}),
+    "faiss-hnsw": ("faiss", {"index": "hnsw"}),
+    "torch": ("torch", {"device": "cuda"}),
+    "torch-cpu": ("torch", {"device": "cpu"}),
+}
+PRESETS: tuple[str, ...] = tuple(_PRESETS)
+
 #: ``progress(stage, done, total)`` as in :mod:`dycl.rerank`.
 ProgressCallback = Callable[[str, int, int], object]
 
@@ -50,7 +61,18 @@ _SEARCH_ROWS = 65536
 #: Bytes of one torch similarity block (rows × N float32).
 _TORCH_BLOCK_BYTES = 1 << 28
 
-__all__ = ["BACKENDS", "FAISS_INDEXES", "NeighbourGraph", "neighbours"]
+__all__ = ["BACKENDS", "FAISS_INDEXES", "PRESETS", "JointRows", "NeighbourGraph", "neighbours", "preset"]
+
+
+def preset(name: str, overrides: Mapping[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """``(backend, params)`` of a named search of :data:`PRESETS`, ``overrides`` applied over its params.
+
+    ``"faiss-ivf"`` is ``("faiss", {"index": "ivf"})``; ``preset("faiss-ivf", {"nprobe": 64})`` adds nprobe.
+    """
+    if name not in _PRESETS:
+        raise ValueError(f"knn: unknown neighbour search {name!r}; expected one of {PRESETS}")
+    backend, params = _PRESETS[name]
+    return backend, {**params, **dict(overrides or {})}
 
 
 @dataclass(frozen=True)
@@ -140,22 +162,48 @@ def neighbours(
             raise ValueError(f"params: the exact backend takes none, got {sorted(params)}")
         index, distance, max_distance = _core.neighbour_lists(query, gallery, k, None, progress)
         return NeighbourGraph(index, distance, max_distance, "exact", True, {})
-    joint = normalised_joint(query, gallery)
+    rows = JointRows(query, gallery, _SEARCH_ROWS)
     if backend == "faiss":
-        return _faiss_graph(joint, min(k + 1, n), progress, **params)
-    return _torch_graph(joint, min(k + 1, n), progress, **params)
+        return _faiss_graph(rows, min(k + 1, n), progress, **params)
+    return _torch_graph(rows, min(k + 1, n), progress, **params)
 
 
-def normalised_joint(query: np.ndarray, gallery: np.ndarray, block: int = 65536) -> np.ndarray:
-    """Queries then gallery, rows scaled to unit norm as the core does (norm summed in
-    float64, scale applied in float32; zero rows stay zero), in blocks to bound memory."""
-    joint = np.concatenate([query, gallery]).astype(np.float32, copy=False)
-    for start in range(0, joint.shape[0], block):
-        rows = joint[start:start + block]
-        norm = np.sqrt(np.einsum("ij,ij->i", rows, rows, dtype=np.float64))
-        scale = np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0).astype(np.float32)
-        rows *= scale[:, None]
-    return joint
+class JointRows:
+    """The joint set (queries, then gallery) read in blocks of rows, each L2-normalised as the core
+    does (norm summed in float64, scale applied in float32; zero rows stay zero). No copy of the whole
+    set is made: at a million 512-d items that copy alone would be 2 GB."""
+
+    def __init__(self, query: np.ndarray, gallery: np.ndarray, block: int = _SEARCH_ROWS):
+        self.query, self.gallery, self.block = query, gallery, block
+        self.n, self.dim = query.shape[0] + gallery.shape[0], query.shape[1]
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Normalised float32 copy of joint rows ``start..stop``."""
+        q = self.query.shape[0]
+        parts = [self.query[start:min(stop, q)], self.gallery[max(start - q, 0):max(stop - q, 0)]]
+        return _normalised(np.concatenate([p for p in parts if len(p)]))
+
+    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """``(start, rows)`` for consecutive blocks of :attr:`block` rows."""
+        for start in range(0, self.n, self.block):
+            yield start, self.rows(start, min(start + self.block, self.n))
+
+    def sample(self, count: int, seed: int = 0) -> np.ndarray:
+        """``count`` normalised rows drawn without replacement (all of them if fewer)."""
+        if count >= self.n:
+            return self.rows(0, self.n)
+        picked = np.sort(np.random.default_rng(seed).choice(self.n, count, replace=False))
+        q = self.query.shape[0]
+        return _normalised(np.concatenate([self.query[picked[picked < q]],
+                                           self.gallery[picked[picked >= q] - q]]))
+
+
+def _normalised(rows: np.ndarray) -> np.ndarray:
+    out = rows.astype(np.float32, copy=True)
+    norm = np.sqrt(np.einsum("ij,ij->i", out, out, dtype=np.float64))
+    scale = np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0).astype(np.float32)
+    out *= scale[:, None]
+    return out
 
 
 def _report(progress: ProgressCallback | None, stage: str, done: int, total: int) -> None:
@@ -210,9 +258,9 @@ def _faiss_params(n: int, width: int, params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _faiss_index(faiss: Any, joint: np.ndarray, p: dict[str, Any]) -> Any:
+def _faiss_index(faiss: Any, joint: JointRows, p: dict[str, Any]) -> Any:
     """The trained, filled index of ``p["index"]`` (on the GPU when asked)."""
-    d = joint.shape[1]
+    d = joint.dim
     metric = faiss.METRIC_INNER_PRODUCT
     if p["index"] == "flat":
         index = faiss.IndexFlatIP(d)
@@ -227,17 +275,19 @@ def _faiss_index(faiss: Any, joint: np.ndarray, p: dict[str, Any]) -> Any:
                              "(install faiss-gpu, or use device='cpu')")
         index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
     if p["index"] == "ivf":
-        index.train(joint)
+        # k-means on a sample of 64 points per list (FAISS would subsample the whole set the same way).
+        index.train(joint.sample(min(joint.n, 64 * p["nlist"])))
         index.nprobe = p["nprobe"]
-    index.add(joint)
+    for _, rows in joint.blocks():
+        index.add(rows)
     if p["index"] == "hnsw":
         index.hnsw.efSearch = p["ef_search"]
     return index
 
 
-def _faiss_graph(joint: np.ndarray, width: int, progress: ProgressCallback | None,
+def _faiss_graph(joint: JointRows, width: int, progress: ProgressCallback | None,
                  **params: Any) -> NeighbourGraph:
-    n = joint.shape[0]
+    n = joint.n
     p = _faiss_params(n, width, params)
     faiss = _import_faiss()
     _report(progress, "building the FAISS index", 0, 1)
@@ -246,15 +296,15 @@ def _faiss_graph(joint: np.ndarray, width: int, progress: ProgressCallback | Non
     ids = np.empty((n, width), dtype=np.int64)
     distance = np.empty((n, width), dtype=np.float32)
     max_distance = np.empty(n, dtype=np.float32)
-    for start in range(0, n, _SEARCH_ROWS):
-        rows = joint[start:start + _SEARCH_ROWS]
+    _report(progress, "FAISS search", 0, n)
+    for start, rows in joint.blocks():
+        stop = start + len(rows)
         scores, found = index.search(rows, width)
-        ids[start:start + len(rows)] = found
-        distance[start:start + len(rows)] = 1.0 - scores
+        ids[start:stop], distance[start:stop] = found, 1.0 - scores
         # The farthest item by cosine is the nearest by inner product to the negated vector.
         far, _ = index.search(np.negative(rows), 1)
-        max_distance[start:start + len(rows)] = 1.0 + far[:, 0]
-        _report(progress, "FAISS search", start + len(rows), n)
+        max_distance[start:stop] = 1.0 + far[:, 0]
+        _report(progress, "FAISS search", stop, n)
     if (ids < 0).any():
         knob = "nprobe" if p["index"] == "ivf" else "ef_search"
         raise ValueError(f"{knob}: the FAISS search found fewer than {width} neighbours for "
@@ -265,7 +315,7 @@ def _faiss_graph(joint: np.ndarray, width: int, progress: ProgressCallback | Non
 # --------------------------------------------------------------------------- torch
 
 
-def _torch_graph(joint: np.ndarray, width: int, progress: ProgressCallback | None,
+def _torch_graph(joint: JointRows, width: int, progress: ProgressCallback | None,
                  **params: Any) -> NeighbourGraph:
     known = {"device", "block_rows"}
     if unknown := sorted(set(params) - known):
@@ -274,12 +324,13 @@ def _torch_graph(joint: np.ndarray, width: int, progress: ProgressCallback | Non
     torch = importlib.import_module("torch")
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: CUDA is not available to torch; pass device='cpu' to search on the CPU")
-    n = joint.shape[0]
+    n = joint.n
     block = int_at_least("block_rows", params.get("block_rows", max(1, _TORCH_BLOCK_BYTES // (4 * n))), 1)
-    x = torch.from_numpy(joint).to(device)
+    x = torch.cat([torch.from_numpy(rows).to(device) for _, rows in joint.blocks()])
     ids = np.empty((n, width), dtype=np.int64)
     distance = np.empty((n, width), dtype=np.float32)
     max_distance = np.empty(n, dtype=np.float32)
+    _report(progress, "torch top-k", 0, n)
     with torch.no_grad():
         for start in range(0, n, block):
             sim = x[start:start + block] @ x.T  # (rows, N): one block, never N × N

@@ -12,6 +12,12 @@
 * :func:`msrerank` / :func:`msrerank_embeddings` — multi-scale re-ranking,
   ``variant="paper"`` (Algorithm 1) or ``"reference"`` (the authors' code).
 * :func:`msrerank_ks` — Eq. 6, the neighbourhood size of each scale.
+* :func:`k_reciprocal_graph` / :func:`msrerank_graph` — the embedding entry
+  points with a chosen neighbour search (:mod:`dycl.knn`: exact Rust, FAISS,
+  torch, or a precomputed :class:`~dycl.knn.NeighbourGraph`), returning a
+  :class:`Reranked` that says which search ran and whether it was exact. The
+  ``*_embeddings`` functions take the same ``knn=`` / ``knn_params=`` and
+  return the bare array; ``knn="exact"`` (the default) is the unchanged path.
 
 Distance blocks are read in place, float32 or float64 (nothing is copied
 unless another dtype forces a conversion); NaN or inf raise ``ValueError``
@@ -35,12 +41,15 @@ Semantic notes:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 
 from . import _core
+from . import knn as _knn
 from ._progress import StageProgress
 from ._validate import embedding_pair, int_at_least, positive_ints, relevance_levels
 
@@ -54,11 +63,14 @@ Progress = ProgressCallback | bool | None
 __all__ = [
     "DEFAULT_KS",
     "VARIANTS",
+    "Reranked",
     "check_options",
     "k_reciprocal",
     "k_reciprocal_embeddings",
+    "k_reciprocal_graph",
     "msrerank",
     "msrerank_embeddings",
+    "msrerank_graph",
     "msrerank_ks",
 ]
 
@@ -241,6 +253,8 @@ def k_reciprocal_embeddings(
     lambda_value: float = 0.3,
     *,
     progress: Progress = None,
+    knn: str | _knn.NeighbourGraph = "exact",
+    knn_params: Mapping[str, Any] | None = None,
 ) -> np.ndarray:
     """k-reciprocal re-ranking on cosine distances ``1 − a·b`` of L2-normalised embeddings.
 
@@ -252,10 +266,14 @@ def k_reciprocal_embeddings(
         query_emb: ``(q, d)`` query embeddings (converted to float32).
         gallery_emb: ``(g, d)`` gallery embeddings.
         k1, k2, lambda_value, progress: as in :func:`k_reciprocal`.
+        knn, knn_params: the neighbour search, as in :func:`k_reciprocal_graph`.
 
     Returns:
         ``(q, g)`` float32 re-ranked distances.
     """
+    if not _is_default(knn, knn_params):
+        return k_reciprocal_graph(query_emb, gallery_emb, k1, k2, lambda_value, progress=progress, knn=knn,
+                                  knn_params=knn_params).distances
     query, gallery = _embeddings(query_emb, gallery_emb)
     n = query.shape[0] + gallery.shape[0]
     k1, k2 = _clamped("k1", k1, n), _k2(k2, n)
@@ -314,13 +332,20 @@ def msrerank_embeddings(
     variant: str = "paper",
     *,
     progress: Progress = None,
+    knn: str | _knn.NeighbourGraph = "exact",
+    knn_params: Mapping[str, Any] | None = None,
 ) -> np.ndarray:
     """:func:`msrerank` on cosine distances of embeddings, with ``N·k`` memory.
+
+    ``knn`` / ``knn_params`` choose the neighbour search, as in :func:`k_reciprocal_graph`.
 
     Returns:
         ``(q, g)`` float32 distances, those of :func:`msrerank` fed with
         ``1 − a·b`` of the L2-normalised embeddings.
     """
+    if not _is_default(knn, knn_params):
+        return msrerank_graph(query_emb, gallery_emb, ks, k2, lambda_value, variant, progress=progress,
+                              knn=knn, knn_params=knn_params).distances
     query, gallery = _embeddings(query_emb, gallery_emb)
     n = query.shape[0] + gallery.shape[0]
     ks_list = [min(k, n - 1) for k in _ks(ks)]
@@ -335,6 +360,106 @@ def msrerank_embeddings(
         _variant(variant),
         progress=progress,
     )
+
+
+@dataclass(frozen=True)
+class Reranked:
+    """Re-ranked distances and the neighbour search they started from.
+
+    Attributes:
+        distances: ``(q, g)`` float32 re-ranked distances.
+        backend: the search (``"exact"``, ``"faiss"``, ``"torch"``, or a precomputed graph's name).
+        exact: whether its neighbour lists were exact (up to float rounding).
+        params: the search's parameters (FAISS index, nlist, device…).
+    """
+
+    distances: np.ndarray
+    backend: str
+    exact: bool
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def _is_default(knn: object, knn_params: Mapping[str, Any] | None) -> bool:
+    return isinstance(knn, str) and knn == "exact" and not knn_params
+
+
+def _graph(query: np.ndarray, gallery: np.ndarray, width: int, knn: object,
+           knn_params: Mapping[str, Any] | None, progress: Progress) -> _knn.NeighbourGraph:
+    """The neighbour graph to re-rank with: the caller's, or one searched now with ``width`` columns."""
+    if isinstance(knn, _knn.NeighbourGraph):
+        if knn_params:
+            raise ValueError("knn_params: a precomputed NeighbourGraph takes no search parameters")
+        return knn
+    if not isinstance(knn, str):
+        raise ValueError(f"knn: expected a backend or preset name {_knn.PRESETS} or a NeighbourGraph, "
+                         f"got {type(knn).__name__}")
+    backend, params = _knn.preset(knn, knn_params)
+    callback = progress if callable(progress) else None
+    return _knn.neighbours(query, gallery, width - 1, backend, progress=callback, **params)
+
+
+def k_reciprocal_graph(
+    query_emb: object,
+    gallery_emb: object,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    *,
+    progress: Progress = None,
+    knn: str | _knn.NeighbourGraph = "exact",
+    knn_params: Mapping[str, Any] | None = None,
+) -> Reranked:
+    """:func:`k_reciprocal_embeddings` with a chosen neighbour search, and what that search was.
+
+    Args:
+        query_emb, gallery_emb, k1, k2, lambda_value, progress: as in :func:`k_reciprocal_embeddings`.
+        knn: a backend or preset of :mod:`dycl.knn` (``"exact"``, ``"faiss"``, ``"faiss-ivf"``,
+            ``"faiss-hnsw"``, ``"torch"``, ``"torch-cpu"``), or a precomputed
+            :class:`~dycl.knn.NeighbourGraph` of the joint set (queries then gallery) with at least
+            ``min(max(k1 + 1, k2), N)`` neighbours per item.
+        knn_params: options of the search (e.g. ``{"nprobe": 64}``), over the preset's.
+
+    Returns:
+        A :class:`Reranked`. With ``knn="exact"`` its distances equal :func:`k_reciprocal_embeddings`'s.
+    """
+    query, gallery = _embeddings(query_emb, gallery_emb)
+    n = query.shape[0] + gallery.shape[0]
+    k1, k2, lam = _clamped("k1", k1, n), _k2(k2, n), _lambda(lambda_value)
+    if _is_default(knn, knn_params):  # the core's own lists: one call, the historical path
+        distances = _call_core(_core.k_reciprocal_embeddings, query, gallery, k1, k2, lam, progress=progress)
+        return Reranked(distances, "exact", True, {})
+    graph = _graph(query, gallery, min(max(k1 + 1, k2), n), knn, knn_params, progress)
+    distances = _call_core(_core.k_reciprocal_neighbours, query, gallery, graph.index, graph.distance,
+                           graph.max_distance, k1, k2, lam, progress=progress)
+    return Reranked(distances, graph.backend, graph.exact, graph.params)
+
+
+def msrerank_graph(
+    query_emb: object,
+    gallery_emb: object,
+    ks: Sequence[int] = DEFAULT_KS,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    variant: str = "paper",
+    *,
+    progress: Progress = None,
+    knn: str | _knn.NeighbourGraph = "exact",
+    knn_params: Mapping[str, Any] | None = None,
+) -> Reranked:
+    """:func:`msrerank_embeddings` with a chosen neighbour search (see :func:`k_reciprocal_graph`);
+    a precomputed graph needs ``min(max(max(ks) + 1, k2), N)`` neighbours per item."""
+    query, gallery = _embeddings(query_emb, gallery_emb)
+    n = query.shape[0] + gallery.shape[0]
+    ks_list = [min(k, n - 1) for k in _ks(ks)]
+    k2, lam, var = _k2(k2, n), _lambda(lambda_value), _variant(variant)
+    if _is_default(knn, knn_params):
+        distances = _call_core(_core.msrerank_embeddings, query, gallery, ks_list, k2, lam, var,
+                               progress=progress)
+        return Reranked(distances, "exact", True, {})
+    graph = _graph(query, gallery, min(max(max(ks_list) + 1, k2), n), knn, knn_params, progress)
+    distances = _call_core(_core.msrerank_neighbours, query, gallery, graph.index, graph.distance,
+                           graph.max_distance, ks_list, k2, lam, var, progress=progress)
+    return Reranked(distances, graph.backend, graph.exact, graph.params)
 
 
 def msrerank_ks(

@@ -35,8 +35,10 @@ import numpy as np
 
 from ._files import atomic_open
 from .geo import DEFAULT_THRESHOLDS, validate_thresholds
+from .knn import PRESETS as KNN_SEARCHES
+from .knn import preset as knn_preset
 from .metrics import DEFAULT_RECALL_AT, evaluate, evaluate_embeddings
-from .rerank import check_options, k_reciprocal_embeddings, msrerank_embeddings, msrerank_ks
+from .rerank import Reranked, check_options, k_reciprocal_graph, msrerank_graph, msrerank_ks
 from .spatial_metrics import spatial_scores
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -248,10 +250,16 @@ class RerankConfig:
     k2: int = 6
     lambda_value: float = 0.3
     ks_from: str = "drone"
+    #: The neighbour search (a :data:`dycl.knn.PRESETS` name) and options over the preset's, as pairs.
+    knn: str = "exact"
+    knn_params: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         if self.method not in RERANK_METHODS:
             raise ValueError(f"rerank: expected one of {', '.join(RERANK_METHODS)}, got {self.method!r}")
+        pairs = self.knn_params.items() if isinstance(self.knn_params, Mapping) else self.knn_params
+        object.__setattr__(self, "knn_params", tuple((str(k), v) for k, v in pairs))
+        knn_preset(self.knn, dict(self.knn_params))  # an unknown name fails now, not after embedding
         if self.ks_from not in KS_SOURCES:
             raise ValueError(f"ks_from: expected one of {', '.join(KS_SOURCES)}, got {self.ks_from!r}")
         check_options(self.k1, self.k2, self.lambda_value, self.ks, self.variant)
@@ -261,6 +269,9 @@ class RerankConfig:
         if self.method == "none":
             return "none (cosine distance)"
         common = f"k2 {self.k2}, lambda {self.lambda_value:g}"
+        if self.knn != "exact" or self.knn_params:
+            options = "".join(f", {k}={v}" for k, v in self.knn_params)
+            common += f", knn {self.knn}{options}"
         if self.method == "k-reciprocal":
             return f"k-reciprocal (k1 {self.k1}, {common})"
         used = ks if ks is not None else self.ks
@@ -318,16 +329,31 @@ def rerank_task(
     Uses the embedding entry points of :mod:`dycl.rerank` (no N×N matrix).
     ``ks`` (MSRerank) defaults to ``config.ks``.
     """
+    result = rerank_task_result(task, config, ks, progress)
+    return None if result is None else result.distances
+
+
+def rerank_task_result(
+    task: RetrievalTask, config: RerankConfig, ks: Sequence[int] | None = None, progress: bool = True
+) -> Reranked | None:
+    """:func:`rerank_task` with the neighbour search it used (``config.knn``): backend and exactness."""
     if config.method == "none":
         return None
+    knn = {"knn": config.knn, "knn_params": dict(config.knn_params), "progress": progress}
     if config.method == "k-reciprocal":
-        return k_reciprocal_embeddings(task.query, task.gallery, config.k1, config.k2, config.lambda_value,
-                                       progress=progress)
+        return k_reciprocal_graph(task.query, task.gallery, config.k1, config.k2, config.lambda_value, **knn)
     used = ks if ks is not None else config.ks
     if used is None:
         raise ValueError("ks: MSRerank needs ks (see eq6_ks)")
-    return msrerank_embeddings(task.query, task.gallery, tuple(used), config.k2, config.lambda_value,
-                               config.variant, progress=progress)
+    return msrerank_graph(task.query, task.gallery, tuple(used), config.k2, config.lambda_value,
+                          config.variant, **knn)
+
+
+def describe_knn(result: Reranked) -> str:
+    """One line for result files, e.g. ``faiss (index=ivf, nlist=400, nprobe=32), approximate``."""
+    options = ", ".join(f"{k}={v}" for k, v in result.params.items())
+    kind = "exact" if result.exact else "approximate"
+    return f"{result.backend}" + (f" ({options})" if options else "") + f", {kind}"
 
 
 @dataclass
@@ -337,7 +363,8 @@ class Evaluation:
     ``results`` holds the metrics with the chosen re-ranking, ``baseline`` those
     on plain cosine distances (the same object as ``results`` without
     re-ranking), ``distances`` the re-ranked ``(q, g)`` distances (None without
-    re-ranking), ``ks`` the MSRerank sizes used and ``notes`` where they came from.
+    re-ranking), ``ks`` the MSRerank sizes used and ``notes`` where they came from,
+    ``knn`` each re-ranked task's neighbour search (:func:`describe_knn`).
     """
 
     results: dict[str, dict[str, float]]
@@ -347,6 +374,7 @@ class Evaluation:
     ks: dict[str, tuple[int, ...]] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    knn: dict[str, str] = field(default_factory=dict)
 
 
 def evaluate_tasks(
@@ -381,10 +409,12 @@ def evaluate_tasks(
             ks, out.notes[name] = given or eq6_ks(task, train_split, ks_from=rerank.ks_from)
             out.ks[name] = tuple(ks)
         start = time.perf_counter()
-        distances = out.distances[name] = rerank_task(task, rerank, ks, progress=progress)
-        if distances is None:
+        reranked = rerank_task_result(task, rerank, ks, progress=progress)
+        distances = out.distances[name] = None if reranked is None else reranked.distances
+        if reranked is None:
             out.results[name] = out.baseline[name]
             continue
+        out.knn[name] = describe_knn(reranked)
         out.seconds[f"{name}: re-ranking"] = time.perf_counter() - start
         start = time.perf_counter()
         out.results[name] = score_task(task, distances, recall_at, geo_metrics=True)
@@ -396,8 +426,9 @@ def evaluate_tasks(
 
 
 __all__ = [
-    "KS_SOURCES", "RERANK_METHODS", "TASKS", "TASK_FILES", "Evaluation", "RerankConfig",
+    "KNN_SEARCHES", "KS_SOURCES", "RERANK_METHODS", "TASKS", "TASK_FILES", "Evaluation", "RerankConfig",
     "RetrievalTask", "eq6_ks", "evaluate_tasks", "random_embedding_baseline",
-    "rerank_task", "save_task_embeddings", "score_task", "score_tasks", "task_slug",
+    "describe_knn", "rerank_task", "rerank_task_result", "save_task_embeddings", "score_task", "score_tasks",
+    "task_slug",
     "tasks_from_split",
 ]

@@ -40,7 +40,11 @@ def _ks_option(text: str) -> tuple[int, ...] | None:
 
 def _build_eval_parser() -> argparse.ArgumentParser:
     from ..rerank import VARIANTS
-    from ..tasks import KS_SOURCES, RERANK_METHODS  # no torch import: scoring embeddings files needs none
+    from ..tasks import (  # no torch import: scoring embeddings files needs none
+        KNN_SEARCHES,
+        KS_SOURCES,
+        RERANK_METHODS,
+    )
 
     p = argparse.ArgumentParser(
         prog="dycl-eval",
@@ -98,6 +102,18 @@ def _build_eval_parser() -> argparse.ArgumentParser:
     rr.add_argument("--k2", type=int, default=6, metavar="K", help="query expansion size (default 6)")
     rr.add_argument("--lambda", dest="lambda_value", type=float, default=0.3, metavar="L",
                     help="weight of the original distance (default 0.3)")
+    rr.add_argument("--knn", choices=KNN_SEARCHES, default="exact",
+                    help="how re-ranking finds each item's nearest neighbours: exact (default; the Rust "
+                         "core, results as always), faiss (FAISS flat index: exact up to float rounding), "
+                         "faiss-ivf / faiss-hnsw (approximate, for galleries of millions; tune with "
+                         "--knn-param), torch (exact top-k on CUDA), torch-cpu. FAISS needs "
+                         "pip install dycl[faiss]. The result files record the search and whether it was "
+                         "exact")
+    rr.add_argument("--knn-param", dest="knn_params", action="append", type=_knn_param, default=[],
+                    metavar="KEY=VALUE",
+                    help="an option of the --knn search, repeatable: nlist, nprobe (faiss-ivf), M, "
+                         "ef_search, ef_construction (faiss-hnsw), device=cpu|cuda (faiss, torch), "
+                         "block_rows (torch); e.g. --knn faiss-ivf --knn-param nprobe=64")
 
     out = p.add_argument_group("output")
     out.add_argument("--recall-at", type=int, nargs="+", default=[1, 5, 10], metavar="K",
@@ -124,9 +140,17 @@ def _build_eval_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _knn_param(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` of ``--knn-param``; integer values become ints."""
+    key, sep, value = text.partition("=")
+    if not sep or not key or not value:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. nprobe=64), got {text!r}")
+    return key, int(value) if value.lstrip("-").isdigit() else value
+
+
 #: dycl-eval flags whose names differ from the engine's argument names (the others: ``_`` -> ``-``).
 _EVAL_FLAGS = {"lambda_value": "--lambda", "variant": "--msrerank-variant",
-               "msrerank_variant": "--msrerank-variant"}
+               "msrerank_variant": "--msrerank-variant", "knn_params": "--knn-param", "params": "--knn-param"}
 
 
 def _run_eval(args: argparse.Namespace) -> int:
@@ -140,7 +164,8 @@ def _run_eval(args: argparse.Namespace) -> int:
         raise CLIError("--labels/--out: only used with --compare")
     with flag_errors(_EVAL_FLAGS):
         rerank = RerankConfig(method=args.rerank, variant=args.msrerank_variant, ks=args.ks, k1=args.k1,
-                              k2=args.k2, lambda_value=args.lambda_value, ks_from=args.ks_from)
+                              k2=args.k2, lambda_value=args.lambda_value, ks_from=args.ks_from,
+                              knn=args.knn, knn_params=tuple(args.knn_params))
         options = EvalOptions(
             checkpoint=args.checkpoint, embeddings=args.embeddings, data_dir=args.data_dir,
             dataset_format=args.dataset_format, split=args.split, backbone=args.backbone,

@@ -205,3 +205,108 @@ fn sorted_row(
     keys.sort_unstable();
     max
 }
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{Array1, Array2};
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+
+    use super::super::{
+        k_reciprocal_embeddings, k_reciprocal_neighbours, msrerank_embeddings, msrerank_neighbours,
+        neighbour_lists, Variant,
+    };
+    use super::*;
+
+    fn clustered(rng: &mut StdRng, n: usize, dim: usize) -> Array2<f32> {
+        let centres = Array2::from_shape_fn((7, dim), |_| rng.random::<f32>() - 0.5);
+        Array2::from_shape_fn((n, dim), |(i, j)| {
+            centres[[i % 7, j]] + 0.3 * (rng.random::<f32>() - 0.5)
+        })
+    }
+
+    /// The core's exact lists of all rows, as owned arrays, columns reversed
+    /// (so that re-sorting is needed).
+    fn reversed_lists(
+        x: &Array2<f32>,
+        q: usize,
+        k: usize,
+    ) -> (Array2<i64>, Array2<f32>, Array1<f32>) {
+        let (qv, gv) = (x.slice(ndarray::s![..q, ..]), x.slice(ndarray::s![q.., ..]));
+        let lists = neighbour_lists(qv, gv, k, None, None).unwrap();
+        let (n, len) = (lists.max_distance.len(), lists.lists.len);
+        let index = Array2::from_shape_fn((n, len), |(i, c)| {
+            lists.lists.index[i * len + len - 1 - c] as i64
+        });
+        let dist = Array2::from_shape_fn((n, len), |(i, c)| lists.distance[i * len + len - 1 - c]);
+        (index, dist, Array1::from_vec(lists.max_distance))
+    }
+
+    #[test]
+    fn given_exact_lists_reproduce_the_embedding_entry_points() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let x = clustered(&mut rng, 260, 12);
+        let q = 40;
+        let (index, dist, max) = reversed_lists(&x, q, 35);
+        let given = GivenNeighbours {
+            index: index.view(),
+            distance: dist.view(),
+            max_distance: max.view(),
+        };
+        let (qv, gv) = (x.slice(ndarray::s![..q, ..]), x.slice(ndarray::s![q.., ..]));
+        let expected = k_reciprocal_embeddings(qv, gv, 20, 6, 0.3, None).unwrap();
+        let got = k_reciprocal_neighbours(qv, gv, &given, 20, 6, 0.3, None).unwrap();
+        assert_eq!(got, expected);
+        let ks = [4, 11, 34];
+        let expected = msrerank_embeddings(qv, gv, &ks, 6, 0.3, Variant::Reference, None).unwrap();
+        let got =
+            msrerank_neighbours(qv, gv, &given, &ks, 6, 0.3, Variant::Reference, None).unwrap();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn bad_lists_are_errors_naming_the_argument() {
+        let mut rng = StdRng::seed_from_u64(12);
+        let x = clustered(&mut rng, 50, 6);
+        let (index, dist, max) = reversed_lists(&x, 10, 5);
+        let check = |index: &Array2<i64>, dist: &Array2<f32>, max: &Array1<f32>, arg: &str| {
+            let given = GivenNeighbours {
+                index: index.view(),
+                distance: dist.view(),
+                max_distance: max.view(),
+            };
+            let err = NeighbourLists::from_given(&given, 50, 6, &Tracker::default())
+                .err()
+                .expect("an error");
+            assert!(err.to_string().starts_with(arg), "{err} should name {arg}");
+        };
+        let mut bad = index.clone();
+        bad[[2, 1]] = 50;
+        check(&bad, &dist, &max, "index");
+        bad[[2, 1]] = bad[[2, 0]];
+        check(&bad, &dist, &max, "index");
+        let mut bad = dist.clone();
+        bad[[4, 4]] = f32::NAN;
+        check(&index, &bad, &max, "distance");
+        bad[[4, 4]] = 3.0;
+        check(&index, &bad, &max, "distance");
+        let mut bad = max.clone();
+        bad[0] = f32::INFINITY;
+        check(&index, &dist, &bad, "max_distance");
+        check(
+            &index,
+            &dist,
+            &max.slice(ndarray::s![1..]).to_owned(),
+            "max_distance",
+        );
+        let given = GivenNeighbours {
+            index: index.view(),
+            distance: dist.view(),
+            max_distance: max.view(),
+        };
+        let err = NeighbourLists::from_given(&given, 50, 7, &Tracker::default())
+            .err()
+            .expect("an error");
+        assert!(err.to_string().starts_with("index"), "{err}");
+    }
+}

@@ -280,41 +280,10 @@ fn select_rows(
             "must keep at least one neighbour per item",
         ));
     }
-    let (count, len, tile) = (rows.len(), len.min(n), tile.max(1));
-    let mut index = try_zeroed::<u32>(ensure_fits::<u32>(&[count, len], LISTS)?, LISTS)?;
-    let mut dist = try_zeroed::<f32>(count * len, LISTS)?;
-    let mut row_max = try_zeroed::<f32>(count, LISTS)?;
-    let extra = if unsquared {
-        (count * len, count)
-    } else {
-        (0, 0)
-    };
-    let mut cosine = (
-        try_zeroed::<f32>(extra.0, LISTS)?,
-        try_zeroed::<f32>(extra.1, LISTS)?,
-    );
+    let (len, tile) = (len.min(n), tile.max(1));
+    let mut selected = Selected::zeroed(n, rows.len(), len, unsquared)?;
     let tile_cells = ensure_fits::<f32>(&[tile, n], TILES)?;
-    let mut cos_chunks = cosine
-        .0
-        .chunks_mut(tile * len)
-        .zip(cosine.1.chunks_mut(tile));
-    let mut outs = try_capacity::<TileOut>(count.div_ceil(tile), LISTS)?;
-    for (t, ((index, dist), maxes)) in index
-        .chunks_mut(tile * len)
-        .zip(dist.chunks_mut(tile * len))
-        .zip(row_max.chunks_mut(tile))
-        .enumerate()
-    {
-        let cosine = if unsquared { cos_chunks.next() } else { None };
-        let first_row = rows.start + t * tile;
-        outs.push(TileOut {
-            first_row,
-            index,
-            dist,
-            maxes,
-            cosine,
-        });
-    }
+    let outs = selected.tiles(rows.start, tile)?;
     let bad = AtomicBool::new(false);
     let scratch_error = FirstError::default();
     outs.into_par_iter().for_each_init(
@@ -339,18 +308,69 @@ fn select_rows(
         },
     );
     scratch_error.into_result()?;
-    let lists = NeighbourLists {
-        n,
-        len,
-        index,
-        dist,
-        row_max,
-    };
-    Ok(Selected {
-        lists,
-        cosine,
-        non_finite: bad.into_inner(),
-    })
+    selected.non_finite = bad.into_inner();
+    Ok(selected)
+}
+
+impl Selected {
+    /// Zeroed outputs for `count` rows of `len` entries (and their unsquared values if asked).
+    fn zeroed(n: usize, count: usize, len: usize, unsquared: bool) -> Result<Self> {
+        let index = try_zeroed::<u32>(ensure_fits::<u32>(&[count, len], LISTS)?, LISTS)?;
+        let dist = try_zeroed::<f32>(count * len, LISTS)?;
+        let row_max = try_zeroed::<f32>(count, LISTS)?;
+        let (cells, maxes) = if unsquared {
+            (count * len, count)
+        } else {
+            (0, 0)
+        };
+        let cosine = (
+            try_zeroed::<f32>(cells, LISTS)?,
+            try_zeroed::<f32>(maxes, LISTS)?,
+        );
+        let lists = NeighbourLists {
+            n,
+            len,
+            index,
+            dist,
+            row_max,
+        };
+        Ok(Selected {
+            lists,
+            cosine,
+            non_finite: false,
+        })
+    }
+
+    /// The outputs cut into tiles of `tile` rows, the first being item `first_row`.
+    fn tiles(&mut self, first_row: usize, tile: usize) -> Result<Vec<TileOut<'_>>> {
+        let len = self.lists.len;
+        let lists = &mut self.lists;
+        let unsquared = !self.cosine.1.is_empty();
+        let mut cos_chunks = self
+            .cosine
+            .0
+            .chunks_mut(tile * len)
+            .zip(self.cosine.1.chunks_mut(tile));
+        let mut outs = try_capacity::<TileOut>(lists.row_max.len().div_ceil(tile), LISTS)?;
+        for (t, ((index, dist), maxes)) in lists
+            .index
+            .chunks_mut(tile * len)
+            .zip(lists.dist.chunks_mut(tile * len))
+            .zip(lists.row_max.chunks_mut(tile))
+            .enumerate()
+        {
+            let cosine = if unsquared { cos_chunks.next() } else { None };
+            let first_row = first_row + t * tile;
+            outs.push(TileOut {
+                first_row,
+                index,
+                dist,
+                maxes,
+                cosine,
+            });
+        }
+        Ok(outs)
+    }
 }
 
 /// Fill one tile, normalise its rows and keep their top `len`; false if a
