@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dycl import _core, scale
+from dycl import scale
 from dycl.knn import NeighbourGraph, neighbours
-from dycl.rerank import k_reciprocal_embeddings, msrerank_embeddings
+from dycl.rerank import k_reciprocal_embeddings, k_reciprocal_graph, msrerank_embeddings
 
 distributed = pytest.importorskip("dask.distributed")
 
@@ -70,12 +70,12 @@ def test_dask_graph_is_the_exact_graph_and_reranks_identically(client, monkeypat
     assert_same_graph(got, expected)
 
     # Re-ranking from the Dask graph: the one-process re-ranked distances, exactly.
-    kr = _core.k_reciprocal_neighbours(q, g, got.index, got.distance, got.max_distance, k1, k2, 0.3, None)
-    np.testing.assert_array_equal(kr, k_reciprocal_embeddings(q, g, k1, k2, 0.3))
+    reranked = k_reciprocal_graph(q, g, k1, k2, 0.3, knn=got)
+    assert (reranked.backend, reranked.exact) == ("dask", True)
+    np.testing.assert_array_equal(reranked.distances, k_reciprocal_embeddings(q, g, k1, k2, 0.3))
     for variant in ("paper", "reference"):
-        ms = _core.msrerank_neighbours(q, g, got.index, got.distance, got.max_distance, list(ks), k2, 0.3,
-                                       variant, None)
-        np.testing.assert_array_equal(ms, msrerank_embeddings(q, g, ks, k2, 0.3, variant))
+        np.testing.assert_array_equal(msrerank_embeddings(q, g, ks, k2, 0.3, variant, knn=got),
+                                      msrerank_embeddings(q, g, ks, k2, 0.3, variant))
 
     # No client: the default one (the fixture's), with blocks sized for its 2 workers.
     default = scale.neighbour_graph(q, g, 4)
