@@ -22,6 +22,11 @@ embeddings are saved in x/metrics.embeddings/ (or --save-embeddings DIR), so
 that other re-ranking options can be scored with --embeddings, without the
 network; two evaluations into one folder never share it. --output
 metrics.json also writes metrics.md and metrics.csv.
+
+Under torchrun (torchrun --nproc-per-node 4 -m dycl eval --checkpoint ... --output
+x/metrics.json) each process embeds a shard of the images into
+x/metrics.embeddings/shards/ and process 0 merges them (the one-process result);
+run again after a crash, finished shards are kept. See docs/scale.md.
 """
 
 
