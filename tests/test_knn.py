@@ -255,6 +255,10 @@ def test_rerank_config_and_dycl_eval_record_the_search(tmp_path, capsys):
         RerankConfig(method="k-reciprocal", knn="nope")
     assert "knn faiss-ivf, nprobe=8" in RerankConfig(method="k-reciprocal", knn="faiss-ivf",
                                                      knn_params={"nprobe": 8}).describe()
+    with pytest.raises(ValueError, match="^nprobe: expected an integer >= 1"):
+        RerankConfig(method="k-reciprocal", knn="faiss-ivf", knn_params={"nprobe": 0})
+    with pytest.raises(ValueError, match="^params: unknown torch option"):
+        RerankConfig(method="msrerank", knn="torch", knn_params={"nprobe": 3})
     rng = np.random.default_rng(9)
     x, labels = clustered(rng, 72, dim=24, clusters=12)
     coords = np.column_stack([30.0 + rng.uniform(0, 0.006, 12), 120.0 + rng.uniform(0, 0.006, 12)])
@@ -279,6 +283,12 @@ def test_rerank_config_and_dycl_eval_record_the_search(tmp_path, capsys):
                       "faiss-ivf", "--knn-param", "nlist=1000"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("dycl-eval: error: nlist: 1000 inverted lists"), err
+    cases = ((["--rerank", "k-reciprocal", "--knn", "faiss-ivf", "--knn-param", "nprobe=0"],
+              "--knn-param nprobe: expected"),
+             (["--knn", "faiss"], "--knn/--knn-param: only used with --rerank"))
+    for options, message in cases:
+        assert eval_main(["--embeddings", str(path), "--no-progress", *options]) == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"dycl-eval: error: {message}")
     with pytest.raises(SystemExit):
         eval_main(["--help"])
     assert "faiss-ivf" in capsys.readouterr().out

@@ -61,7 +61,9 @@ _SEARCH_ROWS = 65536
 #: Bytes of one torch similarity block (rows × N float32).
 _TORCH_BLOCK_BYTES = 1 << 28
 
-__all__ = ["BACKENDS", "FAISS_INDEXES", "PRESETS", "JointRows", "NeighbourGraph", "neighbours", "preset"]
+__all__ = ["BACKENDS", "FAISS_INDEXES", "PRESETS", "JointRows", "NeighbourGraph", "check_search", "graph_for",
+           "neighbours",
+           "preset"]
 
 
 def preset(name: str, overrides: Mapping[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
@@ -166,6 +168,34 @@ def neighbours(
     if backend == "faiss":
         return _faiss_graph(rows, min(k + 1, n), progress, **params)
     return _torch_graph(rows, min(k + 1, n), progress, **params)
+
+
+def graph_for(query_emb: object, gallery_emb: object, width: int, knn: object,
+              knn_params: Mapping[str, Any] | None = None,
+              progress: ProgressCallback | None = None) -> NeighbourGraph:
+    """The graph a re-ranking needing ``width`` neighbours per item starts from: ``knn`` itself when it
+    is a :class:`NeighbourGraph` (the core checks its shape), else a search by the preset ``knn``."""
+    if isinstance(knn, NeighbourGraph):
+        if knn_params:
+            raise ValueError("knn_params: a precomputed NeighbourGraph takes no search parameters")
+        return knn
+    if not isinstance(knn, str):
+        raise ValueError(f"knn: expected a backend or preset name {PRESETS} or a NeighbourGraph, "
+                         f"got {type(knn).__name__}")
+    backend, params = preset(knn, knn_params)
+    return neighbours(query_emb, gallery_emb, width - 1, backend, progress=progress, **params)
+
+
+def check_search(name: str, params: Mapping[str, Any] | None = None) -> None:
+    """Check a preset and its options before any data exists (what needs ``N``, such as
+    ``nlist <= N``, is checked by :func:`neighbours`); raises ``ValueError`` naming the option."""
+    backend, merged = preset(name, params)
+    if backend == "exact" and merged:
+        raise ValueError(f"params: the exact backend takes none, got {sorted(merged)}")
+    if backend == "faiss":
+        _faiss_params(2**62, 2, merged)
+    elif backend == "torch":
+        _torch_params(2**20, merged)
 
 
 class JointRows:
@@ -302,8 +332,9 @@ def _faiss_graph(joint: JointRows, width: int, progress: ProgressCallback | None
         scores, found = index.search(rows, width)
         ids[start:stop], distance[start:stop] = found, 1.0 - scores
         # The farthest item by cosine is the nearest by inner product to the negated vector.
-        far, _ = index.search(np.negative(rows), 1)
-        max_distance[start:stop] = 1.0 + far[:, 0]
+        far, far_id = index.search(np.negative(rows), 1)
+        # Nothing found (empty probed lists): 0, so the core falls back to the largest listed distance.
+        max_distance[start:stop] = np.where(far_id[:, 0] >= 0, 1.0 + far[:, 0], 0.0)
         _report(progress, "FAISS search", stop, n)
     if (ids < 0).any():
         knob = "nprobe" if p["index"] == "ivf" else "ef_search"
@@ -315,17 +346,23 @@ def _faiss_graph(joint: JointRows, width: int, progress: ProgressCallback | None
 # --------------------------------------------------------------------------- torch
 
 
-def _torch_graph(joint: JointRows, width: int, progress: ProgressCallback | None,
-                 **params: Any) -> NeighbourGraph:
+def _torch_params(n: int, params: dict[str, Any]) -> tuple[str, int]:
+    """``(device, block_rows)`` of the torch search, checked."""
     known = {"device", "block_rows"}
     if unknown := sorted(set(params) - known):
         raise ValueError(f"params: unknown torch option(s) {unknown}; expected some of {sorted(known)}")
     device = _device(params.get("device"), "cuda")
+    block = int_at_least("block_rows", params.get("block_rows", max(1, _TORCH_BLOCK_BYTES // (4 * n))), 1)
+    return device, block
+
+
+def _torch_graph(joint: JointRows, width: int, progress: ProgressCallback | None,
+                 **params: Any) -> NeighbourGraph:
+    n = joint.n
+    device, block = _torch_params(n, params)
     torch = importlib.import_module("torch")
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: CUDA is not available to torch; pass device='cpu' to search on the CPU")
-    n = joint.n
-    block = int_at_least("block_rows", params.get("block_rows", max(1, _TORCH_BLOCK_BYTES // (4 * n))), 1)
     x = torch.cat([torch.from_numpy(rows).to(device) for _, rows in joint.blocks()])
     ids = np.empty((n, width), dtype=np.int64)
     distance = np.empty((n, width), dtype=np.float32)

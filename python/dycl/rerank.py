@@ -383,21 +383,6 @@ def _is_default(knn: object, knn_params: Mapping[str, Any] | None) -> bool:
     return isinstance(knn, str) and knn == "exact" and not knn_params
 
 
-def _graph(query: np.ndarray, gallery: np.ndarray, width: int, knn: object,
-           knn_params: Mapping[str, Any] | None, progress: Progress) -> _knn.NeighbourGraph:
-    """The neighbour graph to re-rank with: the caller's, or one searched now with ``width`` columns."""
-    if isinstance(knn, _knn.NeighbourGraph):
-        if knn_params:
-            raise ValueError("knn_params: a precomputed NeighbourGraph takes no search parameters")
-        return knn
-    if not isinstance(knn, str):
-        raise ValueError(f"knn: expected a backend or preset name {_knn.PRESETS} or a NeighbourGraph, "
-                         f"got {type(knn).__name__}")
-    backend, params = _knn.preset(knn, knn_params)
-    callback = progress if callable(progress) else None
-    return _knn.neighbours(query, gallery, width - 1, backend, progress=callback, **params)
-
-
 def k_reciprocal_graph(
     query_emb: object,
     gallery_emb: object,
@@ -428,7 +413,8 @@ def k_reciprocal_graph(
     if _is_default(knn, knn_params):  # the core's own lists: one call, the historical path
         distances = _call_core(_core.k_reciprocal_embeddings, query, gallery, k1, k2, lam, progress=progress)
         return Reranked(distances, "exact", True, {})
-    graph = _graph(query, gallery, min(max(k1 + 1, k2), n), knn, knn_params, progress)
+    callback = progress if callable(progress) else None
+    graph = _knn.graph_for(query, gallery, min(max(k1 + 1, k2), n), knn, knn_params, callback)
     distances = _call_core(_core.k_reciprocal_neighbours, query, gallery, graph.index, graph.distance,
                            graph.max_distance, k1, k2, lam, progress=progress)
     return Reranked(distances, graph.backend, graph.exact, graph.params)
@@ -456,7 +442,8 @@ def msrerank_graph(
         distances = _call_core(_core.msrerank_embeddings, query, gallery, ks_list, k2, lam, var,
                                progress=progress)
         return Reranked(distances, "exact", True, {})
-    graph = _graph(query, gallery, min(max(max(ks_list) + 1, k2), n), knn, knn_params, progress)
+    callback = progress if callable(progress) else None
+    graph = _knn.graph_for(query, gallery, min(max(max(ks_list) + 1, k2), n), knn, knn_params, callback)
     distances = _call_core(_core.msrerank_neighbours, query, gallery, graph.index, graph.distance,
                            graph.max_distance, ks_list, k2, lam, var, progress=progress)
     return Reranked(distances, graph.backend, graph.exact, graph.params)

@@ -36,7 +36,7 @@ import numpy as np
 from ._files import atomic_open
 from .geo import DEFAULT_THRESHOLDS, validate_thresholds
 from .knn import PRESETS as KNN_SEARCHES
-from .knn import preset as knn_preset
+from .knn import check_search
 from .metrics import DEFAULT_RECALL_AT, evaluate, evaluate_embeddings
 from .rerank import Reranked, check_options, k_reciprocal_graph, msrerank_graph, msrerank_ks
 from .spatial_metrics import spatial_scores
@@ -259,7 +259,7 @@ class RerankConfig:
             raise ValueError(f"rerank: expected one of {', '.join(RERANK_METHODS)}, got {self.method!r}")
         pairs = self.knn_params.items() if isinstance(self.knn_params, Mapping) else self.knn_params
         object.__setattr__(self, "knn_params", tuple((str(k), v) for k, v in pairs))
-        knn_preset(self.knn, dict(self.knn_params))  # an unknown name fails now, not after embedding
+        check_search(self.knn, dict(self.knn_params))  # a bad search fails now, not after embedding
         if self.ks_from not in KS_SOURCES:
             raise ValueError(f"ks_from: expected one of {', '.join(KS_SOURCES)}, got {self.ks_from!r}")
         check_options(self.k1, self.k2, self.lambda_value, self.ks, self.variant)

@@ -155,7 +155,9 @@ def _knn_param(text: str) -> tuple[str, object]:
 
 #: dycl-eval flags whose names differ from the engine's argument names (the others: ``_`` -> ``-``).
 _EVAL_FLAGS = {"lambda_value": "--lambda", "variant": "--msrerank-variant",
-               "msrerank_variant": "--msrerank-variant", "knn_params": "--knn-param", "params": "--knn-param"}
+               "msrerank_variant": "--msrerank-variant", "knn_params": "--knn-param", "params": "--knn-param",
+               **{o: f"--knn-param {o}" for o in ("index", "nlist", "nprobe", "M", "ef_search",
+                                                   "ef_construction", "device", "block_rows")}}
 
 
 def _run_eval(args: argparse.Namespace) -> int:
@@ -167,6 +169,8 @@ def _run_eval(args: argparse.Namespace) -> int:
         return 0
     if args.labels or args.out:
         raise CLIError("--labels/--out: only used with --compare")
+    if args.rerank == "none" and (args.knn != "exact" or args.knn_params):
+        raise CLIError("--knn/--knn-param: only used with --rerank k-reciprocal or msrerank")
     with flag_errors(_EVAL_FLAGS):
         rerank = RerankConfig(method=args.rerank, variant=args.msrerank_variant, ks=args.ks, k1=args.k1,
                               k2=args.k2, lambda_value=args.lambda_value, ks_from=args.ks_from,
