@@ -5,6 +5,8 @@
 module on every process::
 
     torchrun --nproc-per-node 4 -m dycl train --data-dir DA-Campus --output runs/ddp
+    torchrun --nproc-per-node 4 -m dycl eval --checkpoint runs/ddp/last.pt --data-dir DA-Campus \
+             --output runs/ddp/eval/metrics.json        # embedding sharded over the processes
 """
 
 from __future__ import annotations

@@ -74,6 +74,14 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name} must be an integer, got {value!r}") from None
 
 
+def launched() -> tuple[int, int]:
+    """``(RANK, WORLD_SIZE)`` from torchrun's environment, read before any process group exists.
+
+    ``(0, 1)`` outside torchrun.
+    """
+    return _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
+
+
 def init_distributed(device: str = "auto", backend: str | None = None, timeout_s: float = 1800.0) -> DistInfo:
     """Initialise the default process group from torchrun's environment.
 
@@ -328,6 +336,7 @@ __all__ = [
     "init_distributed",
     "is_distributed",
     "is_main_process",
+    "launched",
     "local_main_first",
     "main_decides",
 ]

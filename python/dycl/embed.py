@@ -131,25 +131,58 @@ def extract_embeddings(
     return np.ascontiguousarray(np.concatenate(rows, axis=0), dtype=np.float32)
 
 
-def shard_rows(count: int, rank: int = 0, world_size: int = 1) -> range:
+def shard_rows(count: int, rank: int = 0, world_size: int = 1, block: int = 1) -> range:
     """The contiguous rows of ``count`` that process ``rank`` of ``world_size`` handles.
 
-    The sizes of ``numpy.array_split`` (the first ``count % world_size`` shards
-    one row longer); concatenated in rank order, the shards are ``range(count)``.
+    The sizes of ``numpy.array_split`` (the first shards one unit longer), in
+    units of ``block`` rows: with ``block`` = the batch size, every batch of a
+    shard is a batch of the one-process pass (the same images together, so
+    the same numbers). Concatenated in rank order, the shards are ``range(count)``.
     """
     world_size = int_at_least("world_size", world_size, 1)
     rank = int_at_least("rank", rank, 0)
+    block = int_at_least("block", block, 1)
     if rank >= world_size:
         raise ValueError(f"rank: must be < world_size ({world_size}), got {rank}")
-    base, extra = divmod(int(count), world_size)
+    base, extra = divmod(-(-int(count) // block), world_size)
     start = rank * base + min(rank, extra)
-    return range(start, start + base + (rank < extra))
+    stop = start + base + (rank < extra)
+    return range(min(start * block, count), min(stop * block, count))
 
 
-def _embed_rows(model: torch.nn.Module, images: Any, desc: str, kwargs: dict[str, Any]) -> np.ndarray:
-    if len(images) == 0:  # a shard of a set smaller than the number of processes
+def eval_image_sets(split: Split, image_size: int) -> dict[str, torch.utils.data.Dataset]:
+    """``{"satellite": ..., "drone": ...}``: the split's two image sets with the evaluation transforms.
+
+    Images travel as uint8 (normalised on the device by :func:`extract_embeddings`).
+    """
+    from .data import drone_set, eval_transforms, satellite_set
+
+    transform = eval_transforms(image_size, normalize=False)
+    return {"satellite": satellite_set(split, transform), "drone": drone_set(split, transform)}
+
+
+def embed_rows(model: torch.nn.Module, images: torch.utils.data.Dataset, rows: range | None = None,
+               desc: str = "embedding", **kwargs: Any) -> np.ndarray:
+    """:func:`extract_embeddings` of the ``rows`` of ``images`` (all when None); ``(len(rows), d)``.
+
+    No rows give a ``(0, d)`` array (a shard of a set smaller than the number
+    of processes). An unreadable image raises ``ValueError`` with its path (also
+    from DataLoader workers), as one line. ``kwargs`` go to :func:`extract_embeddings`.
+    """
+    from torch.utils.data import Subset
+
+    if rows is not None:
+        images = Subset(images, rows)
+    if len(images) == 0:
         return np.zeros((0, int(model.embedding_dim)), dtype=np.float32)
-    return extract_embeddings(model, images, desc=desc, **kwargs)
+    try:
+        return extract_embeddings(model, images, desc=desc, **kwargs)
+    except ValueError as exc:
+        message = error_line(exc)
+        # Drop the frames' references to the DataLoader iterator now, so that its workers are shut
+        # down at once; left to the garbage collector, the shutdown waits for timeouts (~10 s).
+        traceback.clear_frames(exc.__traceback__)
+        raise ValueError(message) from None
 
 
 def embed_split(
@@ -172,32 +205,20 @@ def embed_split(
     concatenating the ranks' results in rank order gives the whole sets. An
     unreadable image raises ``ValueError`` with its path (also from workers).
     """
-    from torch.utils.data import Subset
-
-    from .data import drone_set, eval_transforms, satellite_set
-
-    transform = eval_transforms(image_size, normalize=False)
     kwargs: dict[str, Any] = {"batch_size": batch_size, "device": device, "amp": amp, "workers": workers,
                               "progress": progress}
-    sets = {"satellite": satellite_set(split, transform), "drone": drone_set(split, transform)}
-    if world_size > 1:
-        sets = {view: Subset(images, shard_rows(len(images), rank, world_size))
-                for view, images in sets.items()}
-    try:
-        sat, drone = (_embed_rows(model, images, f"embedding {view}", kwargs)
-                      for view, images in sets.items())
-    except ValueError as exc:
-        message = error_line(exc)
-        # Drop the frames' references to the DataLoader iterator now, so that its workers are shut
-        # down at once; left to the garbage collector, the shutdown waits for timeouts (~10 s).
-        traceback.clear_frames(exc.__traceback__)
-        raise ValueError(message) from None
+    sets = eval_image_sets(split, image_size)
+    sat, drone = (embed_rows(model, images, shard_rows(len(images), rank, world_size) if world_size > 1
+                             else None, f"embedding {view}", **kwargs)
+                  for view, images in sets.items())
     return sat, drone
 
 
 __all__ = [
     "autocast_dtype",
+    "embed_rows",
     "embed_split",
+    "eval_image_sets",
     "extract_embeddings",
     "native_bf16",
     "resolve_device",

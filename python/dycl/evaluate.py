@@ -33,6 +33,7 @@ from .figures import write_plots
 from .geo import DEFAULT_THRESHOLDS, validate_thresholds
 from .metrics import DEFAULT_RECALL_AT
 from .metrics_authors import AUTHORS, DEFINITIONS, check_compat
+from .shards import SHARDS_DIR, remove_shards, shard_source, sharded_embed_split
 from .tables import format_tables, percent, read_metrics, result_paths, write_results
 from .task_files import load_embeddings
 from .tasks import (
@@ -46,6 +47,7 @@ from .tasks import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from .data import Split
+    from .distributed import DistInfo
 
 
 @dataclass
@@ -138,11 +140,15 @@ def _training_split(data_dir: str | os.PathLike, dataset_format: str, evaluated:
         return None, str(exc).splitlines()[0]
 
 
-def _checkpoint_tasks(options: EvalOptions, settings: dict[str, Any], log: TextIO
-                      ) -> tuple[dict[str, RetrievalTask], Split, float]:
-    """Embed the split with the checkpoint's network; returns the tasks, the split and the seconds."""
+def _checkpoint_tasks(options: EvalOptions, settings: dict[str, Any], log: TextIO, dist: DistInfo | None
+                      ) -> tuple[dict[str, RetrievalTask] | None, Split, float]:
+    """Embed the split with the checkpoint's network; returns the tasks, the split and the seconds.
+
+    Under torchrun (``dist``) every process embeds its shard and the tasks are
+    the main process's (None elsewhere).
+    """
     from .data import open_split
-    from .embed import embed_split, resolve_device
+    from .embed import resolve_device
     from .models import load_model
 
     start = time.perf_counter()
@@ -150,31 +156,52 @@ def _checkpoint_tasks(options: EvalOptions, settings: dict[str, Any], log: TextI
                              trusted=options.trust_checkpoint)
     ts = validate_thresholds(options.thresholds or info.get("thresholds") or DEFAULT_THRESHOLDS)
     split = open_split(options.data_dir, options.split, options.dataset_format)
-    dev = resolve_device(options.device)
+    dev = str(dist.device) if dist is not None else resolve_device(options.device)
     model.to(dev)
     if dev.startswith("cuda"):
         import torch
 
         model.to(memory_format=torch.channels_last)  # as in training; extract_embeddings feeds NHWC
-    batch = int(options.batch_size or info.get("eval_batch_size") or 128)
-    workers = min(8, os.cpu_count() or 1) if options.workers is None else int(options.workers)
-    print(f"dycl-eval: {options.checkpoint} ({info['layout']}, {info['backbone']}, "
-          f"{info['embedding_dim']}-d, "
-          f"{info['image_size']} px) on {split.num_buildings} satellite + {split.num_drone} "
-          f"drone images of {options.data_dir} [{options.split}], {dev}", file=log)
-    sat, drone = embed_split(model, split, info["image_size"], batch_size=batch, device=dev, amp=options.amp,
-                             workers=workers, progress=options.progress)
+    processes = f", {dist.world_size} processes" if dist is not None else ""
+    if dist is None or dist.is_main:
+        print(f"dycl-eval: {options.checkpoint} ({info['layout']}, {info['backbone']}, "
+              f"{info['embedding_dim']}-d, "
+              f"{info['image_size']} px) on {split.num_buildings} satellite + {split.num_drone} "
+              f"drone images of {options.data_dir} [{options.split}], {dev}{processes}", file=log)
+    folder = embeddings_dir(options)
+    embedded = _embed(options, model, info, split, dev, dist, folder, log)
+    if embedded is None:
+        return None, split, 0.0
     seconds = time.perf_counter() - start
-    tasks = tasks_from_split(sat, drone, split, ts)
+    tasks = tasks_from_split(*embedded, split, ts)
     settings.update({"checkpoint": f"{options.checkpoint} ({info['layout']})", "backbone": info["backbone"],
                      "embedding dim": info["embedding_dim"], "image size": info["image_size"],
                      "data": f"{options.data_dir} [{options.split}]"})
-    folder = embeddings_dir(options)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         saved = [task.save(folder / TASK_FILES[name]) for name, task in tasks.items()]
         settings["embeddings"] = ", ".join(str(p) for p in saved)
+        if dist is not None:
+            remove_shards(folder / SHARDS_DIR)  # merged and saved: the shards have served
     return tasks, split, seconds
+
+
+def _embed(options: EvalOptions, model: Any, info: dict[str, Any], split: Split, dev: str,
+           dist: DistInfo | None, folder: Path | None, log: TextIO) -> tuple[Any, Any] | None:
+    """Satellite and drone embeddings: in this process, or sharded over torchrun's (None off the main one)."""
+    from .embed import embed_split
+
+    batch = int(options.batch_size or info.get("eval_batch_size") or 128)
+    workers = min(8, os.cpu_count() or 1) if options.workers is None else int(options.workers)
+    kwargs: dict[str, Any] = {"batch_size": batch, "device": dev, "amp": options.amp, "workers": workers,
+                              "progress": options.progress}
+    if dist is None:
+        return embed_split(model, split, info["image_size"], **kwargs)
+    source = shard_source(model, split, info["image_size"], dev, options.amp,
+                          description=f"{options.checkpoint} on {options.data_dir} [{options.split}]")
+    assert folder is not None  # checked by _run_eval_launched
+    return sharded_embed_split(model, split, folder / SHARDS_DIR, source, overwrite=options.overwrite,
+                               log=log, **kwargs)
 
 
 def _print_results(evaluation: Evaluation, rerank: RerankConfig, out: TextIO) -> None:
@@ -212,19 +239,63 @@ def _settings_after(evaluation: Evaluation, tasks: dict[str, RetrievalTask],
         settings[f"ks {name}"] = f"{','.join(map(str, ks))} ({evaluation.notes[name]})"
 
 
-def run_eval(options: EvalOptions, out: TextIO | None = None, log: TextIO | None = None) -> Evaluation:
+def run_eval(options: EvalOptions, out: TextIO | None = None, log: TextIO | None = None) -> Evaluation | None:
     """``dycl-eval``: score a checkpoint (both tasks of ``data_dir``'s split) or an embeddings file.
 
     Prints the tables to ``out`` and progress/timings to ``log``; writes
     ``output`` (+ ``.md``, ``.csv``), the embeddings (see :func:`embeddings_dir`)
     and the figures under ``plots``. Existing result files are only replaced
     with ``overwrite``; that is checked before any work.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) a checkpoint's images are embedded
+    in shards, one per process, through files in the embeddings folder
+    (:mod:`dycl.shards`; rerun after a crash, the finished shards are kept);
+    the main process merges them and does the rest, and returns the
+    evaluation; the other processes return None.
     """
     out = out if out is not None else sys.stdout
     log = log if log is not None else sys.stderr
+    rank, world = _launched()
+    if world > 1 and options.checkpoint is not None:
+        return _run_eval_launched(options, out, log)
+    if rank != 0:
+        return None  # scoring saved embeddings is one process's work
     with contextlib.ExitStack() as held:
         _claim_outputs(options, held)
         return _run_eval(options, out, log)
+
+
+#: How long a torchrun process of dycl-eval may wait for the others (the process group's timeout).
+_SHARD_WAIT_S = 7 * 24 * 3600.0
+
+
+def _launched() -> tuple[int, int]:
+    """torchrun's ``(RANK, WORLD_SIZE)``; ``(0, 1)`` outside it, without importing torch."""
+    if "WORLD_SIZE" not in os.environ:
+        return 0, 1
+    from .distributed import launched
+
+    return launched()
+
+
+def _run_eval_launched(options: EvalOptions, out: TextIO, log: TextIO) -> Evaluation | None:
+    """:func:`run_eval` on every process of a torchrun launch: the outputs claimed by the main one."""
+    from .distributed import all_ranks, cleanup, init_distributed
+
+    if embeddings_dir(options) is None:
+        raise ValueError("output: under torchrun the processes hand their embeddings over in files: "
+                         "pass --output or --save-embeddings")
+    # A process whose shards are already there waits in a collective for the slowest one, which may
+    # embed for hours; a process that dies outright is caught by torchrun, which stops the others.
+    dist = init_distributed(options.device, timeout_s=_SHARD_WAIT_S)
+    try:
+        with contextlib.ExitStack() as held:
+            all_ranks(lambda: _claim_outputs(options, held) if dist.is_main else None,
+                      peer_error=lambda: ValueError("output: the main process refused the outputs "
+                                                    "(see its message)"))
+            return _run_eval(options, out, log, dist)
+    finally:
+        cleanup()
 
 
 def _claim_outputs(o: EvalOptions, held: contextlib.ExitStack) -> None:
@@ -242,12 +313,15 @@ def _claim_outputs(o: EvalOptions, held: contextlib.ExitStack) -> None:
     _refuse_existing(o)
 
 
-def _run_eval(o: EvalOptions, out: TextIO, log: TextIO) -> Evaluation:
+def _run_eval(o: EvalOptions, out: TextIO, log: TextIO, dist: DistInfo | None = None) -> Evaluation | None:
     settings: dict[str, Any] = {}
     test_split = train_split = None
     timings: dict[str, float] = {}
     if o.checkpoint is not None:
-        tasks, test_split, timings["embedding"] = _checkpoint_tasks(o, settings, log)
+        embedded, test_split, timings["embedding"] = _checkpoint_tasks(o, settings, log, dist)
+        if embedded is None:
+            return None  # a torchrun process other than the main one: its shard is written
+        tasks = embedded
     else:
         given = None if o.thresholds is None else validate_thresholds(o.thresholds)
         tasks = load_embeddings(o.embeddings, given)

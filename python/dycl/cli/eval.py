@@ -32,6 +32,11 @@ levels with equal per-item relevance are counted twice, so H-AP can exceed 1)
 and retrieves only the top g - 1 gallery items (each query's last-ranked item
 is dropped from every metric). Neither is the metric's definition, so it is not
 the default; the result files say "compat": "authors" next to every task.
+
+Under torchrun (torchrun --nproc-per-node 4 -m dycl eval --checkpoint ... --output
+x/metrics.json) each process embeds a shard of the images into
+x/metrics.embeddings/shards/ and process 0 merges them (the one-process result);
+run again after a crash, finished shards are kept. See docs/scale.md.
 """
 
 
