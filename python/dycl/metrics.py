@@ -133,6 +133,7 @@ def per_query(
     levels: object,
     recall_at: Sequence[int] | int = DEFAULT_RECALL_AT,
     coords: object | None = None,
+    exclude_self: bool = False,
 ) -> dict[str, np.ndarray]:
     """Metric values of every query, for plots and significance tests.
 
@@ -144,6 +145,11 @@ def per_query(
         levels: ``(B, B)`` integer relevance levels (see :func:`dycl.geo.level_matrix`).
         recall_at: the ``K`` of Recall@K.
         coords: optional ``(B, 2)`` building latitude, longitude in degrees.
+        exclude_self: single-domain retrieval, the query set is the gallery:
+            ``distances`` square, ``gallery_ids`` equal to ``query_ids``, and
+            query ``i`` is ranked against the other items only (column ``i``
+            is left out of every value below; ranks and ``top1`` count the
+            others, ``top1`` is still a gallery index).
 
     Returns:
         ``(q,)`` arrays: ``"H-AP"``, ``"ASI"``, ``"NDCG"`` (NaN for a query
@@ -156,7 +162,7 @@ def per_query(
     d = _distances(distances)
     ks = positive_ints("recall_at", recall_at)
     q_ids, g_ids, lv, c = _relevance_inputs(d.shape[0], d.shape[1], query_ids, gallery_ids, levels, coords)
-    return _name_per_query(_core.per_query(d, q_ids, g_ids, lv, c), ks)
+    return _name_per_query(_core.per_query(d, q_ids, g_ids, lv, c, _flag("exclude_self", exclude_self)), ks)
 
 
 def per_query_embeddings(
@@ -167,6 +173,7 @@ def per_query_embeddings(
     levels: object,
     recall_at: Sequence[int] | int = DEFAULT_RECALL_AT,
     coords: object | None = None,
+    exclude_self: bool = False,
 ) -> dict[str, np.ndarray]:
     """:func:`per_query` with cosine distances of ``(q, d)`` / ``(g, d)`` embeddings.
 
@@ -174,14 +181,23 @@ def per_query_embeddings(
     block of queries at a time and never leave it: memory grows as
     ``block × g``, not ``q × g``. NaN/inf embeddings are reported by the core
     (``query_emb``/``gallery_emb``), in the pass that normalises them.
+    With ``exclude_self`` (see :func:`per_query`) ``gallery_emb`` must equal
+    ``query_emb`` (pass the same array twice).
     """
     qe, ge = embedding_pair(query_emb, gallery_emb, check_finite=False)
     ks = positive_ints("recall_at", recall_at)
     q_ids, g_ids, lv, c = _relevance_inputs(qe.shape[0], ge.shape[0], query_ids, gallery_ids, levels, coords)
-    return _name_per_query(_core.per_query_embeddings(qe, ge, q_ids, g_ids, lv, c), ks)
+    flag = _flag("exclude_self", exclude_self)
+    return _name_per_query(_core.per_query_embeddings(qe, ge, q_ids, g_ids, lv, c, flag), ks)
 
 
 # --------------------------------------------------------------------------- summaries
+
+
+def _flag(name: str, value: object) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name}: expected True or False, got {value!r}")
+    return bool(value)
 
 
 def _mean(values: np.ndarray) -> float:
@@ -246,15 +262,19 @@ def evaluate(
     recall_at: Sequence[int] | int = DEFAULT_RECALL_AT,
     coords: object | None = None,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    exclude_self: bool = False,
 ) -> dict[str, float]:
     """All metrics of DESIGN §4 for a ``(q, g)`` distance matrix (lower = closer).
 
-    Arguments as in :func:`per_query`; ``thresholds`` (metres) only name the
-    ``within@{t}m`` shares reported when ``coords`` is given. Returns the
-    dict of :func:`summarize`; values other than counts and metres lie in [0, 1].
+    Arguments as in :func:`per_query` (``exclude_self=True``: single-domain
+    retrieval, each query ranked against the others); ``thresholds`` (metres)
+    only name the ``within@{t}m`` shares reported when ``coords`` is given.
+    Returns the dict of :func:`summarize`; values other than counts and
+    metres lie in [0, 1].
     """
     ts = validate_thresholds(thresholds)
-    return summarize(per_query(distances, query_ids, gallery_ids, levels, recall_at, coords), ts)
+    values = per_query(distances, query_ids, gallery_ids, levels, recall_at, coords, exclude_self)
+    return summarize(values, ts)
 
 
 def evaluate_embeddings(
@@ -266,10 +286,13 @@ def evaluate_embeddings(
     recall_at: Sequence[int] | int = DEFAULT_RECALL_AT,
     coords: object | None = None,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    exclude_self: bool = False,
 ) -> dict[str, float]:
     """:func:`evaluate` on cosine distances of embeddings computed in the core."""
     ts = validate_thresholds(thresholds)
-    values = per_query_embeddings(query_emb, gallery_emb, query_ids, gallery_ids, levels, recall_at, coords)
+    values = per_query_embeddings(
+        query_emb, gallery_emb, query_ids, gallery_ids, levels, recall_at, coords, exclude_self
+    )
     return summarize(values, ts)
 
 
