@@ -76,7 +76,7 @@ def _check_tree(labels: list[np.ndarray], codes: list[np.ndarray], uniques: list
         parent = _parents(codes[d], len(uniques[d]), codes[d + 1])
         bad = np.flatnonzero(parent < 0)
         if bad.size:
-            label = uniques[d][bad[0]]
+            label = uniques[d][bad[0]].item()
             images = np.flatnonzero(codes[d] == bad[0])
             found = np.unique(labels[d + 1][images])
             raise ValueError(
