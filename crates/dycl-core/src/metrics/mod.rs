@@ -298,7 +298,9 @@ fn check_single_set(
     if q != g {
         return Err(DyclError::invalid(
             shape_arg,
-            format!("exclude_self needs the gallery to be the query set (square), got ({q}, {g}) items"),
+            format!(
+                "exclude_self needs the gallery to be the query set (square), got ({q}, {g}) items"
+            ),
         ));
     }
     if g < 2 {
@@ -521,7 +523,8 @@ fn rank_row<D: Copy + Into<f64>>(
         None => {
             s.row.clear();
             s.row.extend(row.iter().map(|&d| d.into()));
-            s.ranked.rank_excluding(&s.row, gallery_ids, level_row, skip)
+            s.ranked
+                .rank_excluding(&s.row, gallery_ids, level_row, skip)
         }
     }
 }
@@ -1310,3 +1313,6 @@ mod tests {
         assert_eq!(a.top1, array![0u32, 2]);
     }
 }
+
+#[cfg(test)]
+mod single_tests;

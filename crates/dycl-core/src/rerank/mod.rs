@@ -34,11 +34,11 @@ pub use crate::progress;
 use ndarray::{Array2, ArrayView2};
 
 pub use msrerank::Variant;
+pub use progress::{Progress, ProgressSink};
 pub use single::{
     k_reciprocal_single, k_reciprocal_single_embeddings, msrerank_single,
     msrerank_single_embeddings, SingleDistances,
 };
-pub use progress::{Progress, ProgressSink};
 pub use source::{
     BlockDistances, DistanceBlock, DistanceBlocks, EmbeddingDistances, SquaredDistances,
 };

@@ -46,7 +46,9 @@ impl<'a> SingleDistances<'a> {
         if rows < 2 {
             return Err(DyclError::invalid(
                 DIST,
-                format!("needs at least 2 items (each is re-ranked against the others), got {rows}"),
+                format!(
+                    "needs at least 2 items (each is re-ranked against the others), got {rows}"
+                ),
             ));
         }
         Ok(SingleDistances { dist, n: rows })
@@ -74,12 +76,15 @@ impl SquaredDistances for SingleDistances<'_> {
 
     fn non_finite_error(&self) -> DyclError {
         match self.dist.first_problem() {
-            Some((r, c, _, true)) => {
-                DyclError::invalid(DIST, format!("contains NaN or inf (first at index ({r}, {c}))"))
-            }
+            Some((r, c, _, true)) => DyclError::invalid(
+                DIST,
+                format!("contains NaN or inf (first at index ({r}, {c}))"),
+            ),
             Some((r, c, v, false)) => DyclError::invalid(
                 DIST,
-                format!("value {v:e} at index ({r}, {c}) is too large: its square overflows float32"),
+                format!(
+                    "value {v:e} at index ({r}, {c}) is too large: its square overflows float32"
+                ),
             ),
             None => DyclError::invalid(DIST, "contains NaN or inf"),
         }
@@ -172,6 +177,114 @@ fn from_embeddings(
     let plan = Plan::single_set(n, ks, (k2, lambda), tile, joint_bytes)?;
     validate_embeddings(EMB, embeddings)?;
     // The two-set source holds [first row; the rest] = the N items once, in order.
-    let source = EmbeddingDistances::new(embeddings.slice(s![..1, ..]), embeddings.slice(s![1.., ..]))?;
+    let source =
+        EmbeddingDistances::new(embeddings.slice(s![..1, ..]), embeddings.slice(s![1.., ..]))?;
     rerank(&source, &plan, variant, Progress::new(progress))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::distance::cosine_distances;
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+
+    fn items(n: usize, seed: u64) -> Array2<f32> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        Array2::from_shape_fn((n, 5), |(i, _)| (i % 7) as f32 + rng.random::<f32>())
+    }
+
+    #[test]
+    fn embeddings_agree_with_their_cosine_matrix() {
+        let x = items(70, 1);
+        let d = cosine_distances(x.view(), x.view()).unwrap();
+        for variant in [Variant::Paper, Variant::Reference] {
+            let ks = [4, 8, 20];
+            let a = msrerank_single_embeddings(x.view(), &ks, 3, 0.3, variant, None).unwrap();
+            let b =
+                msrerank_single(DistanceBlock::F32(d.view()), &ks, 3, 0.3, variant, None).unwrap();
+            assert_eq!(a.dim(), (70, 70));
+            let worst = a
+                .iter()
+                .zip(b.iter())
+                .map(|(p, q)| (p - q).abs())
+                .fold(0.0, f32::max);
+            assert!(worst < 1e-5, "{variant:?}: {worst}");
+        }
+    }
+
+    #[test]
+    fn a_single_k_is_k_reciprocal() {
+        let x = items(40, 2);
+        let d = cosine_distances(x.view(), x.view()).unwrap();
+        let block = DistanceBlock::F32(d.view());
+        let a = k_reciprocal_single(block, 6, 3, 0.3, None).unwrap();
+        let b = msrerank_single(block, &[6], 3, 0.3, Variant::Paper, None).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn bad_input_names_the_argument() {
+        let arg = |r: Result<Array2<f32>>| match r {
+            Err(DyclError::InvalidArgument { arg, .. }) => arg,
+            other => panic!("expected an invalid argument, got {other:?}"),
+        };
+        let rect = Array2::<f64>::zeros((3, 4));
+        assert_eq!(
+            arg(k_reciprocal_single(
+                DistanceBlock::F64(rect.view()),
+                2,
+                1,
+                0.3,
+                None
+            )),
+            "dist"
+        );
+        let one = Array2::<f64>::zeros((1, 1));
+        assert_eq!(
+            arg(msrerank_single(
+                DistanceBlock::F64(one.view()),
+                &[1],
+                1,
+                0.3,
+                Variant::Paper,
+                None
+            )),
+            "dist"
+        );
+        let mut nan = Array2::<f64>::zeros((4, 4));
+        nan[[1, 2]] = f64::NAN;
+        assert_eq!(
+            arg(k_reciprocal_single(
+                DistanceBlock::F64(nan.view()),
+                2,
+                1,
+                0.3,
+                None
+            )),
+            "dist"
+        );
+        let mut emb = items(5, 3);
+        emb[[0, 0]] = f32::INFINITY;
+        assert_eq!(
+            arg(k_reciprocal_single_embeddings(emb.view(), 2, 1, 0.3, None)),
+            "embeddings"
+        );
+        let ok = items(5, 4);
+        assert_eq!(
+            arg(msrerank_single_embeddings(
+                ok.view(),
+                &[3, 2],
+                1,
+                0.3,
+                Variant::Paper,
+                None
+            )),
+            "ks"
+        );
+        assert_eq!(
+            arg(k_reciprocal_single_embeddings(ok.view(), 2, 9, 0.3, None)),
+            "k2"
+        );
+    }
 }
