@@ -216,3 +216,43 @@ def test_reranked_single_set_evaluates_end_to_end() -> None:
     scores = metrics.evaluate(reranked, ids, ids, lv, exclude_self=True)
     for key in ("H-AP", "mAP_0", "R@1_0"):
         assert 0.0 <= scores[key] <= 1.0 and 0.0 <= plain[key] <= 1.0
+
+
+# --------------------------------------------------------------------------- tasks and dycl-eval
+
+
+def test_single_domain_task_round_trip_and_dycl_eval(tmp_path, capsys) -> None:
+    import json
+
+    from dycl.cli import eval_main
+    from dycl.task_files import load_embeddings
+    from dycl.tasks import RerankConfig, evaluate_tasks, single_domain_task
+
+    rng = np.random.default_rng(40)
+    ids, lv = _hierarchy(rng, 70)
+    x = _clustered(rng, ids, noise=0.6)
+    task = single_domain_task("toy", x, ids, lv)
+    path = task.save(tmp_path / "toy.npz")
+    loaded = load_embeddings(path)["toy"]
+    assert loaded.exclude_self and load_embeddings(path, exclude_self=False)["toy"].exclude_self is False
+    config = RerankConfig(method="msrerank", ks=(5, 10, 25))
+    evaluation = evaluate_tasks({"toy": loaded}, config, progress=False)
+    want = metrics.evaluate(rerank_single.msrerank_single_embeddings(x, ks=(5, 10, 25)), ids, ids, lv,
+                            exclude_self=True)
+    assert evaluation.results["toy"]["H-AP"] == pytest.approx(want["H-AP"], abs=1e-12)
+    assert evaluation.baseline["toy"]["mAP_0"] == pytest.approx(
+        metrics.evaluate_embeddings(x, x, ids, ids, lv, exclude_self=True)["mAP_0"], abs=1e-12)
+    # dycl-eval reads the flag from the file; --exclude-self forces it on a plain file of the same images
+    plain = tmp_path / "plain.npz"
+    np.savez(plain, query=x, gallery=x, query_ids=ids, gallery_ids=ids, levels=lv)
+    for name, args in (("toy", ["--embeddings", str(path)]),
+                       ("plain", ["--embeddings", str(plain), "--exclude-self"])):
+        out = tmp_path / f"{name}.json"
+        rerank_flags = ["--rerank", "msrerank", "--ks", "5,10,25"]
+        rc = eval_main([*args, *rerank_flags, "--output", str(out), "--no-progress"])
+        assert rc == 0
+        assert json.loads(out.read_text())[name]["H-AP"] == pytest.approx(want["H-AP"], abs=1e-9)
+    not_single = tmp_path / "other.npz"
+    np.savez(not_single, query=x[:10], gallery=x, query_ids=ids[:10], gallery_ids=ids, levels=lv)
+    assert eval_main(["--embeddings", str(not_single), "--exclude-self"]) == 2
+    assert "error: " in capsys.readouterr().err
