@@ -256,3 +256,19 @@ def test_single_domain_task_round_trip_and_dycl_eval(tmp_path, capsys) -> None:
     np.savez(not_single, query=x[:10], gallery=x, query_ids=ids[:10], gallery_ids=ids, levels=lv)
     assert eval_main(["--embeddings", str(not_single), "--exclude-self"]) == 2
     assert "error: " in capsys.readouterr().err
+
+
+def test_table4_miniature_compares_the_rerankings() -> None:
+    from dycl.experiment.table4 import miniature_ks, shapes_task, table4_miniature
+
+    rows = table4_miniature(images_per_class=4, size=16, seed=2)
+    assert list(rows) == ["none", "k-reciprocal", "MSRerank (paper)"]
+    task = shapes_task(4, 16, seed=2)
+    ks = miniature_ks(task)
+    assert ks == (5, 16, 48)  # images per colour within a family, per family; min_k 5 above 4 per class
+    direct = metrics.evaluate(rerank_single.msrerank_single_embeddings(task.query, ks=ks), task.query_ids,
+                              task.query_ids, task.levels, exclude_self=True)
+    assert rows["MSRerank (paper)"]["H-AP"] == pytest.approx(direct["H-AP"], abs=1e-12)
+    plain = metrics.evaluate_embeddings(task.query, task.query, task.query_ids, task.query_ids, task.levels,
+                                        exclude_self=True)
+    assert rows["none"]["mAP_overall"] == pytest.approx(plain["mAP_overall"], abs=1e-12)
