@@ -227,8 +227,7 @@ def test_synthetic_shapes_are_deterministic_and_read_back(tmp_path: Path) -> Non
 
 
 def test_synthetic_shapes_carry_their_hierarchy_in_the_pixels() -> None:
-    from dycl.data.shapes import shapes_dataset
-    from dycl.experiment.table4 import pixel_embeddings
+    from dycl.data.shapes import pixel_embeddings, shapes_dataset
 
     data = shapes_dataset(4, 24, seed=0)
     ids, lv = from_hierarchy(*data.labels())

@@ -147,3 +147,19 @@ def write_shapes(out_dir: str | Path, images_per_class: int = 4, size: int = 32,
     manifest = out / MANIFEST
     manifest.write_text("\n".join(rows) + "\n")
     return manifest
+
+
+def pixel_embeddings(images: np.ndarray, grid: int = 4) -> np.ndarray:
+    """A fixed feature map of ``(n, S, S, 3)`` uint8 images: per-cell mean colour and
+    high-frequency energy on a ``grid × grid`` grid, centred and L2-normalised, ``(n, 6·grid²)``."""
+    x = np.asarray(images, dtype=np.float64) / 255.0
+    n, size = x.shape[0], x.shape[1]
+    cell = size // grid
+    x = x[:, : cell * grid, : cell * grid]
+    blocks = x.reshape(n, grid, cell, grid, cell, 3)
+    colour = blocks.mean(axis=(2, 4))
+    detail = np.abs(np.diff(x, axis=1, append=x[:, -1:])) + np.abs(np.diff(x, axis=2, append=x[:, :, -1:]))
+    energy = detail.reshape(n, grid, cell, grid, cell, 3).mean(axis=(2, 4))
+    features = np.concatenate([colour.reshape(n, -1), 2.0 * energy.reshape(n, -1)], axis=1)
+    features -= features.mean(axis=0, keepdims=True)
+    return (features / np.linalg.norm(features, axis=1, keepdims=True)).astype(np.float32)

@@ -4,7 +4,7 @@ The paper's Table IV scores HAPPIER embeddings of DyML-Vehicle / Animal /
 Product plainly, with k-reciprocal re-ranking and with MSRerank. Here the
 benchmark is the synthetic shapes (:mod:`dycl.data.shapes`: family > colour >
 pattern) and the embeddings come from a fixed, untrained feature map
-(:func:`pixel_embeddings`), so the comparison runs in a second on a CPU and
+(:func:`dycl.data.shapes.pixel_embeddings`), so the comparison runs in a second on a CPU and
 exercises the whole single-domain path: levels from the hierarchy, the
 ``exclude_self`` metrics and single-set re-ranking with Eq. 6 ks. Training a
 model on hierarchy labels (the trainer is cross-view only) is not part of it.
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data.shapes import shapes_dataset
+from ..data.shapes import pixel_embeddings, shapes_dataset
 from ..levels import from_hierarchy
 from ..rerank import msrerank_ks
 from ..tasks import RerankConfig, RetrievalTask, evaluate_tasks, single_domain_task
@@ -29,22 +29,6 @@ TABLE4_RERANKINGS: dict[str, RerankConfig] = {
     "k-reciprocal": RerankConfig(method="k-reciprocal"),
     "MSRerank (paper)": RerankConfig(method="msrerank", variant="paper"),
 }
-
-
-def pixel_embeddings(images: np.ndarray, grid: int = 4) -> np.ndarray:
-    """A fixed feature map of ``(n, S, S, 3)`` uint8 images: per-cell mean colour and
-    high-frequency energy on a ``grid × grid`` grid, centred and L2-normalised, ``(n, 6·grid²)``."""
-    x = np.asarray(images, dtype=np.float64) / 255.0
-    n, size = x.shape[0], x.shape[1]
-    cell = size // grid
-    x = x[:, : cell * grid, : cell * grid]
-    blocks = x.reshape(n, grid, cell, grid, cell, 3)
-    colour = blocks.mean(axis=(2, 4))
-    detail = np.abs(np.diff(x, axis=1, append=x[:, -1:])) + np.abs(np.diff(x, axis=2, append=x[:, :, -1:]))
-    energy = detail.reshape(n, grid, cell, grid, cell, 3).mean(axis=(2, 4))
-    features = np.concatenate([colour.reshape(n, -1), 2.0 * energy.reshape(n, -1)], axis=1)
-    features -= features.mean(axis=0, keepdims=True)
-    return (features / np.linalg.norm(features, axis=1, keepdims=True)).astype(np.float32)
 
 
 def shapes_task(images_per_class: int = 6, size: int = 24, seed: int = 0) -> RetrievalTask:
