@@ -256,6 +256,8 @@ def test_single_domain_task_round_trip_and_dycl_eval(tmp_path, capsys) -> None:
     np.savez(not_single, query=x[:10], gallery=x, query_ids=ids[:10], gallery_ids=ids, levels=lv)
     assert eval_main(["--embeddings", str(not_single), "--exclude-self"]) == 2
     assert "error: " in capsys.readouterr().err
+    assert eval_main(["--embeddings", str(path), "--plots", str(tmp_path / "fig")]) == 2
+    assert "plots: " in capsys.readouterr().err
 
 
 def test_table4_miniature_compares_the_rerankings() -> None:

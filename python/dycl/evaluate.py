@@ -236,6 +236,9 @@ def _run_eval(o: EvalOptions, out: TextIO, log: TextIO) -> Evaluation:
     else:
         given = None if o.thresholds is None else validate_thresholds(o.thresholds)
         tasks = load_embeddings(o.embeddings, given, exclude_self=True if o.exclude_self else None)
+        if o.plots is not None and any(t.exclude_self for t in tasks.values()):
+            raise ValueError("plots: the figures are drawn for cross-view tasks; a single-domain task "
+                             "(exclude_self) has none yet")
         settings["embeddings"] = ", ".join(t.source for t in tasks.values())
         if o.data_dir is not None and o.plots is not None:
             from .data import open_split

@@ -232,7 +232,7 @@ def score_task(
                                   **kwargs)
     else:
         out = evaluate(distances, task.query_ids, task.gallery_ids, task.levels, **kwargs)
-    if geo_metrics and task.coords is not None:
+    if geo_metrics and task.coords is not None and not task.exclude_self:  # spatial_scores is two-set only
         out.update(spatial_scores(task.query_ids, task.gallery_ids, task.coords, recall_at, task.query,
                                   task.gallery, distances))
     return out
