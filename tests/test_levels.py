@@ -239,3 +239,14 @@ def test_synthetic_shapes_carry_their_hierarchy_in_the_pixels() -> None:
     # same pattern > same colour > the rest; across families colour still dominates the raw pixels
     # (same colour, other family, is about as close as same family, other colour): no free lunch at level 0/1
     assert means[3] > means[2] > max(means[0], means[1]), means
+
+
+def test_dycl_data_shapes_writes_the_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dycl.cli import data_main
+
+    args = ["--images-per-class", "3", "--test-per-class", "1", "--image-size", "12"]
+    assert data_main(["shapes", str(tmp_path / "s"), *args]) == 0
+    s = read_hierarchy_manifest(tmp_path / "s/shapes.csv", split="test")
+    assert s.num_images == 36 and "wrote" in capsys.readouterr().out
+    assert data_main(["shapes", str(tmp_path / "t"), "--images-per-class", "2", "--test-per-class", "3"]) == 2
+    assert "error: test_per_class" in capsys.readouterr().err
