@@ -250,3 +250,21 @@ def test_dycl_data_shapes_writes_the_set(tmp_path: Path, capsys: pytest.CaptureF
     assert s.num_images == 36 and "wrote" in capsys.readouterr().out
     assert data_main(["shapes", str(tmp_path / "t"), "--images-per-class", "2", "--test-per-class", "3"]) == 2
     assert "error: test_per_class" in capsys.readouterr().err
+
+
+def test_dyml_header_names_decide_the_column_order(tmp_path: Path) -> None:
+    for i in range(4):
+        _image(tmp_path / f"train/imgs/{i}.jpg", i)
+    # fine first here: the named header, not the release's usual order, must decide
+    rows = [f"{i}.jpg, {i}, {i // 2}, 0" for i in range(4)]
+    _write_list(tmp_path / "train/label.csv", "fname, fine_id, middle_id, coarse_id", rows, glued=True)
+    s = read_dyml(tmp_path, "train")
+    np.testing.assert_array_equal(s.labels[0], np.arange(4))
+    np.testing.assert_array_equal(s.labels[1], np.arange(4) // 2)
+    with pytest.raises(DatasetError, match="without a test set"):
+        dyml_layout(tmp_path)
+    with pytest.raises(DatasetError, match="no train/label.csv"):
+        dyml_layout(tmp_path / "nowhere")
+    (tmp_path / "train/label.csv").write_text("fname, a, b\n0.jpg, 1, 2, 3\n")
+    with pytest.raises(DatasetError, match=r"label.csv:1: expected a header of 4 names"):
+        read_dyml(tmp_path, "train")
