@@ -274,3 +274,24 @@ def test_table4_miniature_compares_the_rerankings() -> None:
     plain = metrics.evaluate_embeddings(task.query, task.query, task.query_ids, task.query_ids, task.levels,
                                         exclude_self=True)
     assert rows["none"]["mAP_overall"] == pytest.approx(plain["mAP_overall"], abs=1e-12)
+
+
+@pytest.mark.slow
+def test_training_on_the_hierarchy_lowers_the_loss_and_feeds_the_single_domain_path() -> None:
+    from dycl.data.shapes import shapes_dataset
+    from dycl.train.hierarchy import HierarchyTraining, embed_images, train_on_hierarchy
+
+    data = shapes_dataset(1, 16, seed=3)  # kept tiny: a ResNet-18 step is slow on a shared CPU
+    settings = HierarchyTraining(epochs=3, batch_size=18, embedding_dim=16, lr=3e-3, seed=1)
+    model, losses = train_on_hierarchy(data.images, data.labels(), settings)
+    assert len(losses) == 3 and np.isfinite(losses).all() and losses[-1] < losses[0], losses
+    emb = embed_images(model, data.images)
+    assert emb.shape == (36, 16) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+    ids, lv = hierarchy.from_hierarchy(*data.labels())
+    scores = metrics.evaluate(rerank_single.msrerank_single_embeddings(emb, ks=(2, 4, 12)), ids, ids, lv,
+                              exclude_self=True)
+    assert 0 < scores["H-AP"] <= 1 and 0 < scores["mAP_1"] <= 1  # one image per class: no scale-0 positives
+    with pytest.raises(ValueError, match="^images: "):
+        train_on_hierarchy(data.images.astype(np.float32), data.labels(), settings)
+    with pytest.raises(ValueError, match="^epochs: "):
+        HierarchyTraining(epochs=0)
