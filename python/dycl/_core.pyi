@@ -33,6 +33,7 @@ def per_query(
     gallery_ids: npt.NDArray[np.int64],
     levels: npt.NDArray[np.uint8],
     coords: npt.NDArray[np.float64] | None = None,
+    exclude_self: bool = False,
 ) -> dict[str, int | npt.NDArray[np.generic]]: ...
 def per_query_embeddings(
     query_emb: npt.NDArray[np.float32],
@@ -41,6 +42,7 @@ def per_query_embeddings(
     gallery_ids: npt.NDArray[np.int64],
     levels: npt.NDArray[np.uint8],
     coords: npt.NDArray[np.float64] | None = None,
+    exclude_self: bool = False,
 ) -> dict[str, int | npt.NDArray[np.generic]]: ...
 def ranked_gallery(distances: npt.NDArray[np.float64], k: int) -> npt.NDArray[np.uint32]: ...
 
@@ -111,6 +113,38 @@ def msrerank_neighbours(
     index: npt.NDArray[np.int64],
     distance: npt.NDArray[np.float32],
     max_distance: npt.NDArray[np.float32],
+    ks: list[int],
+    k2: int,
+    lambda_value: float,
+    variant: str,
+    progress: Callable[[str, int, int], object] | None = None,
+) -> npt.NDArray[np.float32]: ...
+
+# --- single-set re-ranking (dycl.single_set): the N items are queries and gallery; (N, N) float32
+def k_reciprocal_single(
+    dist: npt.NDArray[np.floating],
+    k1: int,
+    k2: int,
+    lambda_value: float,
+    progress: Callable[[str, int, int], object] | None = None,
+) -> npt.NDArray[np.float32]: ...
+def k_reciprocal_single_embeddings(
+    embeddings: npt.NDArray[np.float32],
+    k1: int,
+    k2: int,
+    lambda_value: float,
+    progress: Callable[[str, int, int], object] | None = None,
+) -> npt.NDArray[np.float32]: ...
+def msrerank_single(
+    dist: npt.NDArray[np.floating],
+    ks: list[int],
+    k2: int,
+    lambda_value: float,
+    variant: str,
+    progress: Callable[[str, int, int], object] | None = None,
+) -> npt.NDArray[np.float32]: ...
+def msrerank_single_embeddings(
+    embeddings: npt.NDArray[np.float32],
     ks: list[int],
     k2: int,
     lambda_value: float,

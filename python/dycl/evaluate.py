@@ -87,12 +87,16 @@ class EvalOptions:
     shift_ks: Sequence[int] | None = None
     progress: bool = True
     compat: str = DEFINITIONS
+    exclude_self: bool = False
 
     def __post_init__(self) -> None:
         # Checked here, before any work: a bad option must not fail after minutes of embedding.
         # (The re-ranking options are checked when the RerankConfig is made.)
         if (self.checkpoint is None) == (self.embeddings is None):
             raise ValueError("checkpoint: pass exactly one of checkpoint and embeddings")
+        if self.exclude_self and self.checkpoint is not None:
+            raise ValueError("exclude_self: only with embeddings (a checkpoint is scored on the cross-view "
+                             "tasks; save a single-domain task with dycl.tasks.single_domain_task)")
         if self.checkpoint is not None and self.data_dir is None:
             raise ValueError("data_dir: --checkpoint needs --data-dir (the images to embed)")
         for name, minimum in (("batch_size", 1), ("image_size", 16), ("workers", 0)):
@@ -324,7 +328,10 @@ def _run_eval(o: EvalOptions, out: TextIO, log: TextIO, dist: DistInfo | None = 
         tasks = embedded
     else:
         given = None if o.thresholds is None else validate_thresholds(o.thresholds)
-        tasks = load_embeddings(o.embeddings, given)
+        tasks = load_embeddings(o.embeddings, given, exclude_self=True if o.exclude_self else None)
+        if o.plots is not None and any(t.exclude_self for t in tasks.values()):
+            raise ValueError("plots: the figures are drawn for cross-view tasks; a single-domain task "
+                             "(exclude_self) has none yet")
         settings["embeddings"] = ", ".join(t.source for t in tasks.values())
         if o.data_dir is not None and o.plots is not None:
             from .data import open_split

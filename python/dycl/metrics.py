@@ -140,6 +140,7 @@ def per_query(
     levels: object,
     recall_at: Sequence[int] | int = DEFAULT_RECALL_AT,
     coords: object | None = None,
+    exclude_self: bool = False,
     compat: str = DEFINITIONS,
 ) -> dict[str, np.ndarray]:
     """Metric values of every query, for plots and significance tests.
@@ -155,6 +156,11 @@ def per_query(
         compat: ``"definitions"`` (default: DESIGN §4, in the Rust core) or
             ``"authors"`` (the authors' release, see :mod:`dycl.metrics_authors`;
             warns with :class:`~dycl.metrics_authors.AuthorsCompatWarning`).
+        exclude_self: single-domain retrieval, the query set is the gallery:
+            ``distances`` square, ``gallery_ids`` equal to ``query_ids``, and
+            query ``i`` is ranked against the other items only (column ``i``
+            is left out of every value below; ranks and ``top1`` count the
+            others, ``top1`` is still a gallery index).
 
     Returns:
         ``(q,)`` arrays: ``"H-AP"``, ``"ASI"``, ``"NDCG"`` (NaN for a query
@@ -169,8 +175,9 @@ def per_query(
     ks = positive_ints("recall_at", recall_at)
     q_ids, g_ids, lv, c = _relevance_inputs(d.shape[0], d.shape[1], query_ids, gallery_ids, levels, coords)
     if authors:
+        _no_authors_single_domain(exclude_self)
         return per_query_blocks(*d.shape, lambda a, b: d[a:b], q_ids, g_ids, lv, ks, c)
-    return _name_per_query(_core.per_query(d, q_ids, g_ids, lv, c), ks)
+    return _name_per_query(_core.per_query(d, q_ids, g_ids, lv, c, _flag("exclude_self", exclude_self)), ks)
 
 
 def per_query_embeddings(
@@ -181,6 +188,7 @@ def per_query_embeddings(
     levels: object,
     recall_at: Sequence[int] | int = DEFAULT_RECALL_AT,
     coords: object | None = None,
+    exclude_self: bool = False,
     compat: str = DEFINITIONS,
 ) -> dict[str, np.ndarray]:
     """:func:`per_query` with cosine distances of ``(q, d)`` / ``(g, d)`` embeddings.
@@ -191,18 +199,35 @@ def per_query_embeddings(
     (``query_emb``/``gallery_emb``), in the pass that normalises them.
     With ``compat="authors"`` the distances are computed in NumPy, block by block (float32, like
     the core's, but not bit for bit: items within float32 rounding of each other may swap ranks).
+    With ``exclude_self`` (see :func:`per_query`) ``gallery_emb`` must equal
+    ``query_emb`` (pass the same array twice).
     """
     authors = check_compat(compat) == AUTHORS
     qe, ge = embedding_pair(query_emb, gallery_emb, check_finite=False)
     ks = positive_ints("recall_at", recall_at)
     q_ids, g_ids, lv, c = _relevance_inputs(qe.shape[0], ge.shape[0], query_ids, gallery_ids, levels, coords)
     if authors:
+        _no_authors_single_domain(exclude_self)
         blocks = cosine_blocks(qe, ge)
         return per_query_blocks(qe.shape[0], ge.shape[0], blocks, q_ids, g_ids, lv, ks, c, name="gallery_emb")
-    return _name_per_query(_core.per_query_embeddings(qe, ge, q_ids, g_ids, lv, c), ks)
+    flag = _flag("exclude_self", exclude_self)
+    return _name_per_query(_core.per_query_embeddings(qe, ge, q_ids, g_ids, lv, c, flag), ks)
 
 
 # --------------------------------------------------------------------------- summaries
+
+
+def _no_authors_single_domain(exclude_self: object) -> None:
+    """The authors' evaluation is only reproduced for two sets (its single-domain path was not checked)."""
+    if exclude_self is True:
+        raise ValueError("compat: 'authors' reproduces the release's two-set evaluation only; "
+                         "use the definitions with exclude_self=True")
+
+
+def _flag(name: str, value: object) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name}: expected True or False, got {value!r}")
+    return bool(value)
 
 
 def _mean(values: np.ndarray) -> float:
@@ -267,17 +292,20 @@ def evaluate(
     recall_at: Sequence[int] | int = DEFAULT_RECALL_AT,
     coords: object | None = None,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    exclude_self: bool = False,
     compat: str = DEFINITIONS,
 ) -> dict[str, float]:
     """All metrics of DESIGN §4 for a ``(q, g)`` distance matrix (lower = closer).
 
-    Arguments as in :func:`per_query`; ``thresholds`` (metres) only name the
-    ``within@{t}m`` shares reported when ``coords`` is given. Returns the
-    dict of :func:`summarize`; values other than counts and metres lie in [0, 1]
-    (except H-AP with ``compat="authors"``, which can exceed 1).
+    Arguments as in :func:`per_query` (``exclude_self=True``: single-domain
+    retrieval, each query ranked against the others); ``thresholds`` (metres)
+    only name the ``within@{t}m`` shares reported when ``coords`` is given.
+    Returns the dict of :func:`summarize`; values other than counts and
+    metres lie in [0, 1] (except H-AP with ``compat="authors"``, which can
+    exceed 1).
     """
     ts = validate_thresholds(thresholds)
-    values = per_query(distances, query_ids, gallery_ids, levels, recall_at, coords, compat=compat)
+    values = per_query(distances, query_ids, gallery_ids, levels, recall_at, coords, exclude_self, compat=compat)
     return summarize(values, ts)
 
 
@@ -290,12 +318,14 @@ def evaluate_embeddings(
     recall_at: Sequence[int] | int = DEFAULT_RECALL_AT,
     coords: object | None = None,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    exclude_self: bool = False,
     compat: str = DEFINITIONS,
 ) -> dict[str, float]:
     """:func:`evaluate` on cosine distances of embeddings computed in the core."""
     ts = validate_thresholds(thresholds)
-    values = per_query_embeddings(query_emb, gallery_emb, query_ids, gallery_ids, levels, recall_at, coords,
-                                  compat=compat)
+    values = per_query_embeddings(
+        query_emb, gallery_emb, query_ids, gallery_ids, levels, recall_at, coords, exclude_self, compat=compat
+    )
     return summarize(values, ts)
 
 

@@ -267,7 +267,11 @@ def k_reciprocal_all_columns(
 ) -> np.ndarray:
     """k-reciprocal re-ranked distances of the queries to all N joint items, ``(q, q + g)`` float32."""
     q = q_g_dist.shape[0]
-    dist = _joint_distance(q_g_dist, q_q_dist, g_g_dist)
+    return _k_reciprocal_rows(_joint_distance(q_g_dist, q_q_dist, g_g_dist), q, k1, k2, lambda_value)
+
+
+def _k_reciprocal_rows(dist: np.ndarray, q: int, k1: int, k2: int, lambda_value: float) -> np.ndarray:
+    """Rows ``0..q`` of the k-reciprocal re-ranked distances over the joint matrix ``D``, ``(q, N)``."""
     n = dist.shape[0]
     rank = _stable_rank(dist)
     weights = _sparse_weights(dist, rank, k1)
@@ -306,26 +310,81 @@ def msrerank(
     k2: int = 6, lambda_value: float = 0.3, variant: str = "paper",
 ) -> np.ndarray:
     """MSRerank (DESIGN §5): ``variant="paper"`` is Algorithm 1, ``"reference"`` the authors' code."""
-    q, g = q_g_dist.shape
+    q = q_g_dist.shape[0]
     levels = [k_reciprocal_all_columns(q_g_dist, q_q_dist, g_g_dist, k, k2, lambda_value) for k in ks]
+    return _combine_levels(levels, ks, q, variant)
+
+
+def _combine_levels(
+    levels: list[np.ndarray], ks: tuple[int, ...], gallery_col0: int, variant: str
+) -> np.ndarray:
+    """MSRerank's combination of the per-level ``(q, N)`` distances; the gallery is the joint
+    columns ``gallery_col0..N`` (``q`` for two sets, 0 for a single set)."""
+    q, n = levels[0].shape
+    g = n - gallery_col0
     if variant == "paper":
         out = np.zeros((q, g), dtype=np.float32)
         for i in range(q):
             fixed = np.zeros(g, dtype=bool)
             for k, d in zip(ks, levels, strict=True):
                 free = ~fixed
-                out[i, free] = out[i, free] + d[i, q:][free]
+                out[i, free] = out[i, free] + d[i, gallery_col0:][free]
                 fixed = np.zeros(g, dtype=bool)
                 fixed[_smallest(out[i], k)] = True
         return out
     if variant == "reference":
         final = levels[0].copy()
         for i in range(q):
-            protected = np.zeros(q + g, dtype=bool)
+            protected = np.zeros(n, dtype=bool)
             protected[_smallest(final[i], ks[0] + 1)] = True
             for level in range(1, len(ks)):
                 free = ~protected
                 final[i, free] = levels[level][i, free] + np.float32(level)
                 protected[_smallest(final[i], ks[level] + 1)] = True
-        return final[:, q:]
+        return final[:, gallery_col0:]
     raise ValueError(f"variant: unknown {variant!r}")
+
+
+# --------------------------------------------------------------------------- single-set retrieval
+# The query set is the gallery: metrics rank each query against the others (its own
+# column left out); re-ranking works on the N items once, not on [X; X].
+
+
+def metrics_per_query_single(
+    distances: np.ndarray, ids: np.ndarray, levels: np.ndarray, recall_at: tuple[int, ...] = (1, 5, 10)
+) -> dict[str, np.ndarray]:
+    """:func:`metrics_per_query` of every item against the others: query ``i`` on the
+    gallery without item ``i``, its ``top1`` mapped back to an index of all ``N`` items."""
+    n = distances.shape[0]
+    rows: dict[str, list[float]] = {}
+    for i in range(n):
+        others = np.delete(np.arange(n), i)
+        one = metrics_per_query(distances[i : i + 1, others], ids[i : i + 1], ids[others], levels, recall_at)
+        one["top1"] = others[one["top1"]]
+        for key, value in one.items():
+            rows.setdefault(key, []).append(value[0])
+    return {key: np.asarray(v) for key, v in rows.items()}
+
+
+def _single_distance(dist: np.ndarray) -> np.ndarray:
+    """``D`` of a single set: :func:`_joint_distance` with ``A`` the ``(N, N)`` matrix itself."""
+    a = np.power(dist, 2).astype(np.float32)
+    col_max = a.max(axis=0)
+    safe = np.where(col_max > 0, col_max, np.float32(1))
+    return np.transpose(a / safe)
+
+
+def k_reciprocal_single(dist: np.ndarray, k1: int = 20, k2: int = 6, lambda_value: float = 0.3) -> np.ndarray:
+    """k-reciprocal re-ranking of ``N`` items among themselves, ``(N, N)`` float32."""
+    return _k_reciprocal_rows(_single_distance(dist), dist.shape[0], k1, k2, lambda_value)
+
+
+def msrerank_single(
+    dist: np.ndarray, ks: tuple[int, ...] = (20, 62, 292), k2: int = 6, lambda_value: float = 0.3,
+    variant: str = "paper",
+) -> np.ndarray:
+    """MSRerank of ``N`` items among themselves, ``(N, N)`` float32 (every row a query, every column
+    a gallery item)."""
+    joint = _single_distance(dist)
+    levels = [_k_reciprocal_rows(joint, dist.shape[0], k, k2, lambda_value) for k in ks]
+    return _combine_levels(levels, ks, 0, variant)

@@ -94,7 +94,20 @@ def _file_relevance(arrays: Mapping[str, np.ndarray], thresholds: Sequence[float
     return levels, coords, ts
 
 
-def read_task_file(path: str | os.PathLike, thresholds: Sequence[float] | None = None) -> RetrievalTask:
+def _file_exclude_self(path: Path, arrays: Mapping[str, np.ndarray], forced: bool | None) -> bool:
+    """Whether a file is a single-domain task: ``forced`` when given, else its ``exclude_self`` entry."""
+    if forced is not None:
+        return bool(forced)
+    if "exclude_self" not in arrays:
+        return False
+    flag = arrays["exclude_self"]
+    if flag.ndim != 0 or flag.dtype != np.bool_:
+        raise ValueError(f"embeddings: {path}: exclude_self: expected a boolean scalar, got {flag!r}")
+    return bool(flag)
+
+
+def read_task_file(path: str | os.PathLike, thresholds: Sequence[float] | None = None,
+                   exclude_self: bool | None = None) -> RetrievalTask:
     """One DESIGN §7 ``.npz`` as a :class:`RetrievalTask` (see :func:`load_embeddings`)."""
     path = Path(path)
     arrays = _read_arrays(path)
@@ -109,15 +122,20 @@ def read_task_file(path: str | os.PathLike, thresholds: Sequence[float] | None =
     building_ids = arrays.get("building_ids")
     if building_ids is not None and (building_ids.ndim != 1 or building_ids.shape[0] != n_buildings):
         building_ids = None
+    single = _file_exclude_self(path, arrays, exclude_self)
+    if single and (query.shape != gallery.shape or not np.array_equal(query, gallery)
+                   or not np.array_equal(query_ids, gallery_ids)):
+        raise ValueError(f"embeddings: {path}: exclude_self: the gallery (embeddings and ids) must equal the "
+                         "queries in a single-domain task")
     return RetrievalTask(
         name=_task_name_of_file(path, arrays), query=query, gallery=gallery, query_ids=query_ids,
         gallery_ids=gallery_ids, levels=levels, coords=coords, thresholds=ts, building_ids=building_ids,
-        source=str(path),
+        source=str(path), exclude_self=single,
     )
 
 
 def load_embeddings(
-    path: str | os.PathLike, thresholds: Sequence[float] | None = None
+    path: str | os.PathLike, thresholds: Sequence[float] | None = None, exclude_self: bool | None = None
 ) -> dict[str, RetrievalTask]:
     """Read DESIGN §7 embedding files: one ``.npz`` (one task) or a folder of the per-task files.
 
@@ -130,6 +148,11 @@ def load_embeddings(
     when the file has none) :func:`dycl.geo.level_matrix` of the stored
     ``coords`` with ``thresholds`` (default: the file's ``thresholds`` entry,
     else 200 m / 500 m).
+
+    ``exclude_self``: None reads it from each file (a single-domain task saved
+    by :func:`dycl.tasks.single_domain_task` stores ``exclude_self = True``);
+    True makes every file a single-domain task (its gallery must equal its
+    queries), False none.
 
     Raises:
         ValueError: a missing or unreadable file, a missing array, mismatched
@@ -147,7 +170,7 @@ def load_embeddings(
         raise ValueError(f"embeddings: no such file or folder: {p}")
     tasks: dict[str, RetrievalTask] = {}
     for file in files:
-        task = read_task_file(file, thresholds)
+        task = read_task_file(file, thresholds, exclude_self)
         if task.name in tasks:
             raise ValueError(f"embeddings: {file} holds task {task.name!r} again")
         tasks[task.name] = task

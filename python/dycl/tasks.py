@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -40,6 +40,7 @@ from .knn import check_search
 from .metrics import DEFAULT_RECALL_AT, evaluate, evaluate_embeddings
 from .metrics_authors import DEFINITIONS, check_compat
 from .rerank import Reranked, check_options, k_reciprocal_graph, msrerank_graph, msrerank_ks
+from .rerank_single import k_reciprocal_single_embeddings, msrerank_single_embeddings
 from .spatial_metrics import spatial_scores
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -72,6 +73,10 @@ class RetrievalTask:
     ``coords``, the building latitude/longitude, when known). ``thresholds``
     name the ``within@{t}m`` shares of the localization error; ``building_ids``
     (optional) are the buildings' ids as listed in the dataset files.
+
+    ``exclude_self``: a single-domain task (:func:`single_domain_task`): the
+    gallery is the query set, each query is ranked against the other items and
+    re-ranking uses :mod:`dycl.rerank_single` (the items once, not twice).
     """
 
     name: str
@@ -84,6 +89,7 @@ class RetrievalTask:
     thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
     building_ids: np.ndarray | None = None
     source: str = ""
+    exclude_self: bool = False
 
     @property
     def n_levels(self) -> int:
@@ -112,6 +118,8 @@ class RetrievalTask:
         if self.building_ids is not None:
             ids = np.asarray(self.building_ids)
             extra["building_ids"] = ids.astype(str) if ids.dtype == object else ids
+        if self.exclude_self:
+            extra["exclude_self"] = np.asarray(True)
         target = Path(path)
         with atomic_open(target, "wb") as handle:
             np.savez(handle, query=np.ascontiguousarray(self.query, dtype=np.float32),
@@ -168,6 +176,32 @@ def tasks_from_split(
     }
 
 
+def single_domain_task(
+    name: str, embeddings: np.ndarray, ids: np.ndarray, levels: np.ndarray, source: str = "",
+    class_labels: np.ndarray | None = None,
+) -> RetrievalTask:
+    """A single-domain retrieval task (e.g. DyML): every item queries all the others.
+
+    Args:
+        name: the task's name (its key in ``metrics.json``), e.g. ``"dyml-product"``.
+        embeddings: ``(N, d)``, one row per image.
+        ids: ``(N,)`` class index of each image, and ``levels`` the ``(C, C)``
+            level matrix over the classes: both from :func:`dycl.levels.from_hierarchy`
+            (or ``HierarchicalSet.ids_and_levels()``).
+        source: where the images come from, for messages and reports.
+        class_labels: optional ``(C,)`` names of the classes (stored like building ids).
+    """
+    emb = np.asarray(embeddings)
+    if emb.ndim != 2 or emb.shape[0] < 2:
+        raise ValueError(f"embeddings: expected (N, d) with N >= 2 items, got shape {emb.shape}")
+    emb = np.ascontiguousarray(emb, dtype=np.float32)
+    id_arr = np.ascontiguousarray(ids, dtype=np.int64)
+    if id_arr.shape != (emb.shape[0],):
+        raise ValueError(f"ids: expected one class index per embedding ({emb.shape[0]}), got {id_arr.shape}")
+    return RetrievalTask(name, emb, emb, id_arr, id_arr, np.asarray(levels, dtype=np.uint8),
+                         building_ids=class_labels, source=source, exclude_self=True)
+
+
 def save_task_embeddings(
     out_dir: str | os.PathLike,
     satellite_emb: np.ndarray,
@@ -197,13 +231,13 @@ def score_task(
     not part of that release and stay as defined.
     """
     kwargs: dict[str, Any] = {"recall_at": recall_at, "coords": task.coords, "thresholds": task.thresholds,
-                              "compat": compat}
+                              "compat": compat, "exclude_self": task.exclude_self}
     if distances is None:
         out = evaluate_embeddings(task.query, task.gallery, task.query_ids, task.gallery_ids, task.levels,
                                   **kwargs)
     else:
         out = evaluate(distances, task.query_ids, task.gallery_ids, task.levels, **kwargs)
-    if geo_metrics and task.coords is not None:
+    if geo_metrics and task.coords is not None and not task.exclude_self:  # spatial_scores is two-set only
         out.update(spatial_scores(task.query_ids, task.gallery_ids, task.coords, recall_at, task.query,
                                   task.gallery, distances))
     return out
@@ -331,7 +365,8 @@ def rerank_task(
 ) -> np.ndarray | None:
     """``(q, g)`` float32 re-ranked distances of ``task`` (None for ``method="none"``).
 
-    Uses the embedding entry points of :mod:`dycl.rerank` (no N×N matrix).
+    Uses the embedding entry points of :mod:`dycl.rerank` (no N×N matrix),
+    or those of :mod:`dycl.rerank_single` for a single-domain task (``(N, N)``).
     ``ks`` (MSRerank) defaults to ``config.ks``.
     """
     result = rerank_task_result(task, config, ks, progress)
@@ -346,12 +381,26 @@ def rerank_task_result(
         return None
     knn = {"knn": config.knn, "knn_params": dict(config.knn_params), "progress": progress}
     if config.method == "k-reciprocal":
+        if task.exclude_self:
+            return _single_set(task, config, lambda: k_reciprocal_single_embeddings(
+                task.query, config.k1, config.k2, config.lambda_value, progress=progress))
         return k_reciprocal_graph(task.query, task.gallery, config.k1, config.k2, config.lambda_value, **knn)
     used = ks if ks is not None else config.ks
     if used is None:
         raise ValueError("ks: MSRerank needs ks (see eq6_ks)")
+    if task.exclude_self:
+        return _single_set(task, config, lambda: msrerank_single_embeddings(
+            task.query, tuple(used), config.k2, config.lambda_value, config.variant, progress=progress))
     return msrerank_graph(task.query, task.gallery, tuple(used), config.k2, config.lambda_value,
                           config.variant, **knn)
+
+
+def _single_set(task: RetrievalTask, config: RerankConfig, run: Callable[[], np.ndarray]) -> Reranked:
+    """A single-domain re-ranking (the items once, exact core search only) as a :class:`Reranked`."""
+    if config.knn != "exact":
+        raise ValueError(f"knn: single-domain re-ranking ({task.name}) uses the core's exact neighbour "
+                         f"search only, got {config.knn!r}")
+    return Reranked(run(), "exact", True, {})
 
 
 def describe_knn(result: Reranked) -> str:
@@ -437,6 +486,6 @@ __all__ = [
     "KNN_SEARCHES", "KS_SOURCES", "RERANK_METHODS", "TASKS", "TASK_FILES", "Evaluation", "RerankConfig",
     "RetrievalTask", "eq6_ks", "evaluate_tasks", "random_embedding_baseline",
     "describe_knn", "rerank_task", "rerank_task_result", "save_task_embeddings", "score_task", "score_tasks",
-    "task_slug",
+    "single_domain_task", "task_slug",
     "tasks_from_split",
 ]

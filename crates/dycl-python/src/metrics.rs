@@ -29,9 +29,11 @@ fn per_query_dict(py: Python<'_>, r: PerQuery) -> PyResult<Bound<'_, PyDict>> {
     Ok(out)
 }
 
-/// Per-query metrics of a `(q, g)` float64 distance matrix.
+/// Per-query metrics of a `(q, g)` float64 distance matrix; with
+/// `exclude_self` the single-set mode (each query skips its own column).
 #[pyfunction]
-#[pyo3(signature = (distances, query_ids, gallery_ids, levels, coords=None))]
+#[pyo3(signature = (distances, query_ids, gallery_ids, levels, coords=None, exclude_self=false))]
+#[allow(clippy::too_many_arguments)]
 fn per_query<'py>(
     py: Python<'py>,
     distances: PyReadonlyArray2<'py, f64>,
@@ -39,6 +41,7 @@ fn per_query<'py>(
     gallery_ids: PyReadonlyArray1<'py, i64>,
     levels: PyReadonlyArray2<'py, u8>,
     coords: Option<PyReadonlyArray2<'py, f64>>,
+    exclude_self: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let (d, q, g, lv) = (
         distances.as_array(),
@@ -48,14 +51,20 @@ fn per_query<'py>(
     );
     let c = coords.as_ref().map(|c| c.as_array());
     let r = call_core(py, "per_query", None, |sink| {
-        metrics::per_query_with(d, q, g, lv, c, Some(sink))
+        if exclude_self {
+            metrics::per_query_excluding_self_with(d, q, g, lv, c, Some(sink))
+        } else {
+            metrics::per_query_with(d, q, g, lv, c, Some(sink))
+        }
     })?;
     per_query_dict(py, r)
 }
 
-/// Per-query metrics from float32 embeddings (cosine distances in the core).
+/// Per-query metrics from float32 embeddings (cosine distances in the core);
+/// `exclude_self` as in [`per_query`].
 #[pyfunction]
-#[pyo3(signature = (query_emb, gallery_emb, query_ids, gallery_ids, levels, coords=None))]
+#[pyo3(signature = (query_emb, gallery_emb, query_ids, gallery_ids, levels, coords=None, exclude_self=false))]
+#[allow(clippy::too_many_arguments)]
 fn per_query_embeddings<'py>(
     py: Python<'py>,
     query_emb: PyReadonlyArray2<'py, f32>,
@@ -64,6 +73,7 @@ fn per_query_embeddings<'py>(
     gallery_ids: PyReadonlyArray1<'py, i64>,
     levels: PyReadonlyArray2<'py, u8>,
     coords: Option<PyReadonlyArray2<'py, f64>>,
+    exclude_self: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let (qe, ge) = (query_emb.as_array(), gallery_emb.as_array());
     let (q, g, lv) = (
@@ -73,7 +83,11 @@ fn per_query_embeddings<'py>(
     );
     let c = coords.as_ref().map(|c| c.as_array());
     let r = call_core(py, "per_query_embeddings", None, |sink| {
-        metrics::per_query_embeddings_with(qe, ge, q, g, lv, c, Some(sink))
+        if exclude_self {
+            metrics::per_query_embeddings_excluding_self_with(qe, ge, q, g, lv, c, Some(sink))
+        } else {
+            metrics::per_query_embeddings_with(qe, ge, q, g, lv, c, Some(sink))
+        }
     })?;
     per_query_dict(py, r)
 }

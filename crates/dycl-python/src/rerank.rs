@@ -249,7 +249,86 @@ fn msrerank_neighbours<'py>(
     })
 }
 
+/// k-reciprocal re-ranking of N items among themselves from their `(N, N)`
+/// distances (single-set mode); `(N, N)` float32.
+#[pyfunction]
+#[pyo3(signature = (dist, k1, k2, lambda_value, progress=None))]
+fn k_reciprocal_single<'py>(
+    py: Python<'py>,
+    dist: DistanceArray<'py>,
+    k1: usize,
+    k2: usize,
+    lambda_value: f64,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    let d = dist.block();
+    run_detached(py, "k_reciprocal_single", progress, |sink| {
+        rerank::k_reciprocal_single(d, k1, k2, lambda_value, Some(sink))
+    })
+}
+
+/// k-reciprocal re-ranking of N float32 embeddings among themselves; `(N, N)` float32.
+#[pyfunction]
+#[pyo3(signature = (embeddings, k1, k2, lambda_value, progress=None))]
+fn k_reciprocal_single_embeddings<'py>(
+    py: Python<'py>,
+    embeddings: PyReadonlyArray2<'py, f32>,
+    k1: usize,
+    k2: usize,
+    lambda_value: f64,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    let e = embeddings.as_array();
+    run_detached(py, "k_reciprocal_single_embeddings", progress, |sink| {
+        rerank::k_reciprocal_single_embeddings(e, k1, k2, lambda_value, Some(sink))
+    })
+}
+
+/// MSRerank of N items among themselves from their `(N, N)` distances; `(N, N)` float32.
+#[pyfunction]
+#[pyo3(signature = (dist, ks, k2, lambda_value, variant, progress=None))]
+#[allow(clippy::too_many_arguments)]
+fn msrerank_single<'py>(
+    py: Python<'py>,
+    dist: DistanceArray<'py>,
+    ks: Vec<usize>,
+    k2: usize,
+    lambda_value: f64,
+    variant: &str,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    let variant: Variant = variant.parse().map_err(to_py_err)?;
+    let d = dist.block();
+    run_detached(py, "msrerank_single", progress, |sink| {
+        rerank::msrerank_single(d, &ks, k2, lambda_value, variant, Some(sink))
+    })
+}
+
+/// MSRerank of N float32 embeddings among themselves; `(N, N)` float32.
+#[pyfunction]
+#[pyo3(signature = (embeddings, ks, k2, lambda_value, variant, progress=None))]
+#[allow(clippy::too_many_arguments)]
+fn msrerank_single_embeddings<'py>(
+    py: Python<'py>,
+    embeddings: PyReadonlyArray2<'py, f32>,
+    ks: Vec<usize>,
+    k2: usize,
+    lambda_value: f64,
+    variant: &str,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    let variant: Variant = variant.parse().map_err(to_py_err)?;
+    let e = embeddings.as_array();
+    run_detached(py, "msrerank_single_embeddings", progress, |sink| {
+        rerank::msrerank_single_embeddings(e, &ks, k2, lambda_value, variant, Some(sink))
+    })
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(k_reciprocal_single, m)?)?;
+    m.add_function(wrap_pyfunction!(k_reciprocal_single_embeddings, m)?)?;
+    m.add_function(wrap_pyfunction!(msrerank_single, m)?)?;
+    m.add_function(wrap_pyfunction!(msrerank_single_embeddings, m)?)?;
     m.add_function(wrap_pyfunction!(k_reciprocal, m)?)?;
     m.add_function(wrap_pyfunction!(k_reciprocal_embeddings, m)?)?;
     m.add_function(wrap_pyfunction!(msrerank, m)?)?;

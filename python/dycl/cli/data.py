@@ -1,4 +1,4 @@
-"""``dycl-data synth|stats|show`` (the engine: :mod:`dycl.data`)."""
+"""``dycl-data synth|shapes|stats|show`` (the engine: :mod:`dycl.data`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from .common import run_cli
 def _data_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dycl-data", description="Datasets: render the synthetic campus, inspect a dataset folder.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{synth,stats,show}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{synth,shapes,stats,show}")
 
     synth = sub.add_parser("synth", help="render a synthetic campus dataset in the DA-Campus layout")
     synth.add_argument("out", help="output folder (new, empty, or an unfinished run of the same parameters)")
@@ -22,6 +22,19 @@ def _data_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
     synth.add_argument("--workers", type=int, default=None, help="rendering processes (default: all CPUs)")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    shapes = sub.add_parser(
+        "shapes", help="write the synthetic hierarchical set (shape family > colour > pattern)",
+        description="Tiny deterministic images for single-domain hierarchical retrieval (Table IV's "
+                    "setting): 36 fine classes (3 families x 3 colours x 4 patterns). Writes "
+                    "OUT/images/*.png and OUT/shapes.csv (path,label_path,split), read by "
+                    "dycl.data.hierarchy.read_hierarchy_manifest.")
+    shapes.add_argument("out", help="output folder")
+    shapes.add_argument("--images-per-class", type=int, default=4, help="images per fine class (default 4)")
+    shapes.add_argument("--test-per-class", type=int, default=2,
+                        help="of those, how many go to the test split (default 2)")
+    shapes.add_argument("--image-size", type=int, default=32, help="image side in pixels (default 32)")
+    shapes.add_argument("--seed", type=int, default=0, help="seed (default 0)")
 
     stats = sub.add_parser("stats", help="buildings, images, levels, neighbours and Eq. 6 ks of a dataset")
     stats.add_argument("root", help="dataset folder (DA-Campus layout)")
@@ -50,6 +63,13 @@ def _data_run(args: argparse.Namespace) -> int:
         print(f"wrote {out}: {args.train_buildings} train + {args.test_buildings} test buildings, "
               f"{images} images of {args.image_size} px")
         return 0
+    if args.command == "shapes":
+        from ..data.shapes import write_shapes
+
+        manifest = write_shapes(args.out, args.images_per_class, args.image_size, args.seed,
+                                args.test_per_class)
+        print(f"wrote {manifest}: 36 classes x {args.images_per_class} images of {args.image_size} px")
+        return 0
     if args.command == "stats":
         from ..data.stats import dataset_stats, format_stats
 
@@ -64,5 +84,5 @@ def _data_run(args: argparse.Namespace) -> int:
 
 
 def data_main(argv: Sequence[str] | None = None) -> int:
-    """``dycl-data synth|stats|show`` (see ``dycl-data -h``)."""
+    """``dycl-data synth|shapes|stats|show`` (see ``dycl-data -h``)."""
     return run_cli("dycl-data", _data_parser, _data_run, argv)

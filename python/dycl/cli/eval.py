@@ -18,6 +18,7 @@ examples:
   dycl-eval --embeddings other_model.npz --thresholds 200 500 --plots figures/
   dycl-eval --embeddings runs/dycl/embeddings --compat authors --output paper-like/metrics.json
   dycl-eval --compare runs/a/metrics.json runs/b/metrics.json --labels A B --out map_by_scale.png
+  dycl-eval --embeddings dyml_product.npz --exclude-self --rerank msrerank --ks 20,40,80
 
 With --checkpoint, both tasks (satellite->drone, drone->satellite) of the --split
 (default test) of --data-dir are scored and, with --output x/metrics.json, the
@@ -37,6 +38,14 @@ Under torchrun (torchrun --nproc-per-node 4 -m dycl eval --checkpoint ... --outp
 x/metrics.json) each process embeds a shard of the images into
 x/metrics.embeddings/shards/ and process 0 merges them (the one-process result);
 run again after a crash, finished shards are kept. See docs/scale.md.
+
+Single-domain hierarchical retrieval (DyML-Vehicle/Animal/Product and the like):
+the query set is the gallery and each image is ranked against the others. Save
+the task with dycl.tasks.single_domain_task(name, embeddings, ids, levels), ids
+and levels from dycl.levels.from_hierarchy(fine, middle, coarse); the file then
+carries exclude_self and dycl-eval --embeddings scores it that way. --exclude-self
+forces it for a file whose query and gallery arrays are the same images. Scales
+count from the finest label (scale 0: same fine class ... scale L-1: same coarsest).
 """
 
 
@@ -86,6 +95,10 @@ def _build_eval_parser() -> argparse.ArgumentParser:
     data.add_argument("--dataset-format", choices=("auto", "dacampus", "manifest"), default="auto",
                       help="how to read --data-dir (default auto)")
     data.add_argument("--split", default="test", help="the evaluated split of --data-dir (default test)")
+    data.add_argument("--exclude-self", action="store_true",
+                      help="with --embeddings: single-domain retrieval, the gallery is the query set and "
+                           "each query is ranked against the others (its own row left out of metrics; "
+                           "re-ranking on the items once). Files saved by single_domain_task need no flag")
     data.add_argument("--thresholds", type=float, nargs="+", metavar="M",
                       help="level thresholds in metres (default: the checkpoint's, the file's, else 200 500)")
     data.add_argument("--backbone", metavar="NAME",
@@ -201,7 +214,7 @@ def _run_eval(args: argparse.Namespace) -> int:
             recall_at=tuple(args.recall_at), output=args.output, save_embeddings=args.save_embeddings,
             overwrite=args.overwrite, plots=args.plots, plot_queries=args.plot_queries,
             plot_top_k=args.plot_top_k, map_building=args.map_building, shift_ks=args.shift_ks,
-            progress=args.progress, compat=args.compat,
+            progress=args.progress, compat=args.compat, exclude_self=args.exclude_self,
         )
     with warnings.catch_warnings():
         if options.compat == AUTHORS:

@@ -114,6 +114,17 @@ Statistics and previews (``dycl.data.stats``)::
     appearance_similarity(split, thresholds=(200.0, 500.0)) -> dict   # DESIGN §9 checks
     contact_sheet(split, building_id, out_png) -> Path                # ``dycl-data show``
 
+Single-domain hierarchical sets (Table IV; NumPy only)::
+
+    from dycl.data.hierarchy import read_hierarchy_manifest, HierarchicalSet
+    s = read_hierarchy_manifest("set.csv", split="test")   # path + label_path, or coarse,middle,fine
+    ids, levels = s.ids_and_levels()                         # dycl.levels.from_hierarchy of its labels
+    from dycl.data.dyml import read_dyml, read_dyml_benchmark, dyml_layout   # the DyML release layout
+    read_dyml(root, "train" | "test")                        # "test": DyML-Product's single-domain set
+    read_dyml_benchmark(root, "fine" | "middle" | "coarse", "query" | "gallery")   # Vehicle, Animal
+    from dycl.data.shapes import shapes_dataset, write_shapes, pixel_embeddings   # synthetic family >
+                                                                                  # colour > pattern
+
 The CLI ``dycl-data synth|stats|show`` lives in :mod:`dycl.cli`.
 """
 

@@ -211,7 +211,46 @@ pub fn per_query_with<D: Copy + Into<f64> + Send + Sync>(
     coords: Option<ArrayView2<f64>>,
     progress: Option<&mut dyn ProgressSink>,
 ) -> Result<PerQuery> {
-    let ids = check_per_query_inputs(distances.dim(), query_ids, gallery_ids, levels, coords)?;
+    let inputs = (query_ids, gallery_ids, levels, coords);
+    per_query_in_mode(distances, inputs, false, progress)
+}
+
+/// [`per_query_with`] for single-set retrieval: the gallery is the query set
+/// (`distances` square, `gallery_ids` equal to `query_ids`) and each query's
+/// own column is left out of its ranking, so every metric (ranks, AP, H-AP,
+/// ASI, NDCG, level counts, the top-1) is over the `N − 1` other items.
+pub fn per_query_excluding_self_with<D: Copy + Into<f64> + Send + Sync>(
+    distances: ArrayView2<D>,
+    query_ids: ArrayView1<i64>,
+    gallery_ids: ArrayView1<i64>,
+    levels: ArrayView2<u8>,
+    coords: Option<ArrayView2<f64>>,
+    progress: Option<&mut dyn ProgressSink>,
+) -> Result<PerQuery> {
+    let inputs = (query_ids, gallery_ids, levels, coords);
+    per_query_in_mode(distances, inputs, true, progress)
+}
+
+/// The ids, levels and coordinates of a metrics call.
+type RelevanceInputs<'a> = (
+    ArrayView1<'a, i64>,
+    ArrayView1<'a, i64>,
+    ArrayView2<'a, u8>,
+    Option<ArrayView2<'a, f64>>,
+);
+
+/// [`per_query_with`], or with `exclude_self` its single-set variant.
+fn per_query_in_mode<D: Copy + Into<f64> + Send + Sync>(
+    distances: ArrayView2<D>,
+    (query_ids, gallery_ids, levels, coords): RelevanceInputs,
+    exclude_self: bool,
+    progress: Option<&mut dyn ProgressSink>,
+) -> Result<PerQuery> {
+    let mut ids = check_per_query_inputs(distances.dim(), query_ids, gallery_ids, levels, coords)?;
+    if exclude_self {
+        check_single_set("distances", "gallery_ids", distances.dim(), &ids)?;
+        ids.exclude_self = true;
+    }
     let levels = levels.as_standard_layout();
     let mut out = QueryArrays::zeros(distances.nrows(), ids.n_levels)?;
     let q = distances.nrows();
@@ -235,6 +274,51 @@ struct CheckedIds {
     n_levels: usize,
     query: Vec<usize>,
     gallery: Vec<usize>,
+    /// Single-set retrieval: query `i` skips gallery item `i` (itself).
+    exclude_self: bool,
+}
+
+impl CheckedIds {
+    /// The gallery column query `i` must skip, if any.
+    #[inline]
+    fn skip(&self, i: usize) -> Option<usize> {
+        self.exclude_self.then_some(i)
+    }
+}
+
+/// The checks of single-set retrieval: as many gallery items as queries
+/// (`shape_arg`), at least two (a query must have another item to find),
+/// and the same id at every position (`ids_arg` is blamed).
+fn check_single_set(
+    shape_arg: &'static str,
+    ids_arg: &'static str,
+    (q, g): (usize, usize),
+    ids: &CheckedIds,
+) -> Result<()> {
+    if q != g {
+        return Err(DyclError::invalid(
+            shape_arg,
+            format!(
+                "exclude_self needs the gallery to be the query set (square), got ({q}, {g}) items"
+            ),
+        ));
+    }
+    if g < 2 {
+        return Err(DyclError::invalid(
+            shape_arg,
+            "exclude_self needs at least 2 items (each query is ranked against the others)",
+        ));
+    }
+    if let Some(i) = (0..q).find(|&i| ids.query[i] != ids.gallery[i]) {
+        return Err(DyclError::invalid(
+            ids_arg,
+            format!(
+                "with exclude_self must equal query_ids; they differ at position {i} ({} vs {})",
+                ids.gallery[i], ids.query[i]
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Every check of [`per_query`] but finiteness, in the order its errors are
@@ -268,6 +352,7 @@ fn check_per_query_inputs(
         n_levels,
         query,
         gallery,
+        exclude_self: false,
     })
 }
 
@@ -402,7 +487,7 @@ fn score_queries<D: Copy + Into<f64> + Send + Sync>(
                 tracker.advance(1);
                 let level_row = levels.row(ids.query[i]);
                 let level_row = level_row.as_slice().expect("standard layout");
-                if !rank_row(s, distances.row(i), &ids.gallery, level_row) {
+                if !rank_row(s, distances.row(i), (&ids.gallery, ids.skip(i)), level_row) {
                     saw_non_finite.store(true, Ordering::Relaxed);
                     return;
                 }
@@ -430,15 +515,16 @@ fn score_queries<D: Copy + Into<f64> + Send + Sync>(
 fn rank_row<D: Copy + Into<f64>>(
     s: &mut Scratch,
     row: ArrayView1<D>,
-    gallery_ids: &[usize],
+    (gallery_ids, skip): (&[usize], Option<usize>),
     level_row: &[u8],
 ) -> bool {
     match row.as_slice() {
-        Some(d) => s.ranked.rank(d, gallery_ids, level_row),
+        Some(d) => s.ranked.rank_excluding(d, gallery_ids, level_row, skip),
         None => {
             s.row.clear();
             s.row.extend(row.iter().map(|&d| d.into()));
-            s.ranked.rank(&s.row, gallery_ids, level_row)
+            s.ranked
+                .rank_excluding(&s.row, gallery_ids, level_row, skip)
         }
     }
 }
@@ -532,8 +618,30 @@ pub fn per_query_embeddings_with(
     per_query_embeddings_in_blocks(
         (query_emb, gallery_emb),
         (query_ids, gallery_ids),
-        levels,
-        coords,
+        (levels, coords, false),
+        block,
+        Progress::new(progress),
+    )
+}
+
+/// [`per_query_embeddings_with`] for single-set retrieval (see
+/// [`per_query_excluding_self_with`]): `gallery_emb` must equal `query_emb`
+/// value for value and `gallery_ids` equal `query_ids`.
+pub fn per_query_embeddings_excluding_self_with(
+    query_emb: ArrayView2<f32>,
+    gallery_emb: ArrayView2<f32>,
+    query_ids: ArrayView1<i64>,
+    gallery_ids: ArrayView1<i64>,
+    levels: ArrayView2<u8>,
+    coords: Option<ArrayView2<f64>>,
+    progress: Option<&mut dyn ProgressSink>,
+) -> Result<PerQuery> {
+    let (q, g) = (query_emb.nrows(), gallery_emb.nrows());
+    let block = stream::block_rows(q, g);
+    per_query_embeddings_in_blocks(
+        (query_emb, gallery_emb),
+        (query_ids, gallery_ids),
+        (levels, coords, true),
         block,
         Progress::new(progress),
     )
@@ -543,16 +651,26 @@ pub fn per_query_embeddings_with(
 fn per_query_embeddings_in_blocks(
     (query_emb, gallery_emb): (ArrayView2<f32>, ArrayView2<f32>),
     (query_ids, gallery_ids): (ArrayView1<i64>, ArrayView1<i64>),
-    levels: ArrayView2<u8>,
-    coords: Option<ArrayView2<f64>>,
+    (levels, coords, exclude_self): (ArrayView2<u8>, Option<ArrayView2<f64>>, bool),
     block: usize,
     mut progress: Progress,
 ) -> Result<PerQuery> {
-    let ids = check_embedding_inputs(query_emb, gallery_emb, query_ids, gallery_ids, levels)?;
+    let mut ids = check_embedding_inputs(query_emb, gallery_emb, query_ids, gallery_ids, levels)?;
+    if exclude_self {
+        let shape = (query_emb.nrows(), gallery_emb.nrows());
+        check_single_set("gallery_emb", "gallery_ids", shape, &ids)?;
+        ids.exclude_self = true;
+    }
     check_coords(coords, levels.nrows())?;
     // The normalised copies are the one pass over the embeddings that checks them finite.
     let query = normalized_finite("query_emb", query_emb)?;
     let gallery = normalized_finite("gallery_emb", gallery_emb)?;
+    if exclude_self && query_emb != gallery_emb {
+        return Err(DyclError::invalid(
+            "gallery_emb",
+            "with exclude_self must equal query_emb (the gallery is the query set)",
+        ));
+    }
     let levels = levels.as_standard_layout();
     let mut out = QueryArrays::zeros(query.nrows(), ids.n_levels)?;
     let (q, g) = (query.view(), gallery.view());
@@ -614,6 +732,7 @@ fn check_embedding_inputs(
         n_levels,
         query,
         gallery,
+        exclude_self: false,
     })
 }
 
@@ -1050,8 +1169,7 @@ mod tests {
             let got = per_query_embeddings_in_blocks(
                 (c.query.view(), c.gallery.view()),
                 (qi, gi),
-                c.levels.view(),
-                Some(c.coords.view()),
+                (c.levels.view(), Some(c.coords.view()), false),
                 block,
                 Progress::silent(),
             )
@@ -1195,3 +1313,6 @@ mod tests {
         assert_eq!(a.top1, array![0u32, 2]);
     }
 }
+
+#[cfg(test)]
+mod single_tests;

@@ -87,11 +87,26 @@ impl RankedPositives {
     /// level must be `<= L` (the `n_levels` given to [`Self::new`]).
     /// Returns whether every distance was finite; if not, the ranking is
     /// meaningless and must be discarded.
+    #[cfg(test)]
     pub(crate) fn rank<D: Copy + Into<f64>>(
         &mut self,
         distances: &[D],
         gallery_ids: &[usize],
         level_row: &[u8],
+    ) -> bool {
+        self.rank_excluding(distances, gallery_ids, level_row, None)
+    }
+
+    /// [`Self::rank`] over the gallery without item `skip` (single-set
+    /// retrieval: a query's own column). Ranks, level counts and the top-1
+    /// are those of the other items; the skipped distance is still checked
+    /// finite so a bad value is never hidden.
+    pub(crate) fn rank_excluding<D: Copy + Into<f64>>(
+        &mut self,
+        distances: &[D],
+        gallery_ids: &[usize],
+        level_row: &[u8],
+        skip: Option<usize>,
     ) -> bool {
         debug_assert_eq!(distances.len(), gallery_ids.len());
         debug_assert!(self.keys.len() >= distances.len());
@@ -102,9 +117,12 @@ impl RankedPositives {
         // Branch-free split into positives and negatives: write the key to
         // both buffers, advance only the matching one.
         for (j, (&d, &gid)) in distances.iter().zip(gallery_ids).enumerate() {
-            let level = level_row[gid];
             let d: f64 = d.into();
             finite &= d.is_finite();
+            if skip == Some(j) {
+                continue;
+            }
+            let level = level_row[gid];
             let key = item_key(d, j, level);
             best = best.min(key);
             self.level_counts[level as usize] += 1;

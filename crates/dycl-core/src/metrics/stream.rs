@@ -213,7 +213,10 @@ impl BlockPass<'_> {
     fn score_row(&self, s: &mut Scratch, i: usize, dist: &[f32], out: QueryOut) -> bool {
         let level_row = self.levels.row(self.ids.query[i]);
         let level_row = level_row.as_slice().expect("standard layout");
-        if !s.ranked.rank(dist, &self.ids.gallery, level_row) {
+        if !s
+            .ranked
+            .rank_excluding(dist, &self.ids.gallery, level_row, self.ids.skip(i))
+        {
             return false;
         }
         score_ranked(self.ctx, s, out);

@@ -26,6 +26,7 @@ pub mod given;
 pub mod knn;
 pub mod kreciprocal;
 pub mod msrerank;
+pub mod single;
 pub mod source;
 
 /// Progress and cancellation, shared with the other long calls of the core.
@@ -37,6 +38,10 @@ pub use given::GivenNeighbours;
 pub use knn::CosineLists;
 pub use msrerank::Variant;
 pub use progress::{Progress, ProgressSink};
+pub use single::{
+    k_reciprocal_single, k_reciprocal_single_embeddings, msrerank_single,
+    msrerank_single_embeddings, SingleDistances,
+};
 pub use source::{
     BlockDistances, DistanceBlock, DistanceBlocks, EmbeddingDistances, SquaredDistances,
 };
@@ -45,7 +50,7 @@ use crate::error::{DyclError, Result};
 pub use crate::memory::available_memory;
 use knn::{InLists, NeighbourLists};
 use kreciprocal::{half_to_even, query_expansion, reciprocal_all, weights, Inverted, SparseRows};
-use msrerank::{combine_levels, first_columns, Level};
+use msrerank::{combine_levels_from, first_columns, Level};
 
 /// k-reciprocal re-ranking from the three distance blocks; `(q, g)` float32.
 pub fn k_reciprocal(
@@ -298,6 +303,10 @@ fn estimated_bytes(
 /// The sizes of one call, checked, clamped and known to fit before any work.
 struct Plan {
     q: usize,
+    /// First joint column of the gallery: `q` when queries and gallery are
+    /// two sets, 0 in single-set mode (the `N` items are both; the answer
+    /// is `N × N`).
+    gallery_col0: usize,
     /// Neighbourhood sizes, each clamped to `N − 1`.
     ks: Vec<usize>,
     k2: usize,
@@ -319,14 +328,42 @@ impl Plan {
         tile_rows: usize,
         source_bytes: u64,
     ) -> Result<Plan> {
+        Self::checked((n, q, q), ks, (k2, lambda), tile_rows, source_bytes)
+    }
+
+    /// [`Plan::new`] for single-set mode: all `n` items are queries and
+    /// gallery at once.
+    fn single_set(
+        n: usize,
+        ks: &[usize],
+        (k2, lambda): (usize, f64),
+        tile_rows: usize,
+        source_bytes: u64,
+    ) -> Result<Plan> {
+        Self::checked((n, n, 0), ks, (k2, lambda), tile_rows, source_bytes)
+    }
+
+    fn checked(
+        (n, q, gallery_col0): (usize, usize, usize),
+        ks: &[usize],
+        (k2, lambda): (usize, f64),
+        tile_rows: usize,
+        source_bytes: u64,
+    ) -> Result<Plan> {
         check_rerank_args(n, k2, lambda)?;
         let ks = clamped(ks, n);
         let k_max = *ks.iter().max().expect("ks checked non-empty");
         let len = k_max.saturating_add(1).max(k2).min(n);
         let need = estimated_bytes((n, q, len), &ks, tile_rows.saturating_mul(n), source_bytes);
-        check_memory(n, q, need)?;
+        // estimated_bytes counts a q × (n − q) answer; a gallery from column
+        // gallery_col0 < q (single-set mode) adds q × (q − gallery_col0) cells.
+        let extra = (q as u64)
+            .saturating_mul((q - gallery_col0) as u64)
+            .saturating_mul(4);
+        check_memory(n, q, need.saturating_add(extra))?;
         Ok(Plan {
             q,
+            gallery_col0,
             ks,
             k2,
             lambda,
@@ -359,7 +396,7 @@ fn rerank_lists<S: SquaredDistances>(
     let (n, q, ks) = (source.n_items(), plan.q, &plan.ks[..]);
     let inlists = InLists::build(&lists)?;
 
-    let first_cols = first_columns(variant, ks.len(), q);
+    let first_cols = first_columns(variant, ks.len(), plan.gallery_col0);
     let weights = WeightsPerK::build(source, &lists, &inlists, ks, plan.k2, &mut progress)?;
     let inverted = InvertedPerLevel::build(&weights, ks, &first_cols, n)?;
     let levels: Vec<Level> = ks
@@ -373,7 +410,8 @@ fn rerank_lists<S: SquaredDistances>(
         })
         .collect();
     progress.run("re-ranking queries", 0, q, |t| {
-        combine_levels(source, &lists, q, &levels, plan.lambda, variant, t)
+        let sets = (q, plan.gallery_col0);
+        combine_levels_from(source, &lists, sets, &levels, plan.lambda, variant, t)
     })?
 }
 

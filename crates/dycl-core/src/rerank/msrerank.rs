@@ -109,7 +109,22 @@ pub fn combine_levels<S: SquaredDistances + ?Sized>(
     variant: Variant,
     tracker: &Tracker,
 ) -> Result<Array2<f32>> {
-    let pass = QueryPass::new(source, lists, q, levels, lambda, variant);
+    combine_levels_from(source, lists, (q, q), levels, lambda, variant, tracker)
+}
+
+/// [`combine_levels`] for the first `q` rows against the gallery of joint
+/// columns `gallery_col0..N`: `gallery_col0 = q` for a query set and a
+/// gallery, 0 in single-set mode (the answer is then `q × N`).
+pub fn combine_levels_from<S: SquaredDistances + ?Sized>(
+    source: &S,
+    lists: &NeighbourLists,
+    (q, gallery_col0): (usize, usize),
+    levels: &[Level],
+    lambda: f64,
+    variant: Variant,
+    tracker: &Tracker,
+) -> Result<Array2<f32>> {
+    let pass = QueryPass::new(source, lists, gallery_col0, levels, lambda, variant);
     let tile = source.tile_rows().min(q);
     let mut out = try_array2::<f32>((q, pass.g), OUTPUT)?;
     let scratch_error = FirstError::default();
@@ -151,16 +166,21 @@ struct QueryPass<'a, S: ?Sized> {
 }
 
 impl<'a, S: SquaredDistances + ?Sized> QueryPass<'a, S> {
+    /// The pass over the gallery of joint columns `gallery_col0..N`.
     fn new(
         source: &'a S,
         lists: &'a NeighbourLists,
-        q: usize,
+        gallery_col0: usize,
         levels: &'a [Level<'a>],
         lambda: f64,
         variant: Variant,
     ) -> Self {
         let n = source.n_items();
-        let col0 = levels.iter().map(|l| l.first_col).min().unwrap_or(q);
+        let col0 = levels
+            .iter()
+            .map(|l| l.first_col)
+            .min()
+            .unwrap_or(gallery_col0);
         QueryPass {
             source,
             lists,
@@ -168,7 +188,7 @@ impl<'a, S: SquaredDistances + ?Sized> QueryPass<'a, S> {
             variant,
             col0,
             n,
-            g: n - q,
+            g: n - gallery_col0,
             width: n - col0,
             // The reference computes (1 − λ)·J + λ·D in float32 with the weights cast once.
             w_jaccard: (1.0 - lambda) as f32,

@@ -86,7 +86,7 @@ impl DistanceBlock<'_> {
     }
 
     #[inline]
-    fn get_sq(&self, r: usize, c: usize) -> f32 {
+    pub(super) fn get_sq(&self, r: usize, c: usize) -> f32 {
         match self {
             DistanceBlock::F32(a) => a[[r, c]].square_f32(),
             DistanceBlock::F64(a) => a[[r, c]].square_f32(),
@@ -94,7 +94,7 @@ impl DistanceBlock<'_> {
     }
 
     /// `out[(a - src_cols.start) * width + b - src_rows.start] = self[b, a]²` (transposed copy).
-    fn fill_transposed(
+    pub(super) fn fill_transposed(
         &self,
         src_rows: Range<usize>,
         src_cols: Range<usize>,
@@ -122,7 +122,7 @@ impl DistanceBlock<'_> {
     }
 
     /// First non-finite value, or first value whose square overflows f32.
-    fn first_problem(&self) -> Option<(usize, usize, f64, bool)> {
+    pub(super) fn first_problem(&self) -> Option<(usize, usize, f64, bool)> {
         fn scan<T: SquareF32>(m: ArrayView2<T>) -> Option<(usize, usize, f64, bool)> {
             for ((r, c), &v) in m.indexed_iter() {
                 if !v.is_finite_value() {
