@@ -226,6 +226,15 @@ class JointRows:
         for start in range(0, self.n, self.block):
             yield start, self.rows(start, min(start + self.block, self.n))
 
+    def take(self, indices: np.ndarray) -> np.ndarray:
+        """Normalised float32 copy of the joint rows ``indices`` (sorted or not)."""
+        q = self.query.shape[0]
+        out = np.empty((len(indices), self.dim), dtype=np.float32)
+        in_query = indices < q
+        out[in_query] = self.query[indices[in_query]]
+        out[~in_query] = self.gallery[indices[~in_query] - q]
+        return _normalised(out)
+
     def sample(self, count: int, seed: int = 0) -> np.ndarray:
         """``count`` normalised rows drawn without replacement (all of them if fewer)."""
         if count >= self.n:
@@ -323,6 +332,21 @@ def _faiss_index(faiss: Any, joint: JointRows, p: dict[str, Any]) -> Any:
     return index
 
 
+def _search_order(index: Any, joint: JointRows, p: dict[str, Any]) -> np.ndarray:
+    """The order to search the items in: for IVF, grouped by their nearest inverted list.
+
+    Every item is a query here, and an IVF search reads its ``nprobe`` lists from memory; items of
+    the same list probe almost the same lists, so searching them together keeps those lists in
+    cache (at 10^5-10^6 items the unordered search is bound by memory traffic). Results do not
+    depend on the order."""
+    if p["index"] != "ivf":
+        return np.arange(joint.n)
+    assigned = np.empty(joint.n, dtype=np.int64)
+    for start, rows in joint.blocks():
+        assigned[start:start + len(rows)] = index.quantizer.search(rows, 1)[1][:, 0]
+    return np.argsort(assigned, kind="stable")
+
+
 def _faiss_graph(joint: JointRows, width: int, progress: ProgressCallback | None,
                  **params: Any) -> NeighbourGraph:
     n = joint.n
@@ -334,16 +358,18 @@ def _faiss_graph(joint: JointRows, width: int, progress: ProgressCallback | None
     ids = np.empty((n, width), dtype=np.int64)
     distance = np.empty((n, width), dtype=np.float32)
     max_distance = np.empty(n, dtype=np.float32)
+    order = _search_order(index, joint, p)
     _report(progress, "FAISS search", 0, n)
-    for start, rows in joint.blocks():
-        stop = start + len(rows)
+    for start in range(0, n, joint.block):
+        picked = order[start:start + joint.block]
+        rows = joint.take(picked)
         scores, found = index.search(rows, width)
-        ids[start:stop], distance[start:stop] = found, 1.0 - scores
+        ids[picked], distance[picked] = found, 1.0 - scores
         # The farthest item by cosine is the nearest by inner product to the negated vector.
         far, far_id = index.search(np.negative(rows), 1)
         # Nothing found (empty probed lists): 0, so the core falls back to the largest listed distance.
-        max_distance[start:stop] = np.where(far_id[:, 0] >= 0, 1.0 + far[:, 0], 0.0)
-        _report(progress, "FAISS search", stop, n)
+        max_distance[picked] = np.where(far_id[:, 0] >= 0, 1.0 + far[:, 0], 0.0)
+        _report(progress, "FAISS search", start + len(picked), n)
     if (ids < 0).any():
         knob = "nprobe" if p["index"] == "ivf" else "ef_search"
         raise ValueError(f"{knob}: the FAISS search found fewer than {width} neighbours for "
