@@ -168,7 +168,7 @@ impl NeighbourLists {
     ) -> Result<Self> {
         let n = source.n_items();
         let len = len.min(n);
-        let tile = source.tile_rows();
+        let tile = source.tile_rows_for(n);
         let mut index = try_zeroed::<u32>(ensure_fits::<u32>(&[n, len], LISTS)?, LISTS)?;
         let mut dist = try_zeroed::<f32>(n * len, LISTS)?;
         let mut row_max = try_zeroed::<f32>(n, LISTS)?;

@@ -125,7 +125,7 @@ fn from_embeddings(
     EmbeddingDistances::check_shapes(query, gallery)?;
     let (q, n) = (query.nrows(), query.nrows() + gallery.nrows());
     let joint_bytes = (n as u64).saturating_mul(query.ncols() as u64 * 4);
-    let tile = EmbeddingDistances::TILE_ROWS;
+    let tile = EmbeddingDistances::max_tile_rows(n);
     let plan = Plan::new(n, q, ks, k2, lambda, tile, joint_bytes)?;
     let source = EmbeddingDistances::new(query, gallery)?;
     rerank(&source, &plan, variant, Progress::new(progress))
