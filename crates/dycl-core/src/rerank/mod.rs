@@ -5,7 +5,8 @@
 //! 1. [`knn::NeighbourLists`]: one blocked pass over `D` (tiles of rows from a
 //!    [`source::SquaredDistances`]) keeps each row's normalisation maximum
 //!    and its first `max(k) + 1` ranks (ties by index). Computed once and
-//!    shared by all MSRerank levels.
+//!    shared by all MSRerank levels. From embeddings, [`symmetric`] computes
+//!    the same lists from one triangle of the similarity matrix.
 //! 2. Per distinct `k`: reciprocal sets from the lists and their inverse
 //!    ([`knn::InLists`]), the 2/3 expansion, sparse `V`, query expansion,
 //!    an inverted index over the columns the answer needs
@@ -26,6 +27,7 @@ pub mod knn;
 pub mod kreciprocal;
 pub mod msrerank;
 pub mod source;
+pub mod symmetric;
 
 /// Progress and cancellation, shared with the other long calls of the core.
 pub use crate::progress;
@@ -241,7 +243,10 @@ fn rerank<S: SquaredDistances>(
 ) -> Result<Array2<f32>> {
     let (n, q, ks) = (source.n_items(), plan.q, &plan.ks[..]);
     let lists = progress.run("neighbour lists", 0, n, |t| {
-        NeighbourLists::build(source, plan.len, t)
+        match source.full_neighbour_lists(plan.len, t) {
+            Some(lists) => lists,
+            None => NeighbourLists::build(source, plan.len, t),
+        }
     })??;
     let inlists = InLists::build(&lists)?;
 

@@ -12,9 +12,11 @@ use std::ops::Range;
 
 use ndarray::{s, Array2, ArrayView2, ArrayViewMut2};
 
+use super::knn::NeighbourLists;
 use crate::distance::{balanced_block_rows, normalize_rows, similarity_tile, validate_embeddings};
 use crate::error::{DyclError, Result};
 use crate::memory::{try_array2, Purpose};
+use crate::progress::Tracker;
 
 /// What the joint embeddings are, and what to do when they do not fit.
 const JOINT: Purpose = Purpose::new(
@@ -33,6 +35,16 @@ pub trait SquaredDistances: Sync {
     /// rayon threads so that none idles while another finishes a remainder.
     fn tile_rows_for(&self, rows: usize) -> usize {
         balanced_block_rows(rows, 1, self.tile_rows())
+    }
+    /// The neighbour lists of all rows by a faster route this source knows,
+    /// or `None` for the generic tiled [`NeighbourLists::build`]. Both give
+    /// the same lists.
+    fn full_neighbour_lists(
+        &self,
+        _len: usize,
+        _tracker: &Tracker,
+    ) -> Option<Result<NeighbourLists>> {
+        None
     }
     /// Row-major `rows.len() × cols.len()` tile of squared distances.
     fn fill(&self, rows: Range<usize>, cols: Range<usize>, out: &mut [f32]);
@@ -434,6 +446,11 @@ impl EmbeddingDistances {
         normalize_rows(&mut joint);
         Ok(EmbeddingDistances { joint })
     }
+
+    /// The normalised joint embeddings, queries first.
+    pub fn joint(&self) -> ArrayView2<'_, f32> {
+        self.joint.view()
+    }
 }
 
 impl SquaredDistances for EmbeddingDistances {
@@ -460,6 +477,15 @@ impl SquaredDistances for EmbeddingDistances {
             let d = 1.0 - *v;
             *v = d * d;
         }
+    }
+
+    /// The symmetric pass ([`super::symmetric`]): half the flops.
+    fn full_neighbour_lists(
+        &self,
+        len: usize,
+        tracker: &Tracker,
+    ) -> Option<Result<NeighbourLists>> {
+        super::symmetric::neighbour_lists(self, len, tracker)
     }
 
     fn get(&self, row: usize, col: usize) -> f32 {
