@@ -123,9 +123,16 @@ def measure(q: int, g: int, repeat: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=parse_sizes, default=None, help=f"QUERIES+GALLERY,... (default {DEFAULT_SIZES})")
+    parser.add_argument(
+        "--sizes", type=parse_sizes, default=None, help=f"QUERIES+GALLERY,... (default {DEFAULT_SIZES})"
+    )
     parser.add_argument("--quick", action="store_true", help=f"tiny smoke run ({QUICK_SIZES})")
-    parser.add_argument("--repeat", type=int, default=None, help="runs per figure, the fastest kept (default 1; 3 with --quick)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="runs per figure, the fastest kept (default 1; 3 with --quick)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     sizes = args.sizes or parse_sizes(QUICK_SIZES if args.quick else DEFAULT_SIZES)
@@ -133,11 +140,15 @@ def main() -> None:
     pinned = [name for name in PINS if name in os.environ]
     if pinned:
         print(
-            f"warning: {', '.join(pinned)} set: NumPy's OpenBLAS may run slower kernels than this CPU allows; "
-            "run with `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benches/bench_kernel.py`"
+            f"warning: {', '.join(pinned)} set: NumPy's OpenBLAS may run slower kernels than "
+            "this CPU allows; run with "
+            "`env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benches/bench_kernel.py`"
         )
     blas = blas_info()
-    print("NumPy BLAS:", "; ".join(", ".join(f"{k}={v}" for k, v in pool.items()) for pool in blas) or "none found")
+    print(
+        "NumPy BLAS:",
+        "; ".join(", ".join(f"{k}={v}" for k, v in pool.items()) for pool in blas) or "none found",
+    )
     results = []
     for q, g in sizes:
         r = measure(q, g, repeat)
