@@ -412,7 +412,7 @@ mod tests {
         let threads = rayon::current_num_threads();
         for rows in [1, 2, 15, 44, 300, 701, 18_300, 100_000] {
             let block = balanced_block_rows(rows, 16, 512);
-            assert!(block >= 1 && block <= 512.max(16), "{rows}: {block}");
+            assert!((1..=512).contains(&block), "{rows}: {block}");
             let blocks = rows.div_ceil(block);
             if rows >= 16 * threads {
                 // every thread gets a block, the last block not much smaller

@@ -73,6 +73,19 @@ pub fn neighbour_lists(
     Some(pass.run(tracker).map(|(lists, _)| lists))
 }
 
+/// Values compared with their bounds at once, before any is offered: almost
+/// every group has none within its bounds, and the compare vectorises.
+const LANES: usize = 16;
+
+/// Whether some `values[i] <= bounds[i]` (over the shorter of the two).
+#[inline(always)]
+fn any_at_most(values: &[f32], bounds: &[f32]) -> bool {
+    values
+        .iter()
+        .zip(bounds)
+        .fold(false, |hit, (v, b)| hit | (v <= b))
+}
+
 /// The candidates of one block of rows, on raw squared distances.
 struct Candidates {
     /// Buffer capacity per row.
@@ -149,8 +162,13 @@ impl Candidates {
         if max > self.max[r] {
             self.max[r] = max;
         }
-        for (c, &v) in values.iter().enumerate() {
-            self.offer(r, v, first_col + c, len);
+        for c0 in (0..values.len()).step_by(LANES) {
+            let chunk = &values[c0..(c0 + LANES).min(values.len())];
+            if any_at_most(chunk, &[self.bound[r]; LANES]) {
+                for (c, &v) in chunk.iter().enumerate() {
+                    self.offer(r, v, first_col + c0 + c, len);
+                }
+            }
         }
     }
 
@@ -160,11 +178,16 @@ impl Candidates {
         for (i, line) in tile.chunks_exact(width).enumerate() {
             let (_, finite) = max_and_finite(line);
             self.finite &= finite;
-            for (c, &v) in line.iter().enumerate() {
-                if v > self.max[c] {
-                    self.max[c] = v;
+            for (m, &v) in self.max.iter_mut().zip(line) {
+                *m = if v > *m { v } else { *m };
+            }
+            for c0 in (0..width).step_by(LANES) {
+                let end = (c0 + LANES).min(width);
+                if any_at_most(&line[c0..end], &self.bound[c0..end]) {
+                    for (c, &v) in line[c0..end].iter().enumerate() {
+                        self.offer(c0 + c, v, first_row + i, len);
+                    }
                 }
-                self.offer(c, v, first_row + i, len);
             }
         }
     }
