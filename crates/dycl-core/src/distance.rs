@@ -155,13 +155,13 @@ pub fn balanced_block_rows(rows: usize, least: usize, most: usize) -> usize {
 }
 
 /// `out = a · bᵀ` on the calling thread: one `gemm` call per
-/// [`DEPTH_CHUNK`] of the embedding width, the chunks added in order.
+/// `DEPTH_CHUNK` (512) of the embedding width, the chunks added in order.
 ///
 /// `gemm`'s main kernel computes each entry as a chain of fused
 /// multiply-adds over the width in order, whatever the entry's place in the
 /// block. Its special paths for tiny shapes (one row or column, at most 256
 /// entries, width ≤ 2) sum differently, so those shapes take
-/// [`fma_chain_tile`], which computes the same chain directly. Either way an
+/// `fma_chain_tile`, which computes the same chain directly. Either way an
 /// entry depends only on its two rows, never on the tile it is computed in.
 pub fn similarity_tile(a: ArrayView2<f32>, b: ArrayView2<f32>, mut out: ArrayViewMut2<f32>) {
     debug_assert_eq!(out.dim(), (a.nrows(), b.nrows()));

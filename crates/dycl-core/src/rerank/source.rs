@@ -407,7 +407,7 @@ const MAX_TILE: usize = 1024;
 
 impl EmbeddingDistances {
     /// Rows per tile at most for `n` joint items ([`SquaredDistances::tile_rows`]):
-    /// [`TILE_BYTES`] of f32 distances, clamped to [`MIN_TILE`]..=[`MAX_TILE`].
+    /// `TILE_BYTES` (64 MiB) of f32 distances, clamped to 64..=1024.
     pub fn max_tile_rows(n: usize) -> usize {
         (TILE_BYTES / (4 * n.max(1))).clamp(MIN_TILE, MAX_TILE)
     }

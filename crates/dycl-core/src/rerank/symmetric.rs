@@ -9,12 +9,12 @@
 //! [`NeighbourLists::build`], and each GEMM packs two blocks, not the whole set.
 //!
 //! A row's normalisation maximum is known only after its last block, so each
-//! row keeps, on the raw values, every candidate within a relative [`SLACK`]
+//! row keeps, on the raw values, every candidate within a relative `SLACK` (2⁻²⁰)
 //! of its running `len`-th smallest; once all blocks are in, the candidates
 //! are normalised and ranked exactly as the tiled pass ranks the whole row.
 //! Dividing by the maximum is monotone and moves a value by at most half an
 //! ulp (the squared distances of unit rows are 0 or far above the
-//! subnormals), so a value more than [`SLACK`] above the `len`-th smallest
+//! subnormals), so a value more than `SLACK` above the `len`-th smallest
 //! normalises strictly above it and cannot make the list: the lists have the
 //! same bits as the tiled pass's. A row with more near-ties than its buffer
 //! holds is recomputed at the end with the tiled pass's per-row procedure.
