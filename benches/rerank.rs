@@ -7,17 +7,22 @@
 //! 18,300-item shape is timed end to end by `benches/bench_rerank.py`.
 //! Selection is measured on one Sat→Drone row of the full shape (18,000 items).
 //!
+//! The similarity kernel (one `gemm` tile; neighbour lists from embeddings
+//! by the tiled and the triangle pass) is timed at the same N.
+//!
 //! Run: `cargo bench -p dycl-core --bench rerank`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use dycl_core::distance::cosine_distances;
+use dycl_core::distance::{cosine_distances, similarity_tile};
 use dycl_core::rerank::knn::{InLists, NeighbourLists, SmallestK};
 use dycl_core::rerank::kreciprocal::{
     half_to_even, query_expansion, reciprocal_all, weights, Inverted,
 };
 use dycl_core::rerank::msrerank::{combine_levels, Level, Variant};
 use dycl_core::rerank::progress::Tracker;
-use dycl_core::rerank::{BlockDistances, DistanceBlock, DistanceBlocks};
+use dycl_core::rerank::{
+    symmetric, BlockDistances, DistanceBlock, DistanceBlocks, EmbeddingDistances,
+};
 use ndarray::Array2;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -104,5 +109,31 @@ fn bench_pipeline(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_select, bench_pipeline);
+/// The similarity kernel: one `gemm` tile, and the neighbour lists from
+/// embeddings by the tiled pass (a tile of rows × N per thread) and by the
+/// symmetric pass (one triangle of the similarity).
+fn bench_kernel(c: &mut Criterion) {
+    let (sat, drone) = campus(50, 3);
+    let tracker = Tracker::default();
+    let mut group = c.benchmark_group(format!("similarity kernel, d = {DIM}"));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5));
+    let rows = drone.slice(ndarray::s![..1024, ..]);
+    let mut tile = Array2::<f32>::zeros((1024, drone.nrows()));
+    group.bench_function(format!("one tile 1024 × {}", drone.nrows()), |b| {
+        b.iter(|| similarity_tile(rows, drone.view(), tile.view_mut()))
+    });
+    let source = EmbeddingDistances::new(sat.view(), drone.view()).unwrap();
+    let n = sat.nrows() + drone.nrows();
+    group.bench_function(format!("neighbour lists, tiled pass, N = {n}"), |b| {
+        b.iter(|| NeighbourLists::build(&source, 21, &tracker).unwrap())
+    });
+    group.bench_function(format!("neighbour lists, triangle, N = {n}"), |b| {
+        b.iter(|| symmetric::neighbour_lists(&source, 21, &tracker))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_select, bench_pipeline, bench_kernel);
 criterion_main!(benches);

@@ -4,17 +4,19 @@
 //! only the per-query values are kept. Memory is O(block × g) per thread.
 //!
 //! Each distance is the `1 − s` of the same f32 GEMM entry that
-//! [`crate::distance::cosine_distances`] computes (the kernel's sum over the
-//! embedding width does not depend on where a row sits in a block), so the
-//! rankings, and every metric, are bit-identical to scoring that matrix.
+//! [`crate::distance::cosine_distances`] computes (both go through
+//! [`similarity_tile`], whose entries do not depend on where a row sits in
+//! a block), so the rankings, and every metric, are bit-identical to
+//! scoring that matrix.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use ndarray::{linalg::general_mat_mul, s, ArrayView2, ArrayViewMut2, Axis};
+use ndarray::{s, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
 use super::scores::ScoreContext;
 use super::{score_ranked, CheckedIds, QueryArrays, QueryOut, Scratch};
+use crate::distance::similarity_tile;
 use crate::error::{DyclError, FirstError, Result};
 use crate::memory::{ensure_fits, try_zeroed, Purpose};
 use crate::progress::Tracker;
@@ -205,7 +207,7 @@ impl BlockPass<'_> {
         let mut d = ArrayViewMut2::from_shape((rows, g), &mut dist[..rows * g])
             .expect("the block buffer holds block × g values");
         let q = self.query.slice(s![r0..r0 + rows, ..]);
-        general_mat_mul(1.0, &q, &self.gallery.t(), 0.0, &mut d);
+        similarity_tile(q, self.gallery, d.view_mut());
         d.mapv_inplace(|s| 1.0 - s);
     }
 

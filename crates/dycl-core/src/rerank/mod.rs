@@ -5,7 +5,8 @@
 //! 1. [`knn::NeighbourLists`]: one blocked pass over `D` (tiles of rows from a
 //!    [`source::SquaredDistances`]) keeps each row's normalisation maximum
 //!    and its first `max(k) + 1` ranks (ties by index). Computed once and
-//!    shared by all MSRerank levels.
+//!    shared by all MSRerank levels. From embeddings, [`symmetric`] computes
+//!    the same lists from one triangle of the similarity matrix.
 //! 2. Per distinct `k`: reciprocal sets from the lists and their inverse
 //!    ([`knn::InLists`]), the 2/3 expansion, sparse `V`, query expansion,
 //!    an inverted index over the columns the answer needs
@@ -28,6 +29,7 @@ pub mod kreciprocal;
 pub mod msrerank;
 pub mod single;
 pub mod source;
+pub mod symmetric;
 
 /// Progress and cancellation, shared with the other long calls of the core.
 pub use crate::progress;
@@ -183,7 +185,7 @@ fn from_neighbours(
     EmbeddingDistances::check_shapes(query, gallery)?;
     let (q, n) = (query.nrows(), query.nrows() + gallery.nrows());
     let joint_bytes = (n as u64).saturating_mul(query.ncols() as u64 * 4);
-    let tile = EmbeddingDistances::TILE_ROWS;
+    let tile = EmbeddingDistances::max_tile_rows(n);
     let plan = Plan::new(n, q, ks, k2, lambda, tile, joint_bytes)?;
     given.validate(n)?;
     if given.width() < plan.len {
@@ -233,7 +235,7 @@ fn from_embeddings(
     EmbeddingDistances::check_shapes(query, gallery)?;
     let (q, n) = (query.nrows(), query.nrows() + gallery.nrows());
     let joint_bytes = (n as u64).saturating_mul(query.ncols() as u64 * 4);
-    let tile = EmbeddingDistances::TILE_ROWS;
+    let tile = EmbeddingDistances::max_tile_rows(n);
     let plan = Plan::new(n, q, ks, k2, lambda, tile, joint_bytes)?;
     let source = EmbeddingDistances::new(query, gallery)?;
     rerank(&source, &plan, variant, Progress::new(progress))
@@ -380,7 +382,10 @@ fn rerank<S: SquaredDistances>(
     mut progress: Progress,
 ) -> Result<Array2<f32>> {
     let lists = progress.run("neighbour lists", 0, source.n_items(), |t| {
-        NeighbourLists::build(source, plan.len, t)
+        match source.full_neighbour_lists(plan.len, t) {
+            Some(lists) => lists,
+            None => NeighbourLists::build(source, plan.len, t),
+        }
     })??;
     rerank_lists(source, plan, lists, variant, progress)
 }

@@ -125,7 +125,7 @@ pub fn combine_levels_from<S: SquaredDistances + ?Sized>(
     tracker: &Tracker,
 ) -> Result<Array2<f32>> {
     let pass = QueryPass::new(source, lists, gallery_col0, levels, lambda, variant);
-    let tile = source.tile_rows().min(q);
+    let tile = source.tile_rows_for(q);
     let mut out = try_array2::<f32>((q, pass.g), OUTPUT)?;
     let scratch_error = FirstError::default();
     out.as_slice_mut()

@@ -173,7 +173,7 @@ fn from_embeddings(
         return Err(DyclError::invalid(EMB, "has zero columns"));
     }
     let joint_bytes = (n as u64).saturating_mul(d as u64 * 4);
-    let tile = EmbeddingDistances::TILE_ROWS;
+    let tile = EmbeddingDistances::max_tile_rows(n);
     let plan = Plan::single_set(n, ks, (k2, lambda), tile, joint_bytes)?;
     validate_embeddings(EMB, embeddings)?;
     // The two-set source holds [first row; the rest] = the N items once, in order.

@@ -12,9 +12,11 @@ use std::ops::Range;
 
 use ndarray::{s, Array2, ArrayView2, ArrayViewMut2};
 
-use crate::distance::{normalize_rows, similarity_into, validate_embeddings};
+use super::knn::NeighbourLists;
+use crate::distance::{balanced_block_rows, normalize_rows, similarity_tile, validate_embeddings};
 use crate::error::{DyclError, Result};
 use crate::memory::{try_array2, Purpose};
+use crate::progress::Tracker;
 
 /// What the joint embeddings are, and what to do when they do not fit.
 const JOINT: Purpose = Purpose::new(
@@ -26,8 +28,24 @@ const JOINT: Purpose = Purpose::new(
 pub trait SquaredDistances: Sync {
     /// `N`, the number of items (queries first, then the gallery).
     fn n_items(&self) -> usize;
-    /// Rows per tile that suit this source (GEMM block or transpose tile).
+    /// Rows per tile that suit this source at most (GEMM block or transpose tile).
     fn tile_rows(&self) -> usize;
+    /// Rows per tile for a parallel pass over `rows` rows: at most
+    /// [`SquaredDistances::tile_rows`], the tiles' count a multiple of the
+    /// rayon threads so that none idles while another finishes a remainder.
+    fn tile_rows_for(&self, rows: usize) -> usize {
+        balanced_block_rows(rows, 1, self.tile_rows())
+    }
+    /// The neighbour lists of all rows by a faster route this source knows,
+    /// or `None` for the generic tiled [`NeighbourLists::build`]. Both give
+    /// the same lists.
+    fn full_neighbour_lists(
+        &self,
+        _len: usize,
+        _tracker: &Tracker,
+    ) -> Option<Result<NeighbourLists>> {
+        None
+    }
     /// Row-major `rows.len() × cols.len()` tile of squared distances.
     fn fill(&self, rows: Range<usize>, cols: Range<usize>, out: &mut [f32]);
     /// One squared distance, row `row` column `col`.
@@ -374,12 +392,25 @@ pub struct EmbeddingDistances {
     joint: Array2<f32>,
 }
 
-/// Rows per GEMM block: amortises packing the right-hand side.
-const GEMM_TILE: usize = 256;
+/// Bytes of distances one tile holds at most (one tile per thread): a tile
+/// of `rows` rows packs the whole joint set once for its GEMM, so more rows
+/// amortise the packing, within this budget.
+const TILE_BYTES: usize = 64 << 20;
+
+/// Rows per tile at least, whatever the budget says: fewer rows would spend
+/// more time packing the joint set than multiplying.
+const MIN_TILE: usize = 64;
+
+/// Rows per tile at most: beyond this the packing is already negligible and
+/// fewer, larger tiles only balance worse over threads.
+const MAX_TILE: usize = 1024;
 
 impl EmbeddingDistances {
-    /// Rows of each tile the source fills ([`SquaredDistances::tile_rows`]).
-    pub const TILE_ROWS: usize = GEMM_TILE;
+    /// Rows per tile at most for `n` joint items ([`SquaredDistances::tile_rows`]):
+    /// `TILE_BYTES` (64 MiB) of f32 distances, clamped to 64..=1024.
+    pub fn max_tile_rows(n: usize) -> usize {
+        (TILE_BYTES / (4 * n.max(1))).clamp(MIN_TILE, MAX_TILE)
+    }
 
     /// The checks that read no values: neither set empty, equal widths.
     pub fn check_shapes(query: ArrayView2<f32>, gallery: ArrayView2<f32>) -> Result<()> {
@@ -415,6 +446,11 @@ impl EmbeddingDistances {
         normalize_rows(&mut joint);
         Ok(EmbeddingDistances { joint })
     }
+
+    /// The normalised joint embeddings, queries first.
+    pub fn joint(&self) -> ArrayView2<'_, f32> {
+        self.joint.view()
+    }
 }
 
 impl EmbeddingDistances {
@@ -425,7 +461,8 @@ impl EmbeddingDistances {
         let out = &mut out[..h * w];
         let view =
             ArrayViewMut2::from_shape((h, w), &mut *out).expect("tile buffer has the tile's size");
-        similarity_into(
+        // One GEMM on this thread: the callers run tiles in parallel.
+        similarity_tile(
             self.joint.slice(s![rows, ..]),
             self.joint.slice(s![cols, ..]),
             view,
@@ -442,7 +479,7 @@ impl SquaredDistances for EmbeddingDistances {
     }
 
     fn tile_rows(&self) -> usize {
-        Self::TILE_ROWS
+        Self::max_tile_rows(self.joint.nrows())
     }
 
     fn fill(&self, rows: Range<usize>, cols: Range<usize>, out: &mut [f32]) {
@@ -451,6 +488,15 @@ impl SquaredDistances for EmbeddingDistances {
         for v in out[..cells].iter_mut() {
             *v = *v * *v;
         }
+    }
+
+    /// The symmetric pass ([`super::symmetric`]): half the flops.
+    fn full_neighbour_lists(
+        &self,
+        len: usize,
+        tracker: &Tracker,
+    ) -> Option<Result<NeighbourLists>> {
+        super::symmetric::neighbour_lists(self, len, tracker)
     }
 
     fn get(&self, row: usize, col: usize) -> f32 {
