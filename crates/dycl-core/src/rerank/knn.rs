@@ -182,7 +182,15 @@ impl NeighbourLists {
     ) -> Result<Self> {
         let n = source.n_items();
         let fill = |r: Range<usize>, buf: &mut [f32]| source.fill(r, 0..n, buf);
-        let selected = select_rows(n, source.tile_rows_for(rows.len()), rows, len, &fill, false, tracker)?;
+        let selected = select_rows(
+            n,
+            source.tile_rows_for(rows.len()),
+            rows,
+            len,
+            &fill,
+            false,
+            tracker,
+        )?;
         if selected.non_finite {
             return Err(source.non_finite_error());
         }
@@ -213,7 +221,15 @@ impl CosineLists {
     ) -> Result<Self> {
         let n = source.n_items();
         let fill = |r: Range<usize>, buf: &mut [f32]| source.fill_cosine(r, 0..n, buf);
-        let selected = select_rows(n, source.tile_rows_for(rows.len()), rows, len, &fill, true, tracker)?;
+        let selected = select_rows(
+            n,
+            source.tile_rows_for(rows.len()),
+            rows,
+            len,
+            &fill,
+            true,
+            tracker,
+        )?;
         if selected.non_finite {
             return Err(source.non_finite_error());
         }
