@@ -79,10 +79,12 @@ def best_time(fn: Callable[[], object], repeat: int) -> float:
 def yardstick(joint: np.ndarray) -> Callable[[], object]:
     """The NumPy GEMM ``joint · jointᵀ``: whole, or in row blocks when N×N is large."""
     n = joint.shape[0]
+    # A separate right operand: NumPy sends ``x @ x.T`` to SYRK, which OpenBLAS runs about 2x
+    # slower than GEMM here, and the yardstick is GEMM.
+    right = joint.copy().T
     if n * n * 4 <= WHOLE_GEMM_BYTES:
-        return lambda: joint @ joint.T
+        return lambda: joint @ right
     block = np.empty((YARDSTICK_BLOCK_ROWS, n), dtype=np.float32)
-    right = joint.T
 
     def blocked() -> None:
         for r0 in range(0, n, YARDSTICK_BLOCK_ROWS):

@@ -39,7 +39,7 @@ QUERIES = 1000
 VIEWS = 60
 BLOCK = 65536
 #: The presets of dycl.knn whose cost does not grow as N².
-APPROXIMATE = ("faiss-ivf", "faiss-hnsw")
+APPROXIMATE = ("faiss-ivf", "faiss-ivf-sq8", "faiss-hnsw")
 
 
 def clustered(n_query: int, n_gallery: int, dim: int = DIM, seed: int = 0,
@@ -210,15 +210,15 @@ def main(argv: list[str] | None = None) -> None:
         return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=1_000_000, help="items of the main run (default 1,000,000)")
-    p.add_argument("--backend", default="faiss-ivf",
+    p.add_argument("--backend", default="faiss-ivf-sq8",
                    help="dycl.knn preset of the main run (default faiss-ivf)")
     p.add_argument("--k1", type=int, default=20)
     p.add_argument("--k2", type=int, default=6)
     p.add_argument("--agreement-n", type=int, default=0, metavar="N",
                    help="also compare with exact neighbours at N items (e.g. 100000); 0 = skip")
     p.add_argument("--sizes", default="", metavar="N,N,...", help="scaling mode: these sizes, no main run")
-    p.add_argument("--backends", default="faiss-ivf,exact",
-                   help="scaling mode: presets (default faiss-ivf,exact)")
+    p.add_argument("--backends", default="faiss-ivf-sq8,exact",
+                   help="scaling mode: presets (default faiss-ivf-sq8,exact)")
     p.add_argument("--exact-up-to", type=int, default=100_000, metavar="N",
                    help="scaling mode: run exact searches (exact, faiss, torch) only up to N items "
                         "(default 100000; the N² work beyond takes hours on a CPU)")

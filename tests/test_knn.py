@@ -163,6 +163,7 @@ def test_exact_faiss_and_torch_give_the_exact_re_ranking(backend, params, monkey
 
 
 @pytest.mark.parametrize("preset, params", [("faiss-ivf", {"nlist": 16, "nprobe": 4}),
+                                            ("faiss-ivf-sq8", {"nlist": 16, "nprobe": 4}),
                                             ("faiss-hnsw", {"M": 16, "ef_search": 40})])
 def test_approximate_faiss_runs_and_says_it_is_approximate(preset, params):
     rng = np.random.default_rng(6)
@@ -190,6 +191,10 @@ def test_bad_search_options_name_the_argument(monkeypatch):
         rerank.k_reciprocal_graph(query, gallery, knn="scann")
     with pytest.raises(ValueError, match="^nlist: 301 inverted lists"):
         knn.neighbours(query, gallery, 10, "faiss", index="ivf", nlist=301)
+    with pytest.raises(ValueError, match="^k_factor: applies to index='ivf-sq8'"):
+        knn.neighbours(query, gallery, 10, "faiss", index="ivf", nlist=8, k_factor=2)
+    with pytest.raises(ValueError, match="^k_factor: expected an integer >= 1"):
+        knn.neighbours(query, gallery, 10, "faiss", index="ivf-sq8", nlist=8, k_factor=0)
     with pytest.raises(ValueError, match="^index: unknown FAISS index"):
         knn.neighbours(query, gallery, 10, "faiss", index="lsh")
     with pytest.raises(ValueError, match="^params: unknown FAISS option"):
@@ -294,3 +299,19 @@ def test_rerank_config_and_dycl_eval_record_the_search(tmp_path, capsys):
     with pytest.raises(SystemExit):
         eval_main(["--help"])
     assert "faiss-ivf" in capsys.readouterr().out
+
+
+def test_refined_ivf_sq8_lists_carry_exact_distances():
+    # The 8-bit codes only pick candidates; the listed distances are re-scored exactly, so every
+    # listed (item, neighbour) distance equals the exact cosine distance.
+    rng = np.random.default_rng(12)
+    x, _ = clustered(rng, 900)
+    query, gallery = split(x, 100)
+    graph = knn.neighbours(query, gallery, 15, "faiss", index="ivf-sq8", nlist=12, nprobe=3)
+    assert graph.exact is False and graph.params["k_factor"] == 4
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    rows = np.arange(len(x))[:, None]
+    exact = 1.0 - np.einsum("nd,nkd->nk", unit, unit[graph.index])
+    np.testing.assert_allclose(graph.distance, exact, atol=1e-5)
+    assert (np.diff(graph.distance, axis=1) >= -1e-6).all()  # ranked
+    assert (graph.index[:, 0] == rows[:, 0]).mean() > 0.95  # an item finds itself

@@ -11,8 +11,9 @@ accept as ``knn=``:
 * ``"faiss"`` — `FAISS <https://github.com/facebookresearch/faiss>`_
   (``pip install dycl[faiss]``) on inner products of the L2-normalised
   embeddings: ``index="flat"`` is exact (up to float rounding), ``"ivf"``
-  (``nlist``, ``nprobe``) and ``"hnsw"`` (``M``, ``ef_search``,
-  ``ef_construction``) are approximate. ``device="cuda"`` uses faiss-gpu.
+  (``nlist``, ``nprobe``), ``"ivf-sq8"`` (IVF on 8-bit codes, the
+  ``k_factor``·k best re-scored exactly: the fast one at 10^6 items) and
+  ``"hnsw"`` (``M``, ``ef_search``, ``ef_construction``) are approximate. ``device="cuda"`` uses faiss-gpu.
 * ``"torch"`` — blocked top-k with PyTorch (``device="cuda"`` by default,
   ``device="cpu"`` also works), exact up to float rounding, never N×N.
 
@@ -39,7 +40,7 @@ from . import _core
 from ._validate import embedding_pair, int_at_least
 
 BACKENDS: tuple[str, ...] = ("exact", "faiss", "torch")
-FAISS_INDEXES: tuple[str, ...] = ("flat", "ivf", "hnsw")
+FAISS_INDEXES: tuple[str, ...] = ("flat", "ivf", "ivf-sq8", "hnsw")
 DEVICES: tuple[str, ...] = ("cpu", "cuda")
 
 #: Named searches (``dycl-eval --knn``, ``RerankConfig.knn``): ``(backend, params)``.
@@ -47,6 +48,7 @@ _PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "exact": ("exact", {}),
     "faiss": ("faiss", {"index": "flat"}),
     "faiss-ivf": ("faiss", {"index": "ivf"}),
+    "faiss-ivf-sq8": ("faiss", {"index": "ivf-sq8"}),
     "faiss-hnsw": ("faiss", {"index": "hnsw"}),
     "torch": ("torch", {"device": "cuda"}),
     "torch-cpu": ("torch", {"device": "cpu"}),
@@ -146,7 +148,7 @@ def neighbours(
         backend: ``"exact"``, ``"faiss"`` or ``"torch"`` (see the module docs).
         progress: optional ``callable(stage, done, total)``.
         **params: the backend's options — faiss: ``index`` (``"flat"``, ``"ivf"``,
-            ``"hnsw"``), ``nlist``, ``nprobe``, ``M``, ``ef_search``,
+            ``"ivf-sq8"``, ``"hnsw"``), ``nlist``, ``nprobe``, ``k_factor``, ``M``, ``ef_search``,
             ``ef_construction``, ``device`` (``"cpu"``/``"cuda"``); torch: ``device``
             (default ``"cuda"``), ``block_rows``.
 
@@ -226,15 +228,6 @@ class JointRows:
         for start in range(0, self.n, self.block):
             yield start, self.rows(start, min(start + self.block, self.n))
 
-    def take(self, indices: np.ndarray) -> np.ndarray:
-        """Normalised float32 copy of the joint rows ``indices`` (sorted or not)."""
-        q = self.query.shape[0]
-        out = np.empty((len(indices), self.dim), dtype=np.float32)
-        in_query = indices < q
-        out[in_query] = self.query[indices[in_query]]
-        out[~in_query] = self.gallery[indices[~in_query] - q]
-        return _normalised(out)
-
     def sample(self, count: int, seed: int = 0) -> np.ndarray:
         """``count`` normalised rows drawn without replacement (all of them if fewer)."""
         if count >= self.n:
@@ -278,19 +271,28 @@ def _device(value: object, default: str) -> str:
 
 def _faiss_params(n: int, width: int, params: dict[str, Any]) -> dict[str, Any]:
     """The FAISS options checked, with their defaults filled in."""
-    known = {"index", "nlist", "nprobe", "M", "ef_search", "ef_construction", "device"}
+    known = {"index", "nlist", "nprobe", "k_factor", "M", "ef_search", "ef_construction", "device"}
     if unknown := sorted(set(params) - known):
         raise ValueError(f"params: unknown FAISS option(s) {unknown}; expected some of {sorted(known)}")
     kind = params.get("index", "flat")
     if kind not in FAISS_INDEXES:
         raise ValueError(f"index: unknown FAISS index {kind!r}; expected one of {FAISS_INDEXES}")
     out: dict[str, Any] = {"index": kind, "device": _device(params.get("device"), "cpu")}
-    if kind == "ivf":
-        nlist = int_at_least("nlist", params.get("nlist", max(1, round(4 * n ** 0.5))), 1)
+    if kind in ("ivf", "ivf-sq8"):
+        # IVF-SQ8: fewer, longer lists: k-means and the coarse assignment cost N·nlist·d each.
+        per_root = 4 if kind == "ivf" else 2
+        nlist = int_at_least("nlist", params.get("nlist", max(1, round(per_root * n ** 0.5))), 1)
         if nlist > n:
             raise ValueError(f"nlist: {nlist} inverted lists for N = {n} items; use nlist <= N "
                              "(about 4·sqrt(N) is usual)")
-        out.update(nlist=nlist, nprobe=min(int_at_least("nprobe", params.get("nprobe", 32), 1), nlist))
+        probes = 32 if kind == "ivf" else 8
+        out.update(nlist=nlist, nprobe=min(int_at_least("nprobe", params.get("nprobe", probes), 1), nlist))
+        if kind == "ivf-sq8":
+            if out["device"] == "cuda":
+                raise ValueError("device: the refined IVF-SQ8 index runs on the CPU; use index='ivf' on cuda")
+            out["k_factor"] = int_at_least("k_factor", params.get("k_factor", 4), 1)
+        elif "k_factor" in params:
+            raise ValueError("k_factor: applies to index='ivf-sq8' (its exact refinement), not 'ivf'")
     elif kind == "hnsw":
         if out["device"] == "cuda":
             raise ValueError("device: FAISS has no GPU HNSW index; use index='flat' or 'ivf' on cuda")
@@ -313,6 +315,13 @@ def _faiss_index(faiss: Any, joint: JointRows, p: dict[str, Any]) -> Any:
         index = faiss.IndexFlatIP(d)
     elif p["index"] == "ivf":
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, p["nlist"], metric)
+    elif p["index"] == "ivf-sq8":
+        # 8-bit codes scan a quarter of IVF-Flat's memory per probed list (every item is a query, so
+        # the search is bound by that traffic); the k_factor·k best are re-scored exactly.
+        coarse = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(d), d, p["nlist"],
+                                               faiss.ScalarQuantizer.QT_8bit, metric)
+        index = faiss.IndexRefineFlat(coarse)
+        index.k_factor = p["k_factor"]
     else:
         index = faiss.IndexHNSWFlat(d, p["M"], metric)
         index.hnsw.efConstruction = p["ef_construction"]
@@ -321,10 +330,10 @@ def _faiss_index(faiss: Any, joint: JointRows, p: dict[str, Any]) -> Any:
             raise ValueError("device: 'cuda' needs faiss-gpu and a CUDA GPU; none found "
                              "(install faiss-gpu, or use device='cpu')")
         index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
-    if p["index"] == "ivf":
+    if p["index"] in ("ivf", "ivf-sq8"):
         # k-means on a sample of 64 points per list (FAISS would subsample the whole set the same way).
         index.train(joint.sample(min(joint.n, 64 * p["nlist"])))
-        index.nprobe = p["nprobe"]
+        faiss.extract_index_ivf(index).nprobe = p["nprobe"]
     for _, rows in joint.blocks():
         index.add(rows)
     if p["index"] == "hnsw":
@@ -332,19 +341,22 @@ def _faiss_index(faiss: Any, joint: JointRows, p: dict[str, Any]) -> Any:
     return index
 
 
-def _search_order(index: Any, joint: JointRows, p: dict[str, Any]) -> np.ndarray:
-    """The order to search the items in: for IVF, grouped by their nearest inverted list.
+def _farthest(faiss: Any, index: Any, rows: np.ndarray, p: dict[str, Any]) -> np.ndarray:
+    """Each row's largest cosine distance: the nearest item by inner product to the negated vector.
 
-    Every item is a query here, and an IVF search reads its ``nprobe`` lists from memory; items of
-    the same list probe almost the same lists, so searching them together keeps those lists in
-    cache (at 10^5-10^6 items the unordered search is bound by memory traffic). Results do not
-    depend on the order."""
-    if p["index"] != "ivf":
-        return np.arange(joint.n)
-    assigned = np.empty(joint.n, dtype=np.int64)
-    for start, rows in joint.blocks():
-        assigned[start:start + len(rows)] = index.quantizer.search(rows, 1)[1][:, 0]
-    return np.argsort(assigned, kind="stable")
+    An IVF index probes one list for it (the list farthest from the row): the value only bounds the
+    normaliser from below, the core takes the larger of it and the listed distances, and a full
+    second search would double the search time. Nothing found (an empty list) gives 0, so the core
+    falls back to the largest listed distance."""
+    ivf = faiss.extract_index_ivf(index) if p["index"] in ("ivf", "ivf-sq8") else None
+    if ivf is not None:
+        ivf.nprobe = 1
+    try:
+        far, far_id = index.search(np.negative(rows), 1)
+    finally:
+        if ivf is not None:
+            ivf.nprobe = p["nprobe"]
+    return np.where(far_id[:, 0] >= 0, 1.0 + far[:, 0], 0.0)
 
 
 def _faiss_graph(joint: JointRows, width: int, progress: ProgressCallback | None,
@@ -358,20 +370,15 @@ def _faiss_graph(joint: JointRows, width: int, progress: ProgressCallback | None
     ids = np.empty((n, width), dtype=np.int64)
     distance = np.empty((n, width), dtype=np.float32)
     max_distance = np.empty(n, dtype=np.float32)
-    order = _search_order(index, joint, p)
     _report(progress, "FAISS search", 0, n)
-    for start in range(0, n, joint.block):
-        picked = order[start:start + joint.block]
-        rows = joint.take(picked)
+    for start, rows in joint.blocks():
+        stop = start + len(rows)
         scores, found = index.search(rows, width)
-        ids[picked], distance[picked] = found, 1.0 - scores
-        # The farthest item by cosine is the nearest by inner product to the negated vector.
-        far, far_id = index.search(np.negative(rows), 1)
-        # Nothing found (empty probed lists): 0, so the core falls back to the largest listed distance.
-        max_distance[picked] = np.where(far_id[:, 0] >= 0, 1.0 + far[:, 0], 0.0)
-        _report(progress, "FAISS search", start + len(picked), n)
+        ids[start:stop], distance[start:stop] = found, 1.0 - scores
+        max_distance[start:stop] = _farthest(faiss, index, rows, p)
+        _report(progress, "FAISS search", stop, n)
     if (ids < 0).any():
-        knob = "nprobe" if p["index"] == "ivf" else "ef_search"
+        knob = "ef_search" if p["index"] == "hnsw" else "nprobe"
         raise ValueError(f"{knob}: the FAISS search found fewer than {width} neighbours for "
                          f"{int((ids < 0).any(axis=1).sum())} items; raise {knob}")
     return NeighbourGraph(ids, distance, max_distance, "faiss", p["index"] == "flat", p)

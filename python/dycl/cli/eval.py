@@ -134,13 +134,14 @@ def _build_eval_parser() -> argparse.ArgumentParser:
     rr.add_argument("--knn", choices=KNN_SEARCHES, default="exact",
                     help="how re-ranking finds each item's nearest neighbours: exact (default; the Rust "
                          "core, results as always), faiss (FAISS flat index: exact up to float rounding), "
-                         "faiss-ivf / faiss-hnsw (approximate, for galleries of millions; tune with "
-                         "--knn-param), torch (exact top-k on CUDA), torch-cpu. FAISS needs "
+                         "faiss-ivf / faiss-ivf-sq8 / faiss-hnsw (approximate, for galleries of "
+                         "millions; faiss-ivf-sq8 is the fastest on a CPU; tune with --knn-param), torch (exact top-k on CUDA), torch-cpu. FAISS needs "
                          "pip install dycl[faiss]. The result files record the search and whether it was "
                          "exact")
     rr.add_argument("--knn-param", dest="knn_params", action="append", type=_knn_param, default=[],
                     metavar="KEY=VALUE",
-                    help="an option of the --knn search, repeatable: nlist, nprobe (faiss-ivf), M, "
+                    help="an option of the --knn search, repeatable: nlist, nprobe (faiss-ivf, "
+                         "faiss-ivf-sq8), k_factor (faiss-ivf-sq8), M, "
                          "ef_search, ef_construction (faiss-hnsw), device=cpu|cuda (faiss, torch), "
                          "block_rows (torch); e.g. --knn faiss-ivf --knn-param nprobe=64")
 
