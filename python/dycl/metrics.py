@@ -305,7 +305,8 @@ def evaluate(
     exceed 1).
     """
     ts = validate_thresholds(thresholds)
-    values = per_query(distances, query_ids, gallery_ids, levels, recall_at, coords, exclude_self, compat=compat)
+    values = per_query(distances, query_ids, gallery_ids, levels, recall_at, coords, exclude_self,
+                       compat=compat)
     return summarize(values, ts)
 
 

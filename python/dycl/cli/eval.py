@@ -135,7 +135,8 @@ def _build_eval_parser() -> argparse.ArgumentParser:
                     help="how re-ranking finds each item's nearest neighbours: exact (default; the Rust "
                          "core, results as always), faiss (FAISS flat index: exact up to float rounding), "
                          "faiss-ivf / faiss-ivf-sq8 / faiss-hnsw (approximate, for galleries of "
-                         "millions; faiss-ivf-sq8 is the fastest on a CPU; tune with --knn-param), torch (exact top-k on CUDA), torch-cpu. FAISS needs "
+                         "millions; faiss-ivf-sq8 is the fastest on a CPU; tune with --knn-param), "
+                         "torch (exact top-k on CUDA), torch-cpu. FAISS needs "
                          "pip install dycl[faiss]. The result files record the search and whether it was "
                          "exact")
     rr.add_argument("--knn-param", dest="knn_params", action="append", type=_knn_param, default=[],
