@@ -295,3 +295,18 @@ def test_training_on_the_hierarchy_lowers_the_loss_and_feeds_the_single_domain_p
         train_on_hierarchy(data.images.astype(np.float32), data.labels(), settings)
     with pytest.raises(ValueError, match="^epochs: "):
         HierarchyTraining(epochs=0)
+
+
+def test_dycl_experiment_table4_prints_our_rows_beside_the_papers(capsys):
+    from dycl.cli import experiment_main
+    from dycl.experiment.table4 import TABLE4_RERANKINGS
+
+    assert experiment_main(["table4"]) == 0
+    out = capsys.readouterr().out
+    for label in TABLE4_RERANKINGS:
+        row = next(line for line in out.splitlines() if line.startswith(f"| {label} |"))
+        values = [float(v) for v in row.strip("|").split("|")[1:]]
+        assert len(values) == 4 and all(0 < v <= 100 for v in values)
+    assert "| DyML-Product | 41.21 | 46.54 |" in out
+    assert experiment_main(["table4", "--seed", "-1"]) == 2
+    assert "error: --seed: must be >= 0" in capsys.readouterr().err

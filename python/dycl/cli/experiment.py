@@ -32,7 +32,7 @@ def _build_experiment_parser() -> argparse.ArgumentParser:
         epilog=_EXPERIMENT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = p.add_subparsers(dest="command", required=True, metavar="{list,run,report}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{list,run,report,table4}")
     names = ", ".join(SUITES)
 
     def common(cmd: argparse.ArgumentParser, output_required: bool) -> None:
@@ -60,12 +60,30 @@ def _build_experiment_parser() -> argparse.ArgumentParser:
     common(report, output_required=True)
     report.add_argument("--docs", metavar="DIR",
                         help="also update DIR/results.md (its generated block) and DIR/img/results_*.png")
+    table4 = sub.add_parser("table4", help="Table IV in miniature: single-domain hierarchical retrieval on "
+                                           "synthetic shapes, plain / k-reciprocal / MSRerank")
+    table4.add_argument("--trained", action="store_true",
+                        help="embeddings of a ResNet-18 trained on the hierarchy (a minute or two on a CPU) "
+                             "instead of fixed pixel features (a second)")
+    table4.add_argument("--seed", type=int, default=0, help="the synthetic images' seed (default 0)")
     return p
+
+
+def _run_table4(args: argparse.Namespace) -> int:
+    from ..experiment.table4 import format_table4, shapes_task, table4_miniature, trained_shapes_task
+
+    if args.seed < 0:
+        raise CLIError(f"--seed: must be >= 0, got {args.seed}")
+    task = trained_shapes_task(seed=args.seed) if args.trained else shapes_task(seed=args.seed)
+    print(format_table4(table4_miniature(task=task), task.source))
+    return 0
 
 
 def _run_experiment(args: argparse.Namespace) -> int:
     from ..experiment import format_plan, get_suite, report_suite, run_suite, suite_states
 
+    if args.command == "table4":
+        return _run_table4(args)
     suite = get_suite(args.suite)
     if args.command == "list":
         states = None

@@ -22,8 +22,10 @@ import numpy as np
 from ..data.shapes import pixel_embeddings, shapes_dataset
 from ..levels import from_hierarchy
 from ..rerank import msrerank_ks
+from ..tables import markdown_table
 from ..tasks import RerankConfig, RetrievalTask, evaluate_tasks, single_domain_task
 from ..train.hierarchy import HierarchyTraining, embed_images, train_on_hierarchy
+from .paper import PAPER, TABLE_IV
 
 #: The compared re-rankings, in the order of the paper's Table IV rows (MSRerank's ks: see
 #: :func:`miniature_ks`).
@@ -77,3 +79,20 @@ def table4_miniature(images_per_class: int = 6, size: int = 24, seed: int = 0, p
             config = RerankConfig(method="msrerank", variant=config.variant, ks=ks)
         out[label] = evaluate_tasks({task.name: task}, config, progress=progress).results[task.name]
     return out
+
+
+#: Columns of :func:`format_table4`: (metric key, header).
+_TABLE4_COLUMNS = (("mAP_overall", "mAP"), ("H-AP", "H-AP"), ("ASI", "ASI"), ("NDCG", "NDCG"))
+
+
+def format_table4(rows: dict[str, dict[str, float]], source: str) -> str:
+    """Markdown of :func:`table4_miniature`'s rows (in %), then the paper's Table IV mAP for reference."""
+    header = ["re-ranking", *(name for _, name in _TABLE4_COLUMNS)]
+    ours = [[label, *(f"{100 * metrics[key]:.2f}" for key, _ in _TABLE4_COLUMNS)]
+            for label, metrics in rows.items()]
+    lines = [f"Table IV in miniature: {source}", "", *markdown_table(header, ours)]
+    lines += [f"The paper's Table IV ({PAPER}), HAPPIER embeddings, mAP (%):", ""]
+    paper = [[name, f"{plain:.2f}", f"{ms:.2f}"] for name, (plain, ms) in TABLE_IV.items()]
+    lines += markdown_table(["dataset", "+ k-reciprocal", "+ MSRerank"], paper)
+    lines.append("Different data and models: compare the direction of the re-ranking rows, not the numbers.")
+    return "\n".join(lines)
