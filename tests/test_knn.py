@@ -315,3 +315,25 @@ def test_refined_ivf_sq8_lists_carry_exact_distances():
     np.testing.assert_allclose(graph.distance, exact, atol=1e-5)
     assert (np.diff(graph.distance, axis=1) >= -1e-6).all()  # ranked
     assert (graph.index[:, 0] == rows[:, 0]).mean() > 0.95  # an item finds itself
+
+
+@pytest.mark.parametrize("knn_name", ["exact", "faiss"])
+def test_top_answers_are_the_best_columns_of_the_full_answer(knn_name):
+    rng = np.random.default_rng(14)
+    x, _ = clustered(rng, 700)
+    query, gallery = split(x, 60)
+    full = rerank.k_reciprocal_graph(query, gallery, 20, 6, knn=knn_name)
+    ms_full = rerank.msrerank_graph(query, gallery, (5, 12, 30), knn=knn_name)
+    for top in (1, 25, 640, 5000):
+        kept = min(top, 640)
+        for answer, got in ((full, rerank.k_reciprocal_graph(query, gallery, 20, 6, knn=knn_name, top=top)),
+                            (ms_full, rerank.msrerank_graph(query, gallery, (5, 12, 30), knn=knn_name,
+                                                            top=top))):
+            order = np.argsort(answer.distances, axis=1, kind="stable")[:, :kept]
+            assert got.indices.dtype == np.int64 and got.indices.shape == (60, kept)
+            np.testing.assert_array_equal(got.indices, order)
+            np.testing.assert_array_equal(got.distances, np.take_along_axis(answer.distances, order, 1))
+            assert got.backend == answer.backend and got.exact is True
+    assert full.indices is None
+    with pytest.raises(ValueError, match="^top: expected an integer >= 1"):
+        rerank.k_reciprocal_graph(query, gallery, top=0)

@@ -120,6 +120,34 @@ def msrerank_neighbours(
     progress: Callable[[str, int, int], object] | None = None,
 ) -> npt.NDArray[np.float32]: ...
 
+def k_reciprocal_neighbours_top(
+    query_emb: npt.NDArray[np.float32],
+    gallery_emb: npt.NDArray[np.float32],
+    index: npt.NDArray[np.int64],
+    distance: npt.NDArray[np.float32],
+    max_distance: npt.NDArray[np.float32],
+    k1: int,
+    k2: int,
+    lambda_value: float,
+    top: int,
+    progress: Callable[[str, int, int], object] | None = None,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """Each query's best ``top`` gallery items: (index (q, top), re-ranked distance (q, top))."""
+def msrerank_neighbours_top(
+    query_emb: npt.NDArray[np.float32],
+    gallery_emb: npt.NDArray[np.float32],
+    index: npt.NDArray[np.int64],
+    distance: npt.NDArray[np.float32],
+    max_distance: npt.NDArray[np.float32],
+    ks: list[int],
+    k2: int,
+    lambda_value: float,
+    variant: str,
+    top: int,
+    progress: Callable[[str, int, int], object] | None = None,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """MSRerank's best ``top`` gallery items per query (as :func:`k_reciprocal_neighbours_top`)."""
+
 # --- single-set re-ranking (dycl.single_set): the N items are queries and gallery; (N, N) float32
 def k_reciprocal_single(
     dist: npt.NDArray[np.floating],

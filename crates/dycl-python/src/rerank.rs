@@ -324,6 +324,75 @@ fn msrerank_single_embeddings<'py>(
     })
 }
 
+/// `(index int64 (q, top), distance float32 (q, top))`: each query's best gallery items.
+type TopArrays<'py> = (Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<f32>>);
+
+/// The core's top answer with its gallery indices widened to int64 (a fallible copy).
+fn widened(answer: rerank::TopAnswer) -> CoreResult<(Array2<i64>, Array2<f32>)> {
+    let shape = answer.index.dim();
+    let mut index = try_capacity::<i64>(answer.index.len(), INDEX)?;
+    index.extend(answer.index.iter().map(|&j| j as i64));
+    Ok((rows_of(shape, index)?, answer.distance))
+}
+
+/// The widened top answer as NumPy arrays.
+fn top_arrays(py: Python<'_>, (index, distance): (Array2<i64>, Array2<f32>)) -> TopArrays<'_> {
+    (index.into_pyarray(py), distance.into_pyarray(py))
+}
+
+/// k-reciprocal re-ranking with given lists, keeping each query's best `top` gallery items.
+#[pyfunction]
+#[pyo3(signature = (query_emb, gallery_emb, index, distance, max_distance, k1, k2, lambda_value, top, progress=None))]
+#[allow(clippy::too_many_arguments)]
+fn k_reciprocal_neighbours_top<'py>(
+    py: Python<'py>,
+    query_emb: PyReadonlyArray2<'py, f32>,
+    gallery_emb: PyReadonlyArray2<'py, f32>,
+    index: PyReadonlyArray2<'py, i64>,
+    distance: PyReadonlyArray2<'py, f32>,
+    max_distance: PyReadonlyArray1<'py, f32>,
+    k1: usize,
+    k2: usize,
+    lambda_value: f64,
+    top: usize,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<TopArrays<'py>> {
+    let (q, g) = (query_emb.as_array(), gallery_emb.as_array());
+    let lists = given(&index, &distance, &max_distance);
+    let answer = call_core(py, "k_reciprocal_neighbours_top", progress, |sink| {
+        widened(rerank::k_reciprocal_neighbours_top(q, g, &lists, k1, k2, lambda_value, top, Some(sink))?)
+    })?;
+    Ok(top_arrays(py, answer))
+}
+
+/// MSRerank with given lists, keeping each query's best `top` gallery items.
+#[pyfunction]
+#[pyo3(signature = (query_emb, gallery_emb, index, distance, max_distance, ks, k2, lambda_value, variant, top, progress=None))]
+#[allow(clippy::too_many_arguments)]
+fn msrerank_neighbours_top<'py>(
+    py: Python<'py>,
+    query_emb: PyReadonlyArray2<'py, f32>,
+    gallery_emb: PyReadonlyArray2<'py, f32>,
+    index: PyReadonlyArray2<'py, i64>,
+    distance: PyReadonlyArray2<'py, f32>,
+    max_distance: PyReadonlyArray1<'py, f32>,
+    ks: Vec<usize>,
+    k2: usize,
+    lambda_value: f64,
+    variant: &str,
+    top: usize,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<TopArrays<'py>> {
+    let variant: Variant = variant.parse().map_err(to_py_err)?;
+    let (q, g) = (query_emb.as_array(), gallery_emb.as_array());
+    let lists = given(&index, &distance, &max_distance);
+    let options = (k2, lambda_value, variant);
+    let answer = call_core(py, "msrerank_neighbours_top", progress, |sink| {
+        widened(rerank::msrerank_neighbours_top(q, g, &lists, &ks, options, top, Some(sink))?)
+    })?;
+    Ok(top_arrays(py, answer))
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(k_reciprocal_single, m)?)?;
     m.add_function(wrap_pyfunction!(k_reciprocal_single_embeddings, m)?)?;
@@ -336,5 +405,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(neighbour_lists, m)?)?;
     m.add_function(wrap_pyfunction!(k_reciprocal_neighbours, m)?)?;
     m.add_function(wrap_pyfunction!(msrerank_neighbours, m)?)?;
+    m.add_function(wrap_pyfunction!(k_reciprocal_neighbours_top, m)?)?;
+    m.add_function(wrap_pyfunction!(msrerank_neighbours_top, m)?)?;
     Ok(())
 }

@@ -213,7 +213,7 @@ mod tests {
     use rand::{RngExt, SeedableRng};
 
     use super::super::{
-        k_reciprocal_embeddings, k_reciprocal_neighbours, msrerank_embeddings, msrerank_neighbours,
+        k_reciprocal_embeddings, k_reciprocal_neighbours, k_reciprocal_neighbours_top, msrerank_neighbours_top, msrerank_embeddings, msrerank_neighbours,
         neighbour_lists, Variant,
     };
     use super::*;
@@ -262,6 +262,48 @@ mod tests {
         let got =
             msrerank_neighbours(qv, gv, &given, &ks, 6, 0.3, Variant::Reference, None).unwrap();
         assert_eq!(got, expected);
+    }
+
+    /// Column order of a stable argsort of `row` (by value, ties by index): the reference ranking.
+    fn stable_order(row: ndarray::ArrayView1<f32>) -> Vec<u32> {
+        let mut order: Vec<u32> = (0..row.len() as u32).collect();
+        order.sort_by(|&a, &b| row[a as usize].total_cmp(&row[b as usize]).then(a.cmp(&b)));
+        order
+    }
+
+    #[test]
+    fn top_answers_are_the_first_columns_of_the_full_answer() {
+        let mut rng = StdRng::seed_from_u64(13);
+        let x = clustered(&mut rng, 240, 10);
+        let q = 30;
+        let (index, dist, max) = reversed_lists(&x, q, 40);
+        let given = GivenNeighbours {
+            index: index.view(),
+            distance: dist.view(),
+            max_distance: max.view(),
+        };
+        let (qv, gv) = (x.slice(ndarray::s![..q, ..]), x.slice(ndarray::s![q.., ..]));
+        let full = k_reciprocal_neighbours(qv, gv, &given, 20, 6, 0.3, None).unwrap();
+        let options = (6, 0.3, Variant::Paper);
+        let ms_full = msrerank_neighbours(qv, gv, &given, &[4, 11, 34], 6, 0.3, Variant::Paper, None);
+        let ms_full = ms_full.unwrap();
+        for top in [1, 7, 210, 500] {
+            let got = k_reciprocal_neighbours_top(qv, gv, &given, 20, 6, 0.3, top, None).unwrap();
+            let ms = msrerank_neighbours_top(qv, gv, &given, &[4, 11, 34], options, top, None).unwrap();
+            let width = top.min(210);
+            for (answer, out) in [(&full, &got), (&ms_full, &ms)] {
+                assert_eq!(out.index.dim(), (q, width));
+                for i in 0..q {
+                    let order = stable_order(answer.row(i));
+                    assert_eq!(out.index.row(i).to_vec(), order[..width].to_vec());
+                    for (c, &j) in out.index.row(i).iter().enumerate() {
+                        assert_eq!(out.distance[(i, c)], answer[(i, j as usize)]);
+                    }
+                }
+            }
+        }
+        let zero = k_reciprocal_neighbours_top(qv, gv, &given, 20, 6, 0.3, 0, None);
+        assert!(matches!(zero, Err(crate::error::DyclError::InvalidArgument { .. })));
     }
 
     #[test]

@@ -52,7 +52,7 @@ use crate::error::{DyclError, Result};
 pub use crate::memory::available_memory;
 use knn::{InLists, NeighbourLists};
 use kreciprocal::{half_to_even, query_expansion, reciprocal_all, weights, Inverted, SparseRows};
-use msrerank::{combine_levels_from, first_columns, Level};
+use msrerank::{combine_levels_from, combine_levels_top, first_columns, Level};
 
 /// k-reciprocal re-ranking from the three distance blocks; `(q, g)` float32.
 pub fn k_reciprocal(
@@ -150,6 +150,50 @@ pub fn msrerank_neighbours(
     from_neighbours(query, gallery, lists, ks, (k2, lambda, variant), progress)
 }
 
+/// Each query's best `top` gallery items after re-ranking, ranked (ties by
+/// gallery index, the order of a stable argsort of the full answer).
+pub struct TopAnswer {
+    /// `(q, min(top, g))` gallery indices.
+    pub index: Array2<u32>,
+    /// Their re-ranked distances, same shape.
+    pub distance: Array2<f32>,
+}
+
+/// [`k_reciprocal_neighbours`] returning each query's best `top` gallery
+/// items instead of the `q × g` answer: memory O(q · top) for the answer,
+/// for galleries where `q × g` float32 would not fit.
+#[allow(clippy::too_many_arguments)]
+pub fn k_reciprocal_neighbours_top(
+    query: ArrayView2<f32>,
+    gallery: ArrayView2<f32>,
+    lists: &GivenNeighbours,
+    k1: usize,
+    k2: usize,
+    lambda: f64,
+    top: usize,
+    progress: Option<&mut dyn ProgressSink>,
+) -> Result<TopAnswer> {
+    check_k1(k1)?;
+    let options = (k2, lambda, Variant::Paper);
+    from_neighbours_top(query, gallery, lists, &[k1], options, top, progress)
+}
+
+/// [`msrerank_neighbours`] returning each query's best `top` gallery items
+/// (as [`k_reciprocal_neighbours_top`]).
+#[allow(clippy::too_many_arguments)]
+pub fn msrerank_neighbours_top(
+    query: ArrayView2<f32>,
+    gallery: ArrayView2<f32>,
+    lists: &GivenNeighbours,
+    ks: &[usize],
+    (k2, lambda, variant): (usize, f64, Variant),
+    top: usize,
+    progress: Option<&mut dyn ProgressSink>,
+) -> Result<TopAnswer> {
+    check_ks(ks)?;
+    from_neighbours_top(query, gallery, lists, ks, (k2, lambda, variant), top, progress)
+}
+
 /// The exact neighbour lists of the items `rows` of the joint set
 /// (queries then gallery) against all `N` items: the first
 /// `min(k + 1, N)` by cosine distance (ties by index) with their distances
@@ -173,20 +217,23 @@ pub fn neighbour_lists(
     })?
 }
 
-/// The entry points on embeddings with given lists, once `ks` is checked.
-fn from_neighbours(
-    query: ArrayView2<f32>,
-    gallery: ArrayView2<f32>,
+/// The checks of the given-neighbours entry points and their plan (`top`:
+/// the answer keeps each query's best `top` columns), before any copy.
+fn neighbours_plan(
+    (query, gallery): (ArrayView2<f32>, ArrayView2<f32>),
     given: &GivenNeighbours,
     ks: &[usize],
-    (k2, lambda, variant): (usize, f64, Variant),
-    progress: Option<&mut dyn ProgressSink>,
-) -> Result<Array2<f32>> {
+    (k2, lambda): (usize, f64),
+    top: Option<usize>,
+) -> Result<Plan> {
     EmbeddingDistances::check_shapes(query, gallery)?;
     let (q, n) = (query.nrows(), query.nrows() + gallery.nrows());
     let joint_bytes = (n as u64).saturating_mul(query.ncols() as u64 * 4);
     let tile = EmbeddingDistances::max_tile_rows(n);
-    let plan = Plan::new(n, q, ks, k2, lambda, tile, joint_bytes)?;
+    if top == Some(0) {
+        return Err(DyclError::invalid("top", "must be >= 1"));
+    }
+    let plan = Plan::checked((n, q, q), ks, (k2, lambda), tile, joint_bytes, top)?;
     given.validate(n)?;
     if given.width() < plan.len {
         let k_max = plan.ks.iter().max().copied().unwrap_or(1);
@@ -200,12 +247,50 @@ fn from_neighbours(
             ),
         ));
     }
+    Ok(plan)
+}
+
+/// The entry points on embeddings with given lists, once `ks` is checked.
+fn from_neighbours(
+    query: ArrayView2<f32>,
+    gallery: ArrayView2<f32>,
+    given: &GivenNeighbours,
+    ks: &[usize],
+    (k2, lambda, variant): (usize, f64, Variant),
+    progress: Option<&mut dyn ProgressSink>,
+) -> Result<Array2<f32>> {
+    let plan = neighbours_plan((query, gallery), given, ks, (k2, lambda), None)?;
     let source = EmbeddingDistances::new(query, gallery)?;
+    let n = source.n_items();
     let mut progress = Progress::new(progress);
     let lists = progress.run("neighbour lists", 0, n, |t| {
         NeighbourLists::from_given(given, n, plan.len, t)
     })??;
     rerank_lists(&source, &plan, lists, variant, progress)
+}
+
+/// [`from_neighbours`] keeping each query's best `top` gallery columns.
+fn from_neighbours_top(
+    query: ArrayView2<f32>,
+    gallery: ArrayView2<f32>,
+    given: &GivenNeighbours,
+    ks: &[usize],
+    (k2, lambda, variant): (usize, f64, Variant),
+    top: usize,
+    progress: Option<&mut dyn ProgressSink>,
+) -> Result<TopAnswer> {
+    let plan = neighbours_plan((query, gallery), given, ks, (k2, lambda), Some(top))?;
+    let source = EmbeddingDistances::new(query, gallery)?;
+    let n = source.n_items();
+    let mut progress = Progress::new(progress);
+    let lists = progress.run("neighbour lists", 0, n, |t| {
+        NeighbourLists::from_given(given, n, plan.len, t)
+    })??;
+    let sets = (plan.q, plan.gallery_col0);
+    let (index, distance) = with_levels(&source, &plan, &lists, variant, progress, |levels, t| {
+        combine_levels_top(&source, &lists, sets, levels, plan.lambda, variant, top, t)
+    })??;
+    Ok(TopAnswer { index, distance })
 }
 
 /// The entry points on distance blocks, once `ks` is checked.
@@ -330,7 +415,7 @@ impl Plan {
         tile_rows: usize,
         source_bytes: u64,
     ) -> Result<Plan> {
-        Self::checked((n, q, q), ks, (k2, lambda), tile_rows, source_bytes)
+        Self::checked((n, q, q), ks, (k2, lambda), tile_rows, source_bytes, None)
     }
 
     /// [`Plan::new`] for single-set mode: all `n` items are queries and
@@ -342,7 +427,7 @@ impl Plan {
         tile_rows: usize,
         source_bytes: u64,
     ) -> Result<Plan> {
-        Self::checked((n, n, 0), ks, (k2, lambda), tile_rows, source_bytes)
+        Self::checked((n, n, 0), ks, (k2, lambda), tile_rows, source_bytes, None)
     }
 
     fn checked(
@@ -351,6 +436,7 @@ impl Plan {
         (k2, lambda): (usize, f64),
         tile_rows: usize,
         source_bytes: u64,
+        top: Option<usize>,
     ) -> Result<Plan> {
         check_rerank_args(n, k2, lambda)?;
         let ks = clamped(ks, n);
@@ -362,7 +448,17 @@ impl Plan {
         let extra = (q as u64)
             .saturating_mul((q - gallery_col0) as u64)
             .saturating_mul(4);
-        check_memory(n, q, need.saturating_add(extra))?;
+        let need = need.saturating_add(extra);
+        // A top answer holds q × top (index, distance) pairs instead of q × g distances.
+        let need = match top {
+            None => need,
+            Some(top) => {
+                let full = (q as u64).saturating_mul((n - gallery_col0) as u64).saturating_mul(4);
+                let kept = (q as u64).saturating_mul(top.min(n) as u64).saturating_mul(8);
+                need.saturating_sub(full).saturating_add(kept)
+            }
+        };
+        check_memory(n, q, need)?;
         Ok(Plan {
             q,
             gallery_col0,
@@ -396,13 +492,29 @@ fn rerank_lists<S: SquaredDistances>(
     plan: &Plan,
     lists: NeighbourLists,
     variant: Variant,
-    mut progress: Progress,
+    progress: Progress,
 ) -> Result<Array2<f32>> {
+    let sets = (plan.q, plan.gallery_col0);
+    with_levels(source, plan, &lists, variant, progress, |levels, t| {
+        combine_levels_from(source, &lists, sets, levels, plan.lambda, variant, t)
+    })?
+}
+
+/// Step 2 (every level's sparse rows and inverted index), then `finish`
+/// (the query pass) on the levels, as the "re-ranking queries" stage.
+fn with_levels<S: SquaredDistances, T: Send>(
+    source: &S,
+    plan: &Plan,
+    lists: &NeighbourLists,
+    variant: Variant,
+    mut progress: Progress,
+    finish: impl FnOnce(&[Level], &progress::Tracker) -> T + Send,
+) -> Result<T> {
     let (n, q, ks) = (source.n_items(), plan.q, &plan.ks[..]);
-    let inlists = InLists::build(&lists)?;
+    let inlists = InLists::build(lists)?;
 
     let first_cols = first_columns(variant, ks.len(), plan.gallery_col0);
-    let weights = WeightsPerK::build(source, &lists, &inlists, ks, plan.k2, &mut progress)?;
+    let weights = WeightsPerK::build(source, lists, &inlists, ks, plan.k2, &mut progress)?;
     let inverted = InvertedPerLevel::build(&weights, ks, &first_cols, n)?;
     let levels: Vec<Level> = ks
         .iter()
@@ -414,10 +526,7 @@ fn rerank_lists<S: SquaredDistances>(
             first_col,
         })
         .collect();
-    progress.run("re-ranking queries", 0, q, |t| {
-        let sets = (q, plan.gallery_col0);
-        combine_levels_from(source, &lists, sets, &levels, plan.lambda, variant, t)
-    })?
+    progress.run("re-ranking queries", 0, q, |t| finish(&levels, t))
 }
 
 /// The checks of [`rerank`]'s own arguments (`ks` and the inputs are

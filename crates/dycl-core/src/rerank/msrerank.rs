@@ -10,7 +10,7 @@ use super::knn::{normalise_row, NeighbourLists, SmallestK, TILES};
 use super::kreciprocal::{jaccard_row, Inverted, SparseRows};
 use super::source::SquaredDistances;
 use crate::error::{FirstError, Result};
-use crate::memory::{ensure_fits, try_array2, try_zeroed, Purpose};
+use crate::memory::{ensure_fits, try_array2, try_capacity, try_zeroed, Purpose};
 use crate::progress::Tracker;
 
 /// What the answer is, and what to do when it does not fit.
@@ -150,6 +150,66 @@ pub fn combine_levels_from<S: SquaredDistances + ?Sized>(
     Ok(out)
 }
 
+/// What the top-k answer is, and what to do when it does not fit.
+const TOP_OUTPUT: Purpose = Purpose::new(
+    "re-ranking: the q × top indices and distances of the answer",
+    "ask for a smaller top or fewer queries per call",
+);
+
+/// [`combine_levels_from`] keeping only each query's `top` best gallery
+/// columns, ranked by re-ranked distance with ties by column (the order of a
+/// stable argsort of the full answer): `(index, distance)`, both
+/// `q × min(top, g)`. Memory O(q · top) instead of the `q × g` answer.
+#[allow(clippy::too_many_arguments)]
+pub fn combine_levels_top<S: SquaredDistances + ?Sized>(
+    source: &S,
+    lists: &NeighbourLists,
+    (q, gallery_col0): (usize, usize),
+    levels: &[Level],
+    lambda: f64,
+    variant: Variant,
+    top: usize,
+    tracker: &Tracker,
+) -> Result<(Array2<u32>, Array2<f32>)> {
+    let pass = QueryPass::new(source, lists, gallery_col0, levels, lambda, variant);
+    let top = top.clamp(1, pass.g.max(1));
+    let tile = source.tile_rows_for(q);
+    let mut index = try_array2::<u32>((q, top), TOP_OUTPUT)?;
+    let mut distance = try_array2::<f32>((q, top), TOP_OUTPUT)?;
+    let scratch_error = FirstError::default();
+    index
+        .as_slice_mut()
+        .expect("fresh array is contiguous")
+        .par_chunks_mut(tile * top)
+        .zip(
+            distance
+                .as_slice_mut()
+                .expect("fresh array is contiguous")
+                .par_chunks_mut(tile * top),
+        )
+        .enumerate()
+        .for_each_init(
+            || -> Result<_> {
+                let picked = try_capacity::<u32>(top, TOP_OUTPUT)?;
+                Ok((pass.scratch(tile)?, SmallestK::default(), picked))
+            },
+            |s, (t, (index_rows, dist_rows))| {
+                let (scratch, selector, picked) = match s {
+                    Ok(s) => (&mut s.0, &mut s.1, &mut s.2),
+                    Err(err) => return scratch_error.record(err),
+                };
+                if tracker.cancelled() {
+                    return;
+                }
+                let out = (index_rows, dist_rows);
+                let rows = pass.answer_tile_top(scratch, (t * tile, top), (selector, picked), out);
+                tracker.advance(rows);
+            },
+        );
+    scratch_error.into_result()?;
+    Ok((index, distance))
+}
+
 /// The fixed inputs of the query pass, shared by all its tasks.
 struct QueryPass<'a, S: ?Sized> {
     source: &'a S,
@@ -223,6 +283,32 @@ impl<'a, S: SquaredDistances + ?Sized> QueryPass<'a, S> {
             let dist = &mut s.dist[r * width..(r + 1) * width];
             self.combine_row(&mut s.row, r0 + r, dist);
             out_rows[r * g..(r + 1) * g].copy_from_slice(&s.row.state[width - g..]);
+        }
+        rows
+    }
+
+    /// [`Self::answer_tile`] keeping each row's best `top` columns (rows of
+    /// `top` entries in `index_rows` and `dist_rows`); returns the rows done.
+    fn answer_tile_top(
+        &self,
+        s: &mut Scratch,
+        (r0, top): (usize, usize),
+        (selector, picked): (&mut SmallestK, &mut Vec<u32>),
+        (index_rows, dist_rows): (&mut [u32], &mut [f32]),
+    ) -> usize {
+        let (g, width) = (self.g, self.width);
+        let rows = index_rows.len() / top;
+        self.source
+            .fill(r0..r0 + rows, self.col0..self.n, &mut s.dist);
+        for r in 0..rows {
+            let dist = &mut s.dist[r * width..(r + 1) * width];
+            self.combine_row(&mut s.row, r0 + r, dist);
+            let answer = &s.row.state[width - g..];
+            selector.select(answer, top, picked);
+            for (slot, &j) in picked.iter().enumerate() {
+                index_rows[r * top + slot] = j;
+                dist_rows[r * top + slot] = answer[j as usize];
+            }
         }
         rows
     }
