@@ -360,7 +360,16 @@ fn k_reciprocal_neighbours_top<'py>(
     let (q, g) = (query_emb.as_array(), gallery_emb.as_array());
     let lists = given(&index, &distance, &max_distance);
     let answer = call_core(py, "k_reciprocal_neighbours_top", progress, |sink| {
-        widened(rerank::k_reciprocal_neighbours_top(q, g, &lists, k1, k2, lambda_value, top, Some(sink))?)
+        widened(rerank::k_reciprocal_neighbours_top(
+            q,
+            g,
+            &lists,
+            k1,
+            k2,
+            lambda_value,
+            top,
+            Some(sink),
+        )?)
     })?;
     Ok(top_arrays(py, answer))
 }
@@ -388,7 +397,15 @@ fn msrerank_neighbours_top<'py>(
     let lists = given(&index, &distance, &max_distance);
     let options = (k2, lambda_value, variant);
     let answer = call_core(py, "msrerank_neighbours_top", progress, |sink| {
-        widened(rerank::msrerank_neighbours_top(q, g, &lists, &ks, options, top, Some(sink))?)
+        widened(rerank::msrerank_neighbours_top(
+            q,
+            g,
+            &lists,
+            &ks,
+            options,
+            top,
+            Some(sink),
+        )?)
     })?;
     Ok(top_arrays(py, answer))
 }

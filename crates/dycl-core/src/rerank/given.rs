@@ -213,8 +213,9 @@ mod tests {
     use rand::{RngExt, SeedableRng};
 
     use super::super::{
-        k_reciprocal_embeddings, k_reciprocal_neighbours, k_reciprocal_neighbours_top, msrerank_neighbours_top, msrerank_embeddings, msrerank_neighbours,
-        neighbour_lists, Variant,
+        k_reciprocal_embeddings, k_reciprocal_neighbours, k_reciprocal_neighbours_top,
+        msrerank_embeddings, msrerank_neighbours, msrerank_neighbours_top, neighbour_lists,
+        Variant,
     };
     use super::*;
 
@@ -285,11 +286,13 @@ mod tests {
         let (qv, gv) = (x.slice(ndarray::s![..q, ..]), x.slice(ndarray::s![q.., ..]));
         let full = k_reciprocal_neighbours(qv, gv, &given, 20, 6, 0.3, None).unwrap();
         let options = (6, 0.3, Variant::Paper);
-        let ms_full = msrerank_neighbours(qv, gv, &given, &[4, 11, 34], 6, 0.3, Variant::Paper, None);
+        let ms_full =
+            msrerank_neighbours(qv, gv, &given, &[4, 11, 34], 6, 0.3, Variant::Paper, None);
         let ms_full = ms_full.unwrap();
         for top in [1, 7, 210, 500] {
             let got = k_reciprocal_neighbours_top(qv, gv, &given, 20, 6, 0.3, top, None).unwrap();
-            let ms = msrerank_neighbours_top(qv, gv, &given, &[4, 11, 34], options, top, None).unwrap();
+            let ms =
+                msrerank_neighbours_top(qv, gv, &given, &[4, 11, 34], options, top, None).unwrap();
             let width = top.min(210);
             for (answer, out) in [(&full, &got), (&ms_full, &ms)] {
                 assert_eq!(out.index.dim(), (q, width));
@@ -303,7 +306,10 @@ mod tests {
             }
         }
         let zero = k_reciprocal_neighbours_top(qv, gv, &given, 20, 6, 0.3, 0, None);
-        assert!(matches!(zero, Err(crate::error::DyclError::InvalidArgument { .. })));
+        assert!(matches!(
+            zero,
+            Err(crate::error::DyclError::InvalidArgument { .. })
+        ));
     }
 
     #[test]

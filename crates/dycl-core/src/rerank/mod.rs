@@ -191,7 +191,15 @@ pub fn msrerank_neighbours_top(
     progress: Option<&mut dyn ProgressSink>,
 ) -> Result<TopAnswer> {
     check_ks(ks)?;
-    from_neighbours_top(query, gallery, lists, ks, (k2, lambda, variant), top, progress)
+    from_neighbours_top(
+        query,
+        gallery,
+        lists,
+        ks,
+        (k2, lambda, variant),
+        top,
+        progress,
+    )
 }
 
 /// The exact neighbour lists of the items `rows` of the joint set
@@ -287,9 +295,10 @@ fn from_neighbours_top(
         NeighbourLists::from_given(given, n, plan.len, t)
     })??;
     let sets = (plan.q, plan.gallery_col0);
-    let (index, distance) = with_levels(&source, &plan, &lists, variant, progress, |levels, t| {
-        combine_levels_top(&source, &lists, sets, levels, plan.lambda, variant, top, t)
-    })??;
+    let (index, distance) =
+        with_levels(&source, &plan, &lists, variant, progress, |levels, t| {
+            combine_levels_top(&source, &lists, sets, levels, plan.lambda, variant, top, t)
+        })??;
     Ok(TopAnswer { index, distance })
 }
 
@@ -453,8 +462,12 @@ impl Plan {
         let need = match top {
             None => need,
             Some(top) => {
-                let full = (q as u64).saturating_mul((n - gallery_col0) as u64).saturating_mul(4);
-                let kept = (q as u64).saturating_mul(top.min(n) as u64).saturating_mul(8);
+                let full = (q as u64)
+                    .saturating_mul((n - gallery_col0) as u64)
+                    .saturating_mul(4);
+                let kept = (q as u64)
+                    .saturating_mul(top.min(n) as u64)
+                    .saturating_mul(8);
                 need.saturating_sub(full).saturating_add(kept)
             }
         };
