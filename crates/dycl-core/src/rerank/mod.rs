@@ -268,13 +268,24 @@ fn from_neighbours(
     progress: Option<&mut dyn ProgressSink>,
 ) -> Result<Array2<f32>> {
     let plan = neighbours_plan((query, gallery), given, ks, (k2, lambda), None)?;
+    let (source, lists, progress) = given_lists((query, gallery), given, &plan, progress)?;
+    rerank_lists(&source, &plan, lists, variant, progress)
+}
+
+/// The source and the given lists of a planned given-neighbours call.
+fn given_lists<'p>(
+    (query, gallery): (ArrayView2<f32>, ArrayView2<f32>),
+    given: &GivenNeighbours,
+    plan: &Plan,
+    progress: Option<&'p mut dyn ProgressSink>,
+) -> Result<(EmbeddingDistances, NeighbourLists, Progress<'p>)> {
     let source = EmbeddingDistances::new(query, gallery)?;
     let n = source.n_items();
     let mut progress = Progress::new(progress);
     let lists = progress.run("neighbour lists", 0, n, |t| {
         NeighbourLists::from_given(given, n, plan.len, t)
     })??;
-    rerank_lists(&source, &plan, lists, variant, progress)
+    Ok((source, lists, progress))
 }
 
 /// [`from_neighbours`] keeping each query's best `top` gallery columns.
@@ -288,12 +299,7 @@ fn from_neighbours_top(
     progress: Option<&mut dyn ProgressSink>,
 ) -> Result<TopAnswer> {
     let plan = neighbours_plan((query, gallery), given, ks, (k2, lambda), Some(top))?;
-    let source = EmbeddingDistances::new(query, gallery)?;
-    let n = source.n_items();
-    let mut progress = Progress::new(progress);
-    let lists = progress.run("neighbour lists", 0, n, |t| {
-        NeighbourLists::from_given(given, n, plan.len, t)
-    })??;
+    let (source, lists, progress) = given_lists((query, gallery), given, &plan, progress)?;
     let sets = (plan.q, plan.gallery_col0);
     let (index, distance) =
         with_levels(&source, &plan, &lists, variant, progress, |levels, t| {
