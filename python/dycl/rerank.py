@@ -381,14 +381,18 @@ def _is_default(knn: object, knn_params: Mapping[str, Any] | None) -> bool:
     return isinstance(knn, str) and knn == "exact" and not knn_params
 
 
-def _top_answer(function: Callable[..., tuple[np.ndarray, np.ndarray]], query: np.ndarray,
-                gallery: np.ndarray, width: int, search: tuple, *options: object, top: object) -> Reranked:
-    """A ``*_neighbours_top`` call of the core on the graph of ``search = (knn, knn_params, progress)``."""
-    kept = int_at_least("top", top, 1)
+def _graph_answer(functions: tuple[Callable[..., Any], Callable[..., Any]], query: np.ndarray,
+                  gallery: np.ndarray, width: int, search: tuple, *options: object, top: object) -> Reranked:
+    """The core's given-neighbours call (``functions = (full answer, top answer)``) on the graph of
+    ``search = (knn, knn_params, progress)``; ``top`` is checked before any search."""
+    kept = None if top is None else int_at_least("top", top, 1)
     knn, knn_params, progress = search
     graph = _knn.graph_for(query, gallery, width, knn, knn_params, progress if callable(progress) else None)
-    index, distances = _call_core(function, query, gallery, graph.index, graph.distance, graph.max_distance,
-                                  *options, kept, progress=progress)
+    args = (query, gallery, graph.index, graph.distance, graph.max_distance, *options)
+    if kept is None:
+        distances = _call_core(functions[0], *args, progress=progress)
+        return Reranked(distances, graph.backend, graph.exact, graph.params)
+    index, distances = _call_core(functions[1], *args, kept, progress=progress)
     return Reranked(distances, graph.backend, graph.exact, graph.params, indices=index)
 
 
@@ -422,17 +426,12 @@ def k_reciprocal_graph(
     query, gallery = _embeddings(query_emb, gallery_emb)
     n = query.shape[0] + gallery.shape[0]
     k1, k2, lam = _clamped("k1", k1, n), _k2(k2, n), _lambda(lambda_value)
-    if top is not None:
-        return _top_answer(_core.k_reciprocal_neighbours_top, query, gallery, min(max(k1 + 1, k2), n),
-                           (knn, knn_params, progress), k1, k2, lam, top=top)
-    if _is_default(knn, knn_params):  # the core's own lists: one call, the historical path
+    if top is None and _is_default(knn, knn_params):  # the core's own lists: one call, the historical path
         distances = _call_core(_core.k_reciprocal_embeddings, query, gallery, k1, k2, lam, progress=progress)
         return Reranked(distances, "exact", True, {})
-    callback = progress if callable(progress) else None
-    graph = _knn.graph_for(query, gallery, min(max(k1 + 1, k2), n), knn, knn_params, callback)
-    distances = _call_core(_core.k_reciprocal_neighbours, query, gallery, graph.index, graph.distance,
-                           graph.max_distance, k1, k2, lam, progress=progress)
-    return Reranked(distances, graph.backend, graph.exact, graph.params)
+    functions = (_core.k_reciprocal_neighbours, _core.k_reciprocal_neighbours_top)
+    return _graph_answer(functions, query, gallery, min(max(k1 + 1, k2), n), (knn, knn_params, progress),
+                         k1, k2, lam, top=top)
 
 
 def msrerank_graph(
@@ -454,18 +453,13 @@ def msrerank_graph(
     n = query.shape[0] + gallery.shape[0]
     ks_list = [min(k, n - 1) for k in _ks(ks)]
     k2, lam, var = _k2(k2, n), _lambda(lambda_value), _variant(variant)
-    if top is not None:
-        return _top_answer(_core.msrerank_neighbours_top, query, gallery, min(max(max(ks_list) + 1, k2), n),
-                           (knn, knn_params, progress), ks_list, k2, lam, var, top=top)
-    if _is_default(knn, knn_params):
+    if top is None and _is_default(knn, knn_params):
         distances = _call_core(_core.msrerank_embeddings, query, gallery, ks_list, k2, lam, var,
                                progress=progress)
         return Reranked(distances, "exact", True, {})
-    callback = progress if callable(progress) else None
-    graph = _knn.graph_for(query, gallery, min(max(max(ks_list) + 1, k2), n), knn, knn_params, callback)
-    distances = _call_core(_core.msrerank_neighbours, query, gallery, graph.index, graph.distance,
-                           graph.max_distance, ks_list, k2, lam, var, progress=progress)
-    return Reranked(distances, graph.backend, graph.exact, graph.params)
+    functions = (_core.msrerank_neighbours, _core.msrerank_neighbours_top)
+    return _graph_answer(functions, query, gallery, min(max(max(ks_list) + 1, k2), n),
+                         (knn, knn_params, progress), ks_list, k2, lam, var, top=top)
 
 
 def msrerank_ks(

@@ -275,15 +275,11 @@ impl<'a, S: SquaredDistances + ?Sized> QueryPass<'a, S> {
     /// Answer the query rows `r0..` that `out_rows` holds (one tile, read
     /// from the source at once); returns how many rows that was.
     fn answer_tile(&self, s: &mut Scratch, r0: usize, out_rows: &mut [f32]) -> usize {
-        let (g, width) = (self.g, self.width);
+        let g = self.g;
         let rows = out_rows.len() / g;
-        self.source
-            .fill(r0..r0 + rows, self.col0..self.n, &mut s.dist);
-        for r in 0..rows {
-            let dist = &mut s.dist[r * width..(r + 1) * width];
-            self.combine_row(&mut s.row, r0 + r, dist);
-            out_rows[r * g..(r + 1) * g].copy_from_slice(&s.row.state[width - g..]);
-        }
+        self.each_answer_row(s, r0, rows, |r, answer| {
+            out_rows[r * g..(r + 1) * g].copy_from_slice(answer)
+        });
         rows
     }
 
@@ -296,21 +292,35 @@ impl<'a, S: SquaredDistances + ?Sized> QueryPass<'a, S> {
         (selector, picked): (&mut SmallestK, &mut Vec<u32>),
         (index_rows, dist_rows): (&mut [u32], &mut [f32]),
     ) -> usize {
-        let (g, width) = (self.g, self.width);
         let rows = index_rows.len() / top;
-        self.source
-            .fill(r0..r0 + rows, self.col0..self.n, &mut s.dist);
-        for r in 0..rows {
-            let dist = &mut s.dist[r * width..(r + 1) * width];
-            self.combine_row(&mut s.row, r0 + r, dist);
-            let answer = &s.row.state[width - g..];
+        self.each_answer_row(s, r0, rows, |r, answer| {
             selector.select(answer, top, picked);
             for (slot, &j) in picked.iter().enumerate() {
                 index_rows[r * top + slot] = j;
                 dist_rows[r * top + slot] = answer[j as usize];
             }
-        }
+        });
         rows
+    }
+
+    /// Fill the distances of query rows `r0..r0 + rows`, combine each row's
+    /// levels and hand its answer (the `g` gallery columns) to `emit(r, answer)`.
+    #[inline]
+    fn each_answer_row(
+        &self,
+        s: &mut Scratch,
+        r0: usize,
+        rows: usize,
+        mut emit: impl FnMut(usize, &[f32]),
+    ) {
+        let (g, width) = (self.g, self.width);
+        self.source
+            .fill(r0..r0 + rows, self.col0..self.n, &mut s.dist);
+        for r in 0..rows {
+            let dist = &mut s.dist[r * width..(r + 1) * width];
+            self.combine_row(&mut s.row, r0 + r, dist);
+            emit(r, &s.row.state[width - g..]);
+        }
     }
 
     /// Combine every level for query row `i` into `s.state`; `dist` is the
