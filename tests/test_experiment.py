@@ -179,3 +179,75 @@ def test_splice_generated_replaces_or_appends_the_block():
     assert splice_generated(out, "newer").count(BEGIN_MARK) == 1
     appended = splice_generated("hand-written\n", block)
     assert appended.startswith("hand-written\n\n" + BEGIN_MARK) and appended.rstrip().endswith(END_MARK)
+
+
+def test_committed_results_without_heavy_files_count_as_done(campus, tmp_path):
+    """What git keeps of a suite folder (its .gitignore drops checkpoints and embeddings) still reads
+    as finished runs; a run missing a result it can no longer score is trained again."""
+    import shutil
+
+    suite = tiny_suite(training={**TINY_TRAINING, "epochs": 1})
+    out = tmp_path / "suite"
+    run_suite(suite, out, data_dir=campus, device="cpu", report=False, log=io.StringIO())
+    ignored = (out / ".gitignore").read_text().splitlines()
+    assert {"last.pt", "embeddings/", "data/"} <= set(ignored)
+    first, second = (spec.folder(out) for spec in suite.runs())
+    for folder in (first, second):  # what a fresh clone has
+        (folder / "last.pt").unlink()
+        shutil.rmtree(folder / "embeddings")
+    (second / "eval" / "k-reciprocal.json").unlink()
+    assert [s.state for s in suite_states(suite, out, campus)] == ["done", "started"]
+    log = io.StringIO()
+    states = run_suite(suite, out, data_dir=campus, device="cpu", report=False, log=log)
+    assert [s.state for s in states] == ["done", "done"]
+    assert f"{suite.runs()[0].name}: training" not in log.getvalue()
+    assert f"{suite.runs()[1].name}: training" in log.getvalue()
+    assert (second / "eval" / "k-reciprocal.json").is_file()
+
+
+def test_per_configuration_training_settings_reach_the_run_and_the_report(campus, tmp_path):
+    """A configuration's ``training`` overrides (the release's schedule here) are planned, saved in the
+    run's config.json, checked on resume, and the release section compares the two runs."""
+    release = {"schedule": "release", "schedule_epochs": 15, "warmup_epochs": 1}
+    configs = (RunConfig("happier", "HAPPIER", "happier:0.9,cluster:0.1"),
+               RunConfig("happier-release", "HAPPIER, release schedule", "happier:0.9,cluster:0.1",
+                         training=release))
+    suite = tiny_suite(training={**TINY_TRAINING, "epochs": 1}, configs=configs,
+                       groups={"methods": ("happier",), "release": ("happier", "happier-release")})
+    out = tmp_path / "suite"
+    run_suite(suite, out, data_dir=campus, device="cpu", log=io.StringIO())
+    plain, changed = (json.loads((spec.folder(out) / "config.json").read_text()) for spec in suite.runs())
+    assert plain["schedule"] == "paper" and plain["warmup_epochs"] == 0
+    assert (changed["schedule"], changed["schedule_epochs"], changed["warmup_epochs"]) == ("release", 15, 1)
+    report = (out / "report" / "results.md").read_text()
+    section = report.split("### The authors' release's training choices", 1)[1]
+    assert "| HAPPIER | " in section and "| HAPPIER, release schedule | " in section
+    longer = RunConfig("happier-release", "HAPPIER, release schedule", "happier:0.9,cluster:0.1",
+                       training={**release, "schedule_epochs": 30})
+    states = suite_states(tiny_suite(training={**TINY_TRAINING, "epochs": 1}, configs=(configs[0], longer),
+                                     groups={"methods": ("happier",)}), out, campus)
+    assert states[1].state == "stale" and "schedule_epochs=15" in states[1].message
+
+
+def test_suite_scores_its_table4_seeds_once(tmp_path, monkeypatch):
+    """The Table IV entry: one result file per seed, written once (the trained network is swapped for
+    the fixed pixel features here, so the test takes a second)."""
+    from dycl.experiment import runner, table4
+
+    calls = []
+
+    def quick_task(seed, settings):
+        calls.append((seed, settings.seed))
+        return table4.shapes_task(4, 16, seed=seed)
+
+    monkeypatch.setattr(table4, "trained_shapes_task", quick_task)
+    suite = tiny_suite(table4_seeds=(0, 1))
+    log = io.StringIO()
+    runner.run_table4(suite, tmp_path, log)
+    runner.run_table4(suite, tmp_path, log)  # nothing left: no second call
+    assert calls == [(0, 0), (1, 1)]
+    saved = json.loads((tmp_path / "table4" / "seed1.json").read_text())
+    expected = table4.table4_miniature(task=table4.shapes_task(4, 16, seed=1))
+    assert saved["rows"]["MSRerank (paper)"]["mAP_overall"] == pytest.approx(
+        expected["MSRerank (paper)"]["mAP_overall"], abs=1e-12)
+    assert "table4/seed1: mAP none" in log.getvalue()

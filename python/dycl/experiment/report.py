@@ -27,9 +27,17 @@ from ..tables import markdown_table, write_results
 from ..tasks import TASKS, random_embedding_baseline
 from .figures import write_figures
 from .paper import paper_cell, paper_value
+from .sections import (
+    RELEASE_COMPARISONS,
+    paper_table_iv,
+    rank_shift_section,
+    read_table4,
+    release_section,
+    scale_section,
+    sweep_section,
+)
 from .sections import embed as _embed
 from .sections import metric_label as _metric_label
-from .sections import paper_table_iv, rank_shift_section, scale_section, sweep_section
 from .state import RECORD_FILE, REPORT_DIR, estimate_progress, resolve_data_dir
 from .stats import (
     TIE,
@@ -297,9 +305,10 @@ def report_markdown(results: SuiteResults, figures: Mapping[str, Any], command: 
         lines += _embed(figures, "sampler", "DyCL with the random and the geo sampler, mAP per scale")
 
     lines += sweep_section(results, figures)
+    lines += release_section(results, scales)
     lines += _comparisons(results, scales)
     lines += rank_shift_section(figures)
-    lines += paper_table_iv()
+    lines += paper_table_iv(read_table4(results.output))
     examples = figures.get("examples") or []
     if examples:
         lines += ["### Examples", ""]
@@ -333,6 +342,8 @@ def _comparisons(results: SuiteResults, scales: Sequence[int]) -> list[str]:
         for single in multi[:-1]:
             rows += _unpaired_rows(results, [(multi[-1], single, f"{name}: {suite.config(multi[-1]).label} − "
                                               f"{suite.config(single).label}")], per_scale)
+    release = [(a, b, text) for a, b, text in RELEASE_COMPARISONS if {a, b} <= cfg]
+    rows += _unpaired_rows(results, release, ["H-AP", "mAP_overall"])
     sampler = suite.groups.get("sampler", ())
     if len(sampler) == 2:
         rows += _unpaired_rows(results, [(sampler[1], sampler[0], "geo − random sampler")],

@@ -31,6 +31,7 @@ from ..tables import write_results
 from ..task_files import load_embeddings
 from ..tasks import evaluate_tasks
 from .report import write_report
+from .sections import TABLE4_DIR
 from .state import (
     DATA_DIR,
     EVAL_DIR,
@@ -41,6 +42,7 @@ from .state import (
     rerankings_to_score,
     resolve_data_dir,
     run_state,
+    write_gitignore,
 )
 from .suites import RERANKINGS, Suite
 
@@ -94,8 +96,9 @@ def format_plan(suite: Suite, states: Sequence[RunState] | None = None, output: 
                 state += f" ({st.epochs_done}/{suite.epochs} epochs)"
             if st.message:
                 state += f": {st.message}"
-        rows.append((run.name, loss, c.sampler, state))
-    head = ("run", "loss", "sampler", "state" if states is not None else "")
+        setting = c.sampler + "".join(f", {k} {v}" for k, v in (c.training or {}).items())
+        rows.append((run.name, loss, setting, state))
+    head = ("run", "loss", "sampler, settings", "state" if states is not None else "")
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(3)]
     for row in [head, None, *rows]:
         if row is None:
@@ -230,11 +233,27 @@ def run_suite(suite: Suite, output: str | os.PathLike, data_dir: str | os.PathLi
     if max_runs is not None and max_runs < 0:
         raise ValueError(f"max_runs: expected a non-negative integer, got {max_runs}")
     with FolderLock(out, "output"):  # one suite runner per folder; each run also locks its own folder
+        write_gitignore(out)
         states = _run_unfinished(suite, out, data_dir, device, workers, max_runs, progress, log)
         if report:
             written = write_report(suite, out, data_dir=data_dir, docs=docs)
             print(f"[{suite.name}] report: {written['markdown']}", file=log, flush=True)
     return states
+
+
+def run_table4(suite: Suite, out: Path, log: TextIO) -> None:
+    """The suite's Table IV seeds without a result file (a minute or two each on a CPU)."""
+    missing = [s for s in suite.table4_seeds if not (out / TABLE4_DIR / f"seed{s}.json").is_file()]
+    if not missing:
+        return
+    from .table4 import run_table4_seed  # imports torch: only when there is something to run
+
+    for seed in missing:
+        record = run_table4_seed(out, seed)
+        rows = record["rows"]
+        print(f"[{suite.name}] table4/seed{seed}: mAP " + ", ".join(
+            f"{label} {100 * rows[label]['mAP_overall']:.2f}" for label in rows)
+            + f" in {record['seconds']:.0f} s", file=log, flush=True)
 
 
 def _run_unfinished(suite: Suite, out: Path, data_dir: str | os.PathLike | None, device: str,
@@ -249,6 +268,7 @@ def _run_unfinished(suite: Suite, out: Path, data_dir: str | os.PathLike | None,
     train_split = None
     trained_here = 0
     print(progress_line(suite, states), file=log, flush=True)
+    run_table4(suite, out, log)
     for i, state in enumerate(states):
         if state.state == "done":
             continue

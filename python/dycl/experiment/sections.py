@@ -3,14 +3,16 @@ on the training set), Fig. 8 (τ and λ₁ sweeps) and Table IV (the paper's num
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..metrics import PAPER_SCALE_NAMES
 from ..tables import markdown_table
 from ..tasks import TASKS
 from .paper import FIG6_SIGMA_TRIPLET_GAIN, PAPER, TABLE_IV, paper_cell
-from .stats import SuiteResults, welch_interval
+from .stats import Stat, SuiteResults, paired_interval, welch_interval
 
 
 def metric_label(metric: str) -> str:
@@ -96,6 +98,30 @@ def sweep_section(results: SuiteResults, figures: Mapping[str, Any]) -> list[str
     return lines
 
 
+#: (a, b, text): the paper's comparisons under each of the authors' release's training choices.
+RELEASE_COMPARISONS = (
+    ("dycl-happier", "happier", "paper's choices: DyCL+HAPPIER − HAPPIER"),
+    ("dycl-happier-normbatch", "happier", "release normalisation: DyCL+HAPPIER − HAPPIER"),
+    ("dycl-happier-release", "happier-release", "release schedule: DyCL+HAPPIER − HAPPIER"),
+    ("dycl-normbatch", "dycl", "DyCL: release − paper normalisation"),
+    ("dycl-happier-normbatch", "dycl-happier", "DyCL+HAPPIER: release − paper normalisation"),
+    ("dycl-happier-release", "dycl-happier", "DyCL+HAPPIER: release − paper schedule"),
+)
+
+
+def release_section(results: SuiteResults, scales: Sequence[int]) -> list[str]:
+    """The runs with the release's DyCL normalisation and schedule beside the paper's choices."""
+    keys = [k for k in results.suite.groups.get("release", ()) if results.has(k)]
+    if len(keys) < 2:
+        return []
+    lines = ["### The authors' release's training choices", "",
+             "The release normalises DyCL's features over the batch (`normalize=batch`) and steps a long "
+             "cosine once per epoch with the backbone held at first (`--schedule release`, shrunk with the "
+             "run). Does either change the paper's comparisons? Differences with intervals are under "
+             "*Differences behind the paper's claims*.", ""]
+    return lines + _per_scale_table(results, keys, scales, first="configuration")
+
+
 def rank_shift_section(figures: Mapping[str, Any]) -> list[str]:
     """Fig. 7 in the paper's form (training set, every sample a query) and the sampled extra."""
     entries = figures.get("rank_profile") or []
@@ -110,16 +136,58 @@ def rank_shift_section(figures: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def paper_table_iv() -> list[str]:
-    """The paper's Table IV numbers (single-domain DyML); the suite has no such run yet."""
-    lines = ["### Table IV (DyML, single-domain hierarchical retrieval): the paper's numbers", "",
-             f"mAP (%) of HAPPIER with k-reciprocal re-ranking and with MSRerank ({PAPER}, as quoted in "
-             "issue 14). Not run by this suite yet (single-domain retrieval with `exclude_self` is a later "
-             "part of issue 14), so our columns are n/a.", ""]
-    header = ["dataset", "paper + Rerank", "paper + MSRerank", "paper Δ", "ours + Rerank", "ours + MSRerank"]
-    rows = [[name, paper_cell(a), paper_cell(b), paper_cell(b - a, signed=True), "n/a", "n/a"]
+#: Where a suite keeps its Table IV runs: ``<output>/table4/seed<k>.json``.
+TABLE4_DIR = "table4"
+#: The two Table IV rows compared: (row label in a table4 file, header).
+_TABLE4_ROWS = (("k-reciprocal", "+ Rerank"), ("MSRerank (paper)", "+ MSRerank"))
+
+
+def read_table4(output: Path) -> list[dict[str, Any]]:
+    """The finished Table IV seeds of a suite folder (see :func:`dycl.experiment.table4.run_table4_seed`)."""
+    records = []
+    for path in sorted((output / TABLE4_DIR).glob("seed*.json")):
+        try:
+            records.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue  # an unreadable file is scored again by the next run
+    return records
+
+
+def paper_table_iv(records: Sequence[Mapping[str, Any]] = ()) -> list[str]:
+    """Table IV: the paper's DyML numbers, then ours on the synthetic shapes (one row per seed set)."""
+    lines = ["### Table IV analogue: single-domain hierarchical retrieval", "",
+             f"The paper's mAP (%) of HAPPIER embeddings with k-reciprocal re-ranking and with MSRerank "
+             f"({PAPER}) on DyML, beside ours on the synthetic shapes (family > colour > pattern, every "
+             "image a query, itself excluded from its gallery).", ""]
+    header = ["dataset", "+ Rerank", "+ MSRerank", "Δ MSRerank − Rerank"]
+    rows = [[name, paper_cell(a), paper_cell(b), paper_cell(b - a, signed=True)]
             for name, (a, b) in TABLE_IV.items()]
+    if records:
+        values = {label: [float(r["rows"][label]["mAP_overall"]) for r in records]
+                  for label, _ in _TABLE4_ROWS}
+        stats = [Stat(tuple(values[label])) for label, _ in _TABLE4_ROWS]
+        differences = [b - a for a, b in zip(*(values[label] for label, _ in _TABLE4_ROWS), strict=True)]
+        interval = paired_interval(differences)
+        delta = interval.cell(digits=2) if interval is not None else f"{100 * differences[0]:+.2f}"
+        seeds = ", ".join(str(r["seed"]) for r in records)
+        rows.append([f"ours: synthetic shapes, trained ResNet-18 (seeds {seeds})",
+                     stats[0].cell(digits=2), stats[1].cell(digits=2), f"{delta} (paired 95 % CI)"])
+        lines = lines[:-1] + [f"Ours: {records[0]['source']}; Eq. 6 ks with μ = 1 "
+                              f"({', '.join(map(str, records[0]['ks']))}); mean ± sd over seeds.", ""]
+    else:
+        rows.append(["ours", "n/a", "n/a", "not run yet (`dycl-experiment run` scores it first)"])
     return lines + markdown_table(header, rows)
 
 
-__all__ = ["embed", "metric_label", "paper_table_iv", "rank_shift_section", "scale_section", "sweep_section"]
+__all__ = [
+    "RELEASE_COMPARISONS",
+    "TABLE4_DIR",
+    "embed",
+    "metric_label",
+    "paper_table_iv",
+    "rank_shift_section",
+    "read_table4",
+    "release_section",
+    "scale_section",
+    "sweep_section",
+]

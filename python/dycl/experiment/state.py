@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .._files import LOCK_FILE
-from ..runs import CHECKPOINT_FILE, CONFIG_FILE, epochs_logged, read_json, run_complete
+from ..runs import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, epochs_logged, read_json, run_complete
 from .suites import RERANKINGS, RunSpec, Suite
 
 # --------------------------------------------------------------------------- run folders and their state
@@ -106,11 +106,12 @@ def run_state(suite: Suite, run: RunSpec, output: Path, data_dir: Path) -> RunSt
         if why is not None:
             return RunState(run, folder, "stale", message=why)
     record = read_json(folder / RECORD_FILE) or {}
-    trained = run_complete(folder)
     epochs = epochs_logged(folder)
-    if trained:
-        scored = not rerankings_to_score(suite, folder)
-        return RunState(run, folder, "done" if scored else "trained", epochs_done=epochs)
+    scored = (folder / METRICS_FILE).is_file() and not rerankings_to_score(suite, folder)
+    if scored:  # every result is there; the embeddings may have been pruned (see results_only)
+        return RunState(run, folder, "done", epochs_done=epochs)
+    if run_complete(folder):
+        return RunState(run, folder, "trained", epochs_done=epochs)
     if record.get("failed"):
         return RunState(run, folder, "failed", epochs_done=epochs, message=str(record["failed"]))
     if (folder / CHECKPOINT_FILE).is_file():
@@ -123,6 +124,22 @@ def suite_states(suite: Suite, output: str | os.PathLike, data_dir: str | os.Pat
     out = Path(output)
     return [run_state(suite, r, out, resolve_data_dir(suite, out, data_dir, create=False))
             for r in suite.runs()]
+
+
+#: What a suite folder's ``.gitignore`` leaves out, so that its results can be committed: the
+#: campus (re-rendered from its seed), checkpoints, embeddings, TensorBoard, locks. A run with its
+#: results but without embeddings counts as done; re-scoring it with a new re-ranking needs it
+#: trained again.
+IGNORED_IN_GIT = (f"{DATA_DIR}/", CHECKPOINT_FILE, "embeddings/", "tensorboard/", LOCK_FILE, "*.tmp")
+
+
+def write_gitignore(output: Path) -> None:
+    """Write ``output/.gitignore`` (:data:`IGNORED_IN_GIT`) unless the folder already has one."""
+    path = output / ".gitignore"
+    if not path.exists():
+        output.mkdir(parents=True, exist_ok=True)
+        path.write_text("# written by dycl-experiment: commit the results, not the heavy files\n"
+                        + "".join(f"{pattern}\n" for pattern in IGNORED_IN_GIT))
 
 
 # --------------------------------------------------------------------------- data
@@ -207,6 +224,7 @@ def estimate_progress(suite: Suite, states: Sequence[RunState]) -> Progress:
 __all__ = [
     "DATA_DIR",
     "EVAL_DIR",
+    "IGNORED_IN_GIT",
     "RECORD_FILE",
     "REPORT_DIR",
     "Progress",
@@ -218,4 +236,5 @@ __all__ = [
     "resolve_data_dir",
     "run_state",
     "suite_states",
+    "write_gitignore",
 ]

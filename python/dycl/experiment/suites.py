@@ -39,7 +39,9 @@ class CampusSpec:
 class RunConfig:
     """One trained configuration: what differs between the runs of a suite.
 
-    ``key`` names the run folders; ``label`` is the name in tables and figures.
+    ``key`` names the run folders; ``label`` is the name in tables and figures; ``training``
+    overrides the suite's shared training settings for this configuration only (``dycl-train``
+    option names, e.g. ``{"schedule": "release"}``).
     """
 
     key: str
@@ -48,11 +50,14 @@ class RunConfig:
     loss_options: Mapping[str, Mapping[str, Any]] | None = None
     sampler: str = "random"
     note: str = ""
+    training: Mapping[str, Any] | None = None
 
     def overrides(self) -> dict[str, Any]:
         out: dict[str, Any] = {"loss": self.loss, "sampler": self.sampler}
         if self.loss_options:
             out["loss_options"] = json.loads(json.dumps(self.loss_options))  # plain dicts and lists
+        if self.training:
+            out.update(json.loads(json.dumps(self.training)))
         return out
 
 
@@ -81,7 +86,9 @@ class Suite:
     * ``"methods"`` — Tables II/III: one row per method;
     * ``"scales"`` — Fig. 6: single-scale runs, then the multi-scale run (last);
     * ``"scales_dycl"`` — the same shape for an extra comparison (single-scale DyCL terms);
-    * ``"sampler"`` — batch composition: the ``random`` run, then the ``geo`` run.
+    * ``"sampler"`` — batch composition: the ``random`` run, then the ``geo`` run;
+    * ``"release"`` — the authors' release's training choices: HAPPIER, DyCL+HAPPIER, DyCL, then
+      the same with the release's DyCL normalisation and with its schedule.
 
     ``sweeps`` name the parameter sweeps of Fig. 8 (:class:`Sweep`).
     """
@@ -95,6 +102,8 @@ class Suite:
     groups: Mapping[str, tuple[str, ...]]
     rerankings: tuple[str, ...] = tuple(RERANKINGS)
     sweeps: Mapping[str, Sweep] = field(default_factory=dict)
+    #: Seeds of the Table IV entry (single-domain shapes, :mod:`dycl.experiment.table4`); () for none.
+    table4_seeds: tuple[int, ...] = ()
     #: Seconds per training epoch measured in the pilot (for the ETA before any run has finished).
     expected_epoch_s: float | None = None
 
@@ -182,9 +191,32 @@ def _sweep_configs() -> tuple[RunConfig, ...]:
     return taus + lambdas
 
 
-def _paper_configs() -> tuple[RunConfig, ...]:
+#: The release's schedule shrunk with the run (DESIGN §6's 20 epochs -> the suite's epochs): its
+#: 300-epoch cosine and 5 warm-up epochs scaled by epochs / 20 (75 and 1 at 5 epochs).
+def _release_training(epochs: int) -> dict[str, Any]:
+    return {"schedule": "release", "schedule_epochs": max(1, round(300 * epochs / 20)),
+            "warmup_epochs": max(1, round(5 * epochs / 20))}
+
+
+def _release_configs(epochs: int) -> tuple[RunConfig, ...]:
+    """The two training choices of the authors' release, each where it can change a paper's comparison."""
+    batch = {"dycl": {"normalize": "batch"}}
+    release = _release_training(epochs)
+    return (
+        RunConfig("dycl-normbatch", "DyCL, release normalisation", _DYCL, loss_options=batch,
+                  note="DyCL's similarities from features normalised over the batch (F.normalize(x, dim=0))"),
+        RunConfig("dycl-happier-normbatch", "DyCL+HAPPIER, release normalisation", PAPER_LOSS,
+                  loss_options=batch, note="the full loss with the release's DyCL normalisation"),
+        RunConfig("happier-release", "HAPPIER, release schedule", _HAPPIER, training=release,
+                  note="cosine stepped per epoch over 15x the run, backbone held the first quarter of it"),
+        RunConfig("dycl-happier-release", "DyCL+HAPPIER, release schedule", PAPER_LOSS, training=release,
+                  note="the full loss with the release's schedule"),
+    )
+
+
+def _paper_configs(epochs: int) -> tuple[RunConfig, ...]:
     geo = (RunConfig("dycl-geo", "DyCL, geo sampler", _DYCL, sampler="geo"),)
-    return _method_configs() + _scale_configs() + geo + _sweep_configs()
+    return _method_configs() + _scale_configs() + geo + _sweep_configs() + _release_configs(epochs)
 
 
 _PAPER_GROUPS = {
@@ -192,6 +224,9 @@ _PAPER_GROUPS = {
     "scales": ("triplet", "triplet-scale1", "triplet-scale2", "sigmatriplet"),
     "scales_dycl": ("dycl-scale0", "dycl-scale1", "dycl-scale2", "dycl"),
     "sampler": ("dycl", "dycl-geo"),
+    # the paper's comparisons with the paper's choices, then with each of the release's
+    "release": ("happier", "dycl-happier", "dycl", "dycl-normbatch", "dycl-happier-normbatch",
+                "happier-release", "dycl-happier-release"),
 }
 
 _PAPER_SWEEPS = {
@@ -215,10 +250,11 @@ PAPER_MINI = Suite(
         "backbone": "resnet18", "pretrained": False, "embedding_dim": 128, "image_size": 48, "epochs": 5,
         "batch_size": 32, "lr": 1e-4, "thresholds": [200.0, 500.0], "workers": 1,
     },
-    configs=_paper_configs(),
+    configs=_paper_configs(5),
     seeds=(0, 1, 2),  # three seeds at least: t intervals over seeds need n - 1 >= 2 degrees of freedom
     groups=_PAPER_GROUPS,
     sweeps=_PAPER_SWEEPS,
+    table4_seeds=(0, 1, 2),
     expected_epoch_s=30.0,
 )
 
@@ -232,7 +268,7 @@ PAPER_FULL = Suite(
         "backbone": "resnet50", "pretrained": True, "embedding_dim": 512, "image_size": 256, "epochs": 20,
         "batch_size": 128, "lr": 5e-5, "thresholds": [200.0, 500.0],
     },
-    configs=_paper_configs(),
+    configs=_paper_configs(20),
     seeds=(0, 1, 2),
     groups=_PAPER_GROUPS,
     sweeps=_PAPER_SWEEPS,

@@ -17,8 +17,13 @@ on the hierarchy (:mod:`dycl.train.hierarchy`, a minute or two on a CPU).
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
+from .._files import write_json_atomic
 from ..data.shapes import pixel_embeddings, shapes_dataset
 from ..levels import from_hierarchy
 from ..rerank import msrerank_ks
@@ -26,6 +31,7 @@ from ..tables import markdown_table
 from ..tasks import RerankConfig, RetrievalTask, evaluate_tasks, single_domain_task
 from ..train.hierarchy import HierarchyTraining, embed_images, train_on_hierarchy
 from .paper import PAPER, TABLE_IV
+from .sections import TABLE4_DIR
 
 #: The compared re-rankings, in the order of the paper's Table IV rows (MSRerank's ks: see
 #: :func:`miniature_ks`).
@@ -79,6 +85,19 @@ def table4_miniature(images_per_class: int = 6, size: int = 24, seed: int = 0, p
             config = RerankConfig(method="msrerank", variant=config.variant, ks=ks)
         out[label] = evaluate_tasks({task.name: task}, config, progress=progress).results[task.name]
     return out
+
+
+def run_table4_seed(output: Path, seed: int) -> dict[str, Any]:
+    """One seed of the suite's Table IV entry: :func:`trained_shapes_task` with ``seed`` for the images and
+    the network, scored by :func:`table4_miniature`; written to ``output/table4/seed<seed>.json``."""
+    start = time.perf_counter()
+    task = trained_shapes_task(seed=seed, settings=HierarchyTraining(seed=seed))
+    record = {"seed": seed, "source": task.source, "ks": list(miniature_ks(task)),
+              "rows": table4_miniature(task=task)}
+    record["seconds"] = time.perf_counter() - start
+    (output / TABLE4_DIR).mkdir(parents=True, exist_ok=True)
+    write_json_atomic(output / TABLE4_DIR / f"seed{seed}.json", record)
+    return record
 
 
 #: Columns of :func:`format_table4`: (metric key, header).
