@@ -181,33 +181,13 @@ def test_splice_generated_replaces_or_appends_the_block():
     assert appended.startswith("hand-written\n\n" + BEGIN_MARK) and appended.rstrip().endswith(END_MARK)
 
 
-def test_committed_results_without_heavy_files_count_as_done(campus, tmp_path):
-    """What git keeps of a suite folder (its .gitignore drops checkpoints and embeddings) still reads
-    as finished runs; a run missing a result it can no longer score is trained again."""
+def test_per_configuration_settings_and_committed_results(campus, tmp_path):
+    """A configuration's ``training`` overrides (the release's schedule here) are planned, saved in the
+    run's config.json, checked on resume, and the release section compares the two runs. Then what git
+    keeps of the suite folder (its .gitignore drops checkpoints and embeddings) still reads as finished
+    runs, and a run missing a result it can no longer score is trained again."""
     import shutil
 
-    suite = tiny_suite(training={**TINY_TRAINING, "epochs": 1})
-    out = tmp_path / "suite"
-    run_suite(suite, out, data_dir=campus, device="cpu", report=False, log=io.StringIO())
-    ignored = (out / ".gitignore").read_text().splitlines()
-    assert {"last.pt", "embeddings/", "data/"} <= set(ignored)
-    first, second = (spec.folder(out) for spec in suite.runs())
-    for folder in (first, second):  # what a fresh clone has
-        (folder / "last.pt").unlink()
-        shutil.rmtree(folder / "embeddings")
-    (second / "eval" / "k-reciprocal.json").unlink()
-    assert [s.state for s in suite_states(suite, out, campus)] == ["done", "started"]
-    log = io.StringIO()
-    states = run_suite(suite, out, data_dir=campus, device="cpu", report=False, log=log)
-    assert [s.state for s in states] == ["done", "done"]
-    assert f"{suite.runs()[0].name}: training" not in log.getvalue()
-    assert f"{suite.runs()[1].name}: training" in log.getvalue()
-    assert (second / "eval" / "k-reciprocal.json").is_file()
-
-
-def test_per_configuration_training_settings_reach_the_run_and_the_report(campus, tmp_path):
-    """A configuration's ``training`` overrides (the release's schedule here) are planned, saved in the
-    run's config.json, checked on resume, and the release section compares the two runs."""
     release = {"schedule": "release", "schedule_epochs": 15, "warmup_epochs": 1}
     configs = (RunConfig("happier", "HAPPIER", "happier:0.9,cluster:0.1"),
                RunConfig("happier-release", "HAPPIER, release schedule", "happier:0.9,cluster:0.1",
@@ -227,6 +207,21 @@ def test_per_configuration_training_settings_reach_the_run_and_the_report(campus
     states = suite_states(tiny_suite(training={**TINY_TRAINING, "epochs": 1}, configs=(configs[0], longer),
                                      groups={"methods": ("happier",)}), out, campus)
     assert states[1].state == "stale" and "schedule_epochs=15" in states[1].message
+
+    ignored = (out / ".gitignore").read_text().splitlines()
+    assert {"last.pt", "embeddings/", "data/"} <= set(ignored)
+    first, second = (spec.folder(out) for spec in suite.runs())
+    for folder in (first, second):  # what a fresh clone has
+        (folder / "last.pt").unlink()
+        shutil.rmtree(folder / "embeddings")
+    (second / "eval" / "k-reciprocal.json").unlink()
+    assert [s.state for s in suite_states(suite, out, campus)] == ["done", "started"]
+    log = io.StringIO()
+    states = run_suite(suite, out, data_dir=campus, device="cpu", report=False, log=log)
+    assert [s.state for s in states] == ["done", "done"]
+    assert f"{suite.runs()[0].name}: training" not in log.getvalue()
+    assert f"{suite.runs()[1].name}: training" in log.getvalue()
+    assert (second / "eval" / "k-reciprocal.json").is_file()
 
 
 def test_suite_scores_its_table4_seeds_once(tmp_path, monkeypatch):
