@@ -242,7 +242,7 @@ def run_suite(suite: Suite, output: str | os.PathLike, data_dir: str | os.PathLi
 
 
 def run_table4(suite: Suite, out: Path, log: TextIO) -> None:
-    """The suite's Table IV seeds without a result file (a minute or two each on a CPU)."""
+    """The suite's Table IV seeds without a result file (seconds each on a CPU)."""
     missing = [s for s in suite.table4_seeds if not (out / TABLE4_DIR / f"seed{s}.json").is_file()]
     if not missing:
         return
