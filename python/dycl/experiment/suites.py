@@ -239,13 +239,14 @@ _PAPER_SWEEPS = {
 #: The paper in miniature on a 2-core CPU (measured: docs/results.md).
 PAPER_MINI = Suite(
     name="paper-mini",
-    description="Tables II/III, Fig. 6, Fig. 8 and the sampler question on a synthetic campus, ResNet-18 "
-                "from scratch at 48 px on a CPU",
+    description="Tables II/III, Figs. 6-8, the release's training choices and the sampler question on a "
+                "synthetic campus, ResNet-18 from scratch at 48 px on a CPU; Table IV on synthetic shapes",
     # 440 buildings on 4 campuses: the test campus is large enough that the 500 m scale is not most
     # of it (about 49 of 200 buildings), 16 views keep an epoch at 120 steps.
     campus=CampusSpec(train_buildings=240, test_buildings=200, drone_views=16, image_size=96, seed=0),
-    # Pilot (docs/results.md): 48 px learns as fast per epoch as 64 px at 2.2x less compute
-    # (about 24 s per epoch on two free cores); 5 epochs of the cosine schedule fit the budget.
+    # Pilots (docs/results.md): 48 px learns as fast per epoch as 64 px at 2.2x less compute
+    # (24-36 s per epoch on two cores); 5 epochs of the cosine schedule fit the budget; a backbone lr
+    # of 2e-4 or 4e-4 instead of 1e-4 hurts every method, the full loss most (experiments/pilot).
     training={
         "backbone": "resnet18", "pretrained": False, "embedding_dim": 128, "image_size": 48, "epochs": 5,
         "batch_size": 32, "lr": 1e-4, "thresholds": [200.0, 500.0], "workers": 1,
