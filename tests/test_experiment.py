@@ -133,7 +133,16 @@ def test_suite_resumes_skips_finished_runs_and_reports_from_results(campus, tmp_
     assert "\nold\n" not in spliced and "### Table II analogue" in spliced
     assert (docs / "img" / "results_methods_satellite_to_drone.png").is_file()
 
-    # 8. The CLI: list shows each run's state, report regenerates.
+    # 8. Without the runs' embeddings (a committed suite folder), the examples drawn from them are kept.
+    examples = report.split("### Examples", 1)[1]
+    import shutil
+
+    shutil.rmtree(first.folder(out) / "embeddings")
+    write_report(suite, out, data_dir=campus)
+    again = (out / "report" / "results.md").read_text()
+    assert "### Examples" in again and again.split("### Examples", 1)[1] == examples
+
+    # 9. The CLI: list shows each run's state, report regenerates.
     assert experiment_main(["list", "--suite", "smoke"]) == 0
     assert experiment_main(["report", "--suite", "smoke", "--output", str(tmp_path / "nothing")]) == 2
 

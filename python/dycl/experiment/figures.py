@@ -3,10 +3,12 @@ sweeps; Fig. 7 on the training set; examples."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
 
+from .._files import write_json_atomic
 from ..data import open_train_test
 from ..figures import write_plots, write_rank_shift_profiles
 from ..runs import CHECKPOINT_FILE, EMBEDDINGS_DIR
@@ -56,8 +58,7 @@ def write_figures(results: SuiteResults, img: Path, data_dir: Path | None) -> di
         bars("sampler", {suite.config(k).label: results.mean_results(k) for k in sampler_keys},
              "DyCL: random vs geo batch sampler, mAP per scale")
     figures.update(_sweep_figures(results, img))
-    figures.update(_rank_profile_figures(results, img, data_dir))
-    figures.update(_example_figures(results, img, data_dir))
+    figures.update(_figures_from_runs(results, img, data_dir))
     return figures
 
 
@@ -83,6 +84,29 @@ def _sweep_figures(results: SuiteResults, img: Path) -> dict[str, list[str]]:
         save_figure(sweep_figure(series, sweep.parameter, "mAP overall",
                                  title=f"Fig. 8 analogue: {sweep.parameter}"), img / file)
         out[f"sweep_{name}"] = [f"img/{file}"]
+    return out
+
+
+#: Figures drawn from a run's checkpoint or embeddings, which a committed suite folder no longer has:
+#: their captions and files are kept here, and reused while the files exist.
+FIGURES_FROM_RUNS = "figures_from_runs.json"
+
+
+def _figures_from_runs(results: SuiteResults, img: Path, data_dir: Path | None) -> dict[str, Any]:
+    """Fig. 7 and the examples: drawn again when their runs' heavy files are there, else the last ones."""
+    cache = img / FIGURES_FROM_RUNS
+    try:
+        kept = json.loads(cache.read_text()) if cache.is_file() else {}
+    except ValueError:
+        kept = {}
+    drawn = {**_rank_profile_figures(results, img, data_dir), **_example_figures(results, img, data_dir)}
+    out = {}
+    for name in ("rank_profile", "examples"):
+        if drawn.get(name):
+            out[name] = drawn[name]
+        elif kept.get(name) and all((img.parent / path).is_file() for _, path in kept[name]):
+            out[name] = kept[name]
+    write_json_atomic(cache, out)
     return out
 
 
@@ -120,7 +144,11 @@ def _rank_profile_figures(results: SuiteResults, img: Path, data_dir: Path | Non
 def _example_figures(results: SuiteResults, img: Path, data_dir: Path | None) -> dict[str, list]:
     """Ranked lists (Fig. 1) of the first seed of two methods, a rank-shift (Fig. 7) and a map (Fig. 3)."""
     suite = results.suite
-    candidates = [k for k in ("infonce", "dycl-happier") if results.has(k)]
+    def embedded(key: str) -> bool:  # a committed suite folder keeps no embeddings
+        folder = RunSpec(suite.config(key), results.seeds_of(key)[0]).folder(results.output)
+        return (folder / EMBEDDINGS_DIR).is_dir()
+
+    candidates = [k for k in ("infonce", "dycl-happier") if results.has(k) and embedded(k)]
     if not candidates or data_dir is None:
         return {}
     try:
