@@ -148,11 +148,12 @@ def test_suite_resumes_skips_finished_runs_and_reports_from_results(campus, tmp_
 
 
 def test_partial_suite_report_says_what_is_missing(campus, tmp_path):
-    suite = tiny_suite(training={**TINY_TRAINING, "epochs": 1})
+    suite = tiny_suite(training={**TINY_TRAINING, "epochs": 1}, seeds=(0, 1))
     out = tmp_path / "suite"
     run_suite(suite, out, data_dir=campus, device="cpu", max_runs=1, log=io.StringIO())
     report = (out / "report" / "results.md").read_text()
-    assert "**Partial results**: 1 of 2 runs finished; missing: dycl-scale1/seed0" in report
+    assert ("**Partial results**: 1 of 4 runs finished; missing: seed 0: dycl-scale1; seed 1: all 2 "
+            "configurations.") in report
 
 
 def test_trainer_loss_options_hook_rejects_bad_options_in_one_line(campus, tmp_path, capsys):

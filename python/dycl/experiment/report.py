@@ -260,6 +260,18 @@ def _method_tables(results: SuiteResults, figures: Mapping[str, Any],
     return lines
 
 
+def _missing_text(results: SuiteResults) -> str:
+    """The unfinished runs, seed by seed (``seed 2: all 27 configurations``)."""
+    parts = []
+    for seed in results.suite.seeds:
+        keys = [s.run.config.key for s in results.states if s.run.seed == seed and s.state != "done"]
+        if len(keys) == len(results.suite.configs):
+            parts.append(f"seed {seed}: all {len(keys)} configurations")
+        elif keys:
+            parts.append(f"seed {seed}: {', '.join(keys)}")
+    return "; ".join(parts)
+
+
 def report_markdown(results: SuiteResults, figures: Mapping[str, Any], command: str,
                     random_baseline: Mapping[str, Mapping[str, Stat]] | None) -> str:
     """The generated part of the report: status, settings, tables, comparisons, figure links."""
@@ -273,10 +285,9 @@ def report_markdown(results: SuiteResults, figures: Mapping[str, Any], command: 
     lines.append(f"Suite **{suite.name}**: {suite.description}. Command: `{command}`.")
     lines.append("")
     if not complete:
-        missing = [s.run.name for s in results.states if s.state != "done"]
         lines.append(f"**Partial results**: {counts.get('done', 0)} of {total} runs finished; missing: "
-                     f"{', '.join(missing)}. Continue with the same command (finished runs are skipped, "
-                     "an interrupted training resumes from its last epoch).")
+                     f"{_missing_text(results)}. Continue with the same command (finished runs are "
+                     "skipped, an interrupted training resumes from its last epoch).")
         lines.append("")
     lines += _compute_summary(results)
     lines += _ks_lines(results)
