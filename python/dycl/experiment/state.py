@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .._files import LOCK_FILE
+from .._files import LOCK_FILE, write_text_atomic
 from ..runs import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, epochs_logged, read_json, run_complete
 from .suites import RERANKINGS, RunSpec, Suite
 
@@ -138,8 +138,8 @@ def write_gitignore(output: Path) -> None:
     path = output / ".gitignore"
     if not path.exists():
         output.mkdir(parents=True, exist_ok=True)
-        path.write_text("# written by dycl-experiment: commit the results, not the heavy files\n"
-                        + "".join(f"{pattern}\n" for pattern in IGNORED_IN_GIT))
+        write_text_atomic(path, "# written by dycl-experiment: commit the results, not the heavy files\n"
+                          + "".join(f"{pattern}\n" for pattern in IGNORED_IN_GIT))
 
 
 # --------------------------------------------------------------------------- data
