@@ -93,21 +93,37 @@ FIGURES_FROM_RUNS = "figures_from_runs.json"
 
 
 def _figures_from_runs(results: SuiteResults, img: Path, data_dir: Path | None) -> dict[str, Any]:
-    """Fig. 7 and the examples: drawn again when their runs' heavy files are there, else the last ones."""
+    """Fig. 7 and the examples: drawn again when their runs' heavy files are there, else the last ones.
+    Fig. 7 embeds the whole training set; it is drawn once per source run, not at every report."""
     cache = img / FIGURES_FROM_RUNS
     try:
         kept = json.loads(cache.read_text()) if cache.is_file() else {}
     except ValueError:
         kept = {}
-    drawn = {**_rank_profile_figures(results, img, data_dir), **_example_figures(results, img, data_dir)}
-    out = {}
-    for name in ("rank_profile", "examples"):
-        if drawn.get(name):
-            out[name] = drawn[name]
-        elif kept.get(name) and all((img.parent / path).is_file() for _, path in kept[name]):
-            out[name] = kept[name]
+
+    def still_there(name: str) -> bool:
+        return bool(kept.get(name)) and all((img.parent / path).is_file() for _, path in kept[name])
+
+    source = _rank_profile_source(results)
+    out: dict[str, Any] = {}
+    if source is not None and kept.get("rank_profile_source") == source and still_there("rank_profile"):
+        out["rank_profile"], out["rank_profile_source"] = kept["rank_profile"], source
+    elif profile := _rank_profile_figures(results, img, data_dir).get("rank_profile"):
+        out["rank_profile"], out["rank_profile_source"] = profile, source
+    elif still_there("rank_profile"):
+        out["rank_profile"] = kept["rank_profile"]
+        out["rank_profile_source"] = kept.get("rank_profile_source")
+    examples = _example_figures(results, img, data_dir).get("examples")
+    if examples or still_there("examples"):
+        out["examples"] = examples or kept["examples"]
     write_json_atomic(cache, out)
-    return out
+    return {name: entries for name, entries in out.items() if name != "rank_profile_source"}
+
+
+def _rank_profile_source(results: SuiteResults) -> list | None:
+    """``[config key, seed]`` of the run Fig. 7 is drawn from: the first seed of the full model."""
+    key = next((k for k in ("dycl-happier", "dycl") if results.has(k)), None)
+    return None if key is None else [key, results.seeds_of(key)[0]]
 
 
 def _rank_profile_figures(results: SuiteResults, img: Path, data_dir: Path | None) -> dict[str, list]:
@@ -116,10 +132,10 @@ def _rank_profile_figures(results: SuiteResults, img: Path, data_dir: Path | Non
     from ..models import load_model
 
     suite = results.suite
-    key = next((k for k in ("dycl-happier", "dycl") if results.has(k)), None)
-    if key is None or data_dir is None:
+    source = _rank_profile_source(results)
+    if source is None or data_dir is None:
         return {}
-    seed = results.seeds_of(key)[0]
+    key, seed = source
     checkpoint = RunSpec(suite.config(key), seed).folder(results.output) / CHECKPOINT_FILE
     try:
         train_split = open_train_test(data_dir)[0]
