@@ -256,3 +256,29 @@ def test_suite_scores_its_table4_seeds_once(tmp_path, monkeypatch):
     assert saved["rows"]["MSRerank (paper)"]["mAP_overall"] == pytest.approx(
         expected["MSRerank (paper)"]["mAP_overall"], abs=1e-12)
     assert "table4/seed1: mAP none" in log.getvalue()
+
+
+def test_report_keeps_the_random_baseline_without_the_campus(campus, tmp_path):
+    """The random-embedding row is computed where the campus is and kept in the report folder, so a
+    suite folder without its campus (a fresh clone) shows the same row; a row saved for other data is
+    not shown."""
+    suite = tiny_suite(configs=(RunConfig("dycl", "DyCL", "dycl:0.2,cluster:0.1"),),
+                       groups={"methods": ("dycl",)})
+    out = tmp_path / "suite"
+    run_suite(suite, out, data_dir=campus, device="cpu", log=io.StringIO())
+
+    def random_rows() -> list[str]:
+        text = (out / "report" / "results.md").read_text()
+        return [line for line in text.splitlines() if line.startswith("| *random embeddings* |")]
+
+    with_data = random_rows()
+    assert len(with_data) == 3  # Table II and both Table III tables
+    cache = out / "report" / "random_baseline.json"
+    assert json.loads(cache.read_text())["data_sha256"]
+    write_report(suite, out)  # no data_dir: the suite's own campus folder under out/data does not exist
+    assert not (out / "data").exists()
+    assert random_rows() == with_data
+    saved = json.loads(cache.read_text())
+    cache.write_text(json.dumps({**saved, "data_sha256": "another dataset"}))
+    write_report(suite, out)
+    assert random_rows() == []

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .._files import write_text_atomic
+from .._files import write_json_atomic, write_text_atomic
 from ..data import open_train_test
 from ..metrics import scale_count
 from ..runs import CONFIG_FILE, epoch_records, read_json
@@ -64,20 +64,48 @@ def _pp(value: float, digits: int = 1) -> str:
     return f"{100.0 * value:+.{digits}f}"
 
 
-def _random_baseline(results: SuiteResults, data_dir: Path | None, seeds: int = 3
+#: The random-embedding row, kept so that a suite folder without its campus (a fresh clone) still shows it.
+RANDOM_BASELINE_FILE = "random_baseline.json"
+
+
+def _runs_data_fingerprint(results: SuiteResults) -> str | None:
+    """The dataset fingerprint the finished runs saved in their config.json, if any."""
+    for state in results.states:
+        saved = read_json(state.folder / CONFIG_FILE)
+        if saved is not None and saved.get("data", {}).get("sha256"):
+            return str(saved["data"]["sha256"])
+    return None
+
+
+def _random_baseline(results: SuiteResults, data_dir: Path | None, cache: Path, seeds: int = 3
                      ) -> dict[str, dict[str, Stat]] | None:
-    """Scores of random unit embeddings on the test split (mean over ``seeds`` draws), or None."""
-    if data_dir is None or not data_dir.exists():
-        return None
-    try:
-        test = open_train_test(data_dir)[1]
-    except ValueError:
-        return None
+    """Scores of random unit embeddings on the test split (mean over ``seeds`` draws), or None.
+
+    Computed when the data is there and saved in ``cache``; without the data, the saved scores are
+    used if they were computed on the dataset the runs were trained on."""
     dim = int(results.suite.training.get("embedding_dim", 512))
-    thresholds = tuple(results.suite.training.get("thresholds", (200.0, 500.0)))
-    draws = [random_embedding_baseline(test, dim, thresholds, seed=s) for s in range(seeds)]
-    return {task: {k: Stat(tuple(float(d[task][k]) for d in draws)) for k in draws[0][task]}
-            for task in TASKS}
+    thresholds = [float(t) for t in results.suite.training.get("thresholds", (200.0, 500.0))]
+    key = {"data_sha256": _runs_data_fingerprint(results), "dim": dim, "thresholds": thresholds,
+           "draws": seeds}
+    test = None
+    if data_dir is not None and data_dir.exists():
+        try:
+            test = open_train_test(data_dir)[1]
+        except ValueError:
+            test = None
+    if test is not None:
+        draws = [random_embedding_baseline(test, dim, thresholds, seed=s) for s in range(seeds)]
+        values = {task: {k: [float(d[task][k]) for d in draws] for k in draws[0][task]} for task in TASKS}
+        if key["data_sha256"] is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(cache, {**key, "values": values})
+    else:
+        kept = read_json(cache) or {}
+        if key["data_sha256"] is None or {k: kept.get(k) for k in key} != key:
+            return None
+        values = kept["values"]
+    return {task: {k: Stat(tuple(math.nan if x is None else float(x) for x in v))  # JSON null = NaN
+                   for k, v in values[task].items()} for task in TASKS}
 
 
 def _unpaired_rows(results: SuiteResults, pairs: Sequence[tuple[str, str, str]], metrics: Sequence[str],
@@ -435,7 +463,7 @@ def write_report(suite: Suite, output: str | os.PathLike, data_dir: str | os.Pat
     except ValueError:
         data = None
     figures = write_figures(results, img, data)
-    baseline = _random_baseline(results, data)
+    baseline = _random_baseline(results, data, report / RANDOM_BASELINE_FILE)
     block = report_markdown(results, figures, command or default_command(suite, output, data_dir), baseline)
     means = report / "mean"
     means.mkdir(parents=True, exist_ok=True)
