@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .._files import write_json_atomic, write_text_atomic
-from ..data import open_train_test
+from ..data import Split, open_train_test
 from ..metrics import scale_count
 from ..runs import CONFIG_FILE, epoch_records, read_json
 from ..tables import markdown_table, write_results
@@ -77,6 +77,16 @@ def _runs_data_fingerprint(results: SuiteResults) -> str | None:
     return None
 
 
+def _test_split(data_dir: Path | None) -> Split | None:
+    """The dataset's test split, or None where the data is absent or unreadable (a fresh clone)."""
+    if data_dir is None or not data_dir.exists():
+        return None
+    try:
+        return open_train_test(data_dir)[1]
+    except ValueError:
+        return None
+
+
 def _random_baseline(results: SuiteResults, data_dir: Path | None, cache: Path, seeds: int = 3
                      ) -> dict[str, dict[str, Stat]] | None:
     """Scores of random unit embeddings on the test split (mean over ``seeds`` draws), or None.
@@ -87,13 +97,7 @@ def _random_baseline(results: SuiteResults, data_dir: Path | None, cache: Path, 
     thresholds = [float(t) for t in results.suite.training.get("thresholds", (200.0, 500.0))]
     key = {"data_sha256": _runs_data_fingerprint(results), "dim": dim, "thresholds": thresholds,
            "draws": seeds}
-    test = None
-    if data_dir is not None and data_dir.exists():
-        try:
-            test = open_train_test(data_dir)[1]
-        except ValueError:
-            test = None
-    if test is not None:
+    if (test := _test_split(data_dir)) is not None:
         draws = [random_embedding_baseline(test, dim, thresholds, seed=s) for s in range(seeds)]
         values = {task: {k: [float(d[task][k]) for d in draws] for k in draws[0][task]} for task in TASKS}
         if key["data_sha256"] is not None:
